@@ -1,0 +1,6 @@
+//! xvs: the XDP Virtual Server, an AF_XDP layer-4 load balancer with Linux IPVS semantics.
+//!
+//! See `docs/architecture.md` for the data flow and who owns which state.
+
+pub mod control;
+pub mod model;

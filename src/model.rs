@@ -1,0 +1,267 @@
+//! The control-plane model shared by `xvsadm`, the control protocol and `xvsd`.
+//!
+//! These types describe *configuration* (what the operator asked for) and *status* (what the
+//! daemon reports back). They never appear on the per-packet path: the daemon compiles them into
+//! the data-path snapshot (`crate::snapshot`).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// Transport protocol of a virtual service (`-t` / `-u`; `-f` fwmark is not implemented).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// IP protocol number (IANA).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Self> {
+        match n {
+            6 => Some(Protocol::Tcp),
+            17 => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+
+    /// The name ipvsadm prints in listings (`TCP`, `UDP`).
+    pub fn list_name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+
+    /// The ipvsadm option selecting this protocol (`-t`, `-u`).
+    pub fn flag(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "-t",
+            Protocol::Udp => "-u",
+        }
+    }
+}
+
+/// A virtual service is identified by protocol, virtual address and port, as in IPVS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    pub proto: Protocol,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}:{}", self.proto.list_name(), self.addr, self.port)
+    }
+}
+
+/// Packet forwarding method of a real server (`-g`, `-i`, `-m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Forward {
+    /// Direct routing (`-g`, "gatewaying"): rewrite MACs only. The ipvsadm default.
+    #[default]
+    Route,
+    /// IPIP tunnelling (`-i`).
+    Tunnel,
+    /// NAT (`-m`, "masquerading").
+    Masq,
+}
+
+impl Forward {
+    /// The word in the "Forward" column of `ipvsadm -L`.
+    pub fn list_name(self) -> &'static str {
+        match self {
+            Forward::Route => "Route",
+            Forward::Tunnel => "Tunnel",
+            Forward::Masq => "Masq",
+        }
+    }
+
+    /// The ipvsadm option selecting this method.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Forward::Route => "-g",
+            Forward::Tunnel => "-i",
+            Forward::Masq => "-m",
+        }
+    }
+}
+
+/// Default persistence timeout in seconds (`-p` without a value), as in ipvsadm.
+pub const DEFAULT_PERSISTENCE_SECS: u32 = 300;
+/// Default scheduler when `-s` is omitted, as in ipvsadm.
+pub const DEFAULT_SCHEDULER: &str = "wlc";
+/// Largest weight IPVS accepts.
+pub const MAX_WEIGHT: u32 = 65535;
+
+/// Options of a virtual service as given to `-A` / `-E`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceOpts {
+    /// Scheduler name as typed (`rr`, `wrr`, ...). Validated by the daemon.
+    pub scheduler: String,
+    /// Persistence timeout in seconds; `None` = not persistent.
+    pub persistent: Option<u32>,
+    /// Persistence granularity netmask (`-M`); `None` = 255.255.255.255.
+    pub netmask: Option<Ipv4Addr>,
+    /// Scheduler flags (`-b sh-fallback,sh-port`), as typed.
+    pub sched_flags: Vec<String>,
+    /// One-packet scheduling (`-o`, UDP only).
+    pub one_packet: bool,
+}
+
+impl Default for ServiceOpts {
+    fn default() -> Self {
+        ServiceOpts {
+            scheduler: DEFAULT_SCHEDULER.to_string(),
+            persistent: None,
+            netmask: None,
+            sched_flags: Vec::new(),
+            one_packet: false,
+        }
+    }
+}
+
+/// A real server as given to `-a` / `-e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestSpec {
+    pub addr: Ipv4Addr,
+    /// Real port. For DR and TUN IPVS forces it to the service port; `None` = not given.
+    pub port: Option<u16>,
+    pub forward: Forward,
+    pub weight: u32,
+    /// Upper connection threshold (`-x`), 0 = none.
+    pub u_threshold: u32,
+    /// Lower connection threshold (`-y`), 0 = none.
+    pub l_threshold: u32,
+}
+
+/// Fields of `-e` (edit real server); `None` keeps the current value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestEdit {
+    pub addr: Ipv4Addr,
+    pub port: Option<u16>,
+    pub forward: Option<Forward>,
+    pub weight: Option<u32>,
+    pub u_threshold: Option<u32>,
+    pub l_threshold: Option<u32>,
+}
+
+/// IPVS connection timeouts in seconds, as `--set tcp tcpfin udp` sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    pub tcp: u32,
+    pub tcp_fin: u32,
+    pub udp: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        // IPVS defaults: ESTABLISHED 15 min, FIN_WAIT 2 min, UDP 5 min.
+        Timeouts {
+            tcp: 900,
+            tcp_fin: 120,
+            udp: 300,
+        }
+    }
+}
+
+/// One control request. `xvsadm` builds these from ipvsadm syntax; `xvsd` applies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    AddService {
+        key: ServiceKey,
+        opts: ServiceOpts,
+    },
+    /// `-E`: replaces the service options (ipvsadm semantics: unspecified options take defaults).
+    EditService {
+        key: ServiceKey,
+        opts: ServiceOpts,
+    },
+    DeleteService {
+        key: ServiceKey,
+    },
+    /// `-C`: remove every service.
+    Clear,
+    AddDest {
+        service: ServiceKey,
+        dest: DestSpec,
+    },
+    EditDest {
+        service: ServiceKey,
+        dest: DestEdit,
+    },
+    DeleteDest {
+        service: ServiceKey,
+        addr: Ipv4Addr,
+        port: Option<u16>,
+    },
+    /// `-Z [service]`: zero packet/byte/connection counters.
+    Zero {
+        service: Option<ServiceKey>,
+    },
+    /// `--set tcp tcpfin udp`; 0 leaves a value unchanged.
+    SetTimeouts(Timeouts),
+    /// `-L`/`-S`: the daemon returns `Response::Status` for one service or all.
+    Status {
+        service: Option<ServiceKey>,
+    },
+    /// `-R`: apply all or nothing.
+    Batch(Vec<Request>),
+}
+
+/// Packet, byte and connection counters of a service or real server (`--stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub conns: u64,
+    pub inpkts: u64,
+    pub outpkts: u64,
+    pub inbytes: u64,
+    pub outbytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestStatus {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub forward: Forward,
+    pub weight: u32,
+    pub u_threshold: u32,
+    pub l_threshold: u32,
+    pub active_conns: u32,
+    pub inactive_conns: u32,
+    pub persist_conns: u32,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub key: ServiceKey,
+    pub opts: ServiceOpts,
+    pub counters: Counters,
+    pub dests: Vec<DestStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Connection table capacity (the `size=` of ipvsadm's banner).
+    pub conn_table_size: u64,
+    pub timeouts: Timeouts,
+    pub services: Vec<ServiceStatus>,
+}
+
+/// The daemon's answer to one `Request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    Status(Status),
+    /// An ipvsadm-style message ("No such service", ...); the configuration is unchanged.
+    Error(String),
+}
