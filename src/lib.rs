@@ -2,5 +2,10 @@
 //!
 //! See `docs/architecture.md` for the data flow and who owns which state.
 
+pub mod bpf;
+pub mod conn;
 pub mod control;
 pub mod model;
+pub mod packet;
+pub mod runtime;
+pub mod sched;

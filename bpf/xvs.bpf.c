@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xvs steering program.
+ *
+ * Decides, per frame, one thing: does it belong to a virtual service? If so it goes to the
+ * AF_XDP socket of the RX queue it arrived on, where a userspace worker load-balances it.
+ * Everything else (ARP, ICMP, SSH to the DIP, health checks, IPv6) is XDP_PASS, untouched,
+ * so the director's kernel keeps working as if xvs were not there.
+ *
+ * The program is deliberately small and table-driven: all policy lives in userspace.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "xvs_shared.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XVS_MAX_SERVICES);
+	__type(key, struct xvs_svc_key);
+	__type(value, struct xvs_svc_val);
+} xvs_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, XVS_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xvs_xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xvs_xdp_stats);
+} xvs_stats SEC(".maps");
+
+/* IPv4 flags/fragment-offset field: offset bits (the MF bit is 0x2000). */
+#define XVS_IP_OFFSET 0x1fff
+
+static __always_inline struct xvs_xdp_stats *stats(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&xvs_stats, &zero);
+}
+
+SEC("xdp")
+int xvs_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct xvs_xdp_stats *st = stats();
+	struct ethhdr *eth = data;
+	struct iphdr *iph;
+	__u16 *ports;
+	struct xvs_svc_key key = {};
+	long ret;
+
+	if (!st) /* cannot happen for a one-entry per-CPU array; keeps the verifier happy */
+		return XDP_PASS;
+
+	if ((void *)(eth + 1) > data_end) {
+		st->malformed++;
+		return XDP_PASS;
+	}
+	/* VLAN-tagged and non-IPv4 frames are the kernel's business (IPv6 comes later). */
+	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		st->passed++;
+		return XDP_PASS;
+	}
+
+	iph = (void *)(eth + 1);
+	if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5) {
+		st->malformed++;
+		return XDP_PASS;
+	}
+	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP) {
+		st->passed++;
+		return XDP_PASS;
+	}
+	/*
+	 * Non-first fragments carry no ports, so they cannot be matched to a service here. They go
+	 * to the kernel, which drops them after its reassembly timeout: fragmented traffic to a VIP
+	 * is not load-balanced (documented in docs/architecture.md).
+	 */
+	if (iph->frag_off & bpf_htons(XVS_IP_OFFSET)) {
+		st->fragments++;
+		return XDP_PASS;
+	}
+
+	/* Source and destination ports are the first 4 bytes of both TCP and UDP headers. */
+	ports = (void *)iph + iph->ihl * 4;
+	if ((void *)(ports + 2) > data_end) {
+		st->malformed++;
+		return XDP_PASS;
+	}
+
+	key.addr = iph->daddr;
+	key.port = ports[1];
+	key.proto = iph->protocol;
+	if (!bpf_map_lookup_elem(&xvs_services, &key)) {
+		st->passed++;
+		return XDP_PASS;
+	}
+
+	/*
+	 * The low bits of flags are the action when the queue has no socket (kernel >= 5.3):
+	 * pass rather than drop, so a queue without a worker degrades to "kernel handles it".
+	 */
+	ret = bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+	if (ret == XDP_REDIRECT)
+		st->redirected++;
+	else
+		st->no_socket++;
+	return ret;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

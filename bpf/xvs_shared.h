@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Structures shared between the XDP steering program and the Rust daemon.
+ *
+ * Every struct here has a #[repr(C)] mirror in src/bpf/maps.rs; a unit test checks sizes and
+ * field offsets against the skeleton's BTF-generated types, so a change on one side that is not
+ * made on the other fails `cargo test`.
+ */
+#ifndef XVS_SHARED_H
+#define XVS_SHARED_H
+
+#include <linux/types.h>
+
+/* Upper bound on RX queues (one AF_XDP socket each) the XSKMAP can hold. */
+#define XVS_MAX_QUEUES 256
+/* Upper bound on virtual services (ipvsadm -A entries). */
+#define XVS_MAX_SERVICES 4096
+
+/*
+ * Key of the services map: what a frame must match to be steered to a worker.
+ * addr and port are in network byte order, exactly as they sit in the packet, so the program
+ * never byte-swaps.
+ */
+struct xvs_svc_key {
+	__u32 addr;  /* destination IPv4 address (VIP), network order */
+	__u16 port;  /* destination port, network order */
+	__u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;    /* must be zero: the hash map compares all key bytes */
+};
+
+/* Value of the services map. Flags are reserved for NAT reply steering and the fast path. */
+struct xvs_svc_val {
+	__u32 flags;
+};
+
+/* Per-CPU verdict counters of the steering program (index 0 of a one-entry array). */
+struct xvs_xdp_stats {
+	__u64 redirected;  /* frames handed to an AF_XDP socket */
+	__u64 passed;      /* frames left to the kernel: not for a service */
+	__u64 malformed;   /* frames too short or inconsistent to parse, left to the kernel */
+	__u64 no_socket;   /* service frames on a queue without a socket, left to the kernel */
+	__u64 fragments;   /* non-first IPv4 fragments, left to the kernel (they carry no ports) */
+};
+
+#endif

@@ -1,0 +1,81 @@
+//! Schedulers: one per file behind one trait, chosen by name as with `ipvsadm -s`.
+//!
+//! Semantics follow Linux IPVS (`net/netfilter/ipvs/ip_vs_*.c`), see `shared/ipvs-semantics.md`.
+
+mod rr;
+mod wrr;
+
+pub use rr::RoundRobin;
+pub use wrr::WeightedRoundRobin;
+
+use crate::packet::FlowKey;
+use crate::runtime::DestRt;
+use std::sync::Arc;
+
+/// A connection scheduler for one virtual service.
+///
+/// `dests` is the service's server list in IPVS list order; the same list is passed to
+/// `update` whenever the list or any weight changes, before the next `schedule`.
+pub trait Scheduler: Send {
+    /// The ipvsadm name (`rr`, `wrr`, ...).
+    fn name(&self) -> &'static str;
+    /// IPVS's add_dest/del_dest/upd_dest hooks folded into one: the list or a weight changed.
+    fn update(&mut self, dests: &[Arc<DestRt>]);
+    /// Picks the server for a new connection (index into `dests`), `None` if none is available.
+    /// Runs once per new connection: must not allocate; O(servers) at most.
+    fn schedule(&mut self, dests: &[Arc<DestRt>], flow: &FlowKey) -> Option<usize>;
+}
+
+/// Every scheduler IPVS knows, for telling "unknown" apart from "not implemented yet".
+pub const IPVS_SCHEDULERS: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+];
+
+/// Why a scheduler name was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchedError {
+    /// No such scheduler in IPVS either.
+    Unknown(String),
+    /// An IPVS scheduler xvs does not implement yet.
+    NotImplemented(String),
+}
+
+/// Creates a scheduler by its ipvsadm name.
+pub fn by_name(name: &str) -> Result<Box<dyn Scheduler>, SchedError> {
+    match name {
+        "rr" => Ok(Box::new(RoundRobin::default())),
+        "wrr" => Ok(Box::new(WeightedRoundRobin::default())),
+        n if IPVS_SCHEDULERS.contains(&n) => Err(SchedError::NotImplemented(n.to_string())),
+        n => Err(SchedError::Unknown(n.to_string())),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use crate::model::Forward;
+
+    /// Servers 10.0.0.1.. with the given weights, in list order.
+    pub fn dests(weights: &[u32]) -> Vec<Arc<DestRt>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                Arc::new(DestRt::new(
+                    std::net::Ipv4Addr::new(10, 0, 0, i as u8 + 1),
+                    80,
+                    Forward::Route,
+                    w,
+                ))
+            })
+            .collect()
+    }
+
+    /// Runs `n` picks and returns the chosen indices (`None` as usize::MAX).
+    pub fn picks(s: &mut dyn Scheduler, d: &[Arc<DestRt>], n: usize) -> Vec<usize> {
+        let flow = FlowKey::default();
+        (0..n)
+            .map(|_| s.schedule(d, &flow).unwrap_or(usize::MAX))
+            .collect()
+    }
+}

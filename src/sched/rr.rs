@@ -1,0 +1,81 @@
+//! Round robin (`rr`), as `ip_vs_rr.c`: continue after the last chosen server, skipping
+//! quiesced (weight 0) and overloaded ones.
+
+use super::Scheduler;
+use crate::packet::FlowKey;
+use crate::runtime::DestRt;
+use std::sync::Arc;
+
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    /// The server chosen last, by identity, so that list edits keep the position as IPVS
+    /// does (it keeps a pointer into the list). `None`: start from the list head.
+    last: Option<Arc<DestRt>>,
+}
+
+impl Scheduler for RoundRobin {
+    fn name(&self) -> &'static str {
+        "rr"
+    }
+
+    fn update(&mut self, dests: &[Arc<DestRt>]) {
+        // ip_vs_rr_del_dest moves the pointer back when its server goes; we approximate by
+        // restarting from the head only when the last server left the list.
+        if let Some(last) = &self.last {
+            if !dests.iter().any(|d| Arc::ptr_eq(d, last)) {
+                self.last = None;
+            }
+        }
+    }
+
+    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey) -> Option<usize> {
+        let n = dests.len();
+        if n == 0 {
+            return None;
+        }
+        let start = match &self.last {
+            Some(last) => dests
+                .iter()
+                .position(|d| Arc::ptr_eq(d, last))
+                .map_or(0, |i| i + 1),
+            None => 0,
+        };
+        let pick = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| dests[i].available())?;
+        self.last = Some(dests[pick].clone());
+        Some(pick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn cycles_and_skips_quiesced() {
+        let d = dests(&[1, 0, 3]);
+        let mut s = RoundRobin::default();
+        assert_eq!(picks(&mut s, &d, 5), vec![0, 2, 0, 2, 0]);
+    }
+
+    #[test]
+    fn none_when_all_quiesced_or_empty() {
+        let mut s = RoundRobin::default();
+        assert_eq!(s.schedule(&[], &FlowKey::default()), None);
+        let d = dests(&[0, 0]);
+        assert_eq!(s.schedule(&d, &FlowKey::default()), None);
+    }
+
+    #[test]
+    fn keeps_position_across_additions() {
+        let mut d = dests(&[1, 1, 1]);
+        let mut s = RoundRobin::default();
+        assert_eq!(picks(&mut s, &d, 2), vec![0, 1]);
+        // IPVS adds new servers at the list head.
+        d.insert(0, dests(&[1])[0].clone());
+        s.update(&d);
+        assert_eq!(picks(&mut s, &d, 3), vec![3, 0, 1]);
+    }
+}
