@@ -5,7 +5,10 @@
 pub mod bpf;
 pub mod conn;
 pub mod control;
+pub mod daemon;
+pub mod forward;
 pub mod model;
 pub mod packet;
 pub mod runtime;
 pub mod sched;
+pub mod worker;

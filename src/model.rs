@@ -215,6 +215,8 @@ pub enum Request {
     },
     /// `-R`: apply all or nothing.
     Batch(Vec<Request>),
+    /// xvs-only: data-path counters (XDP verdicts, per-worker frames and drops).
+    DataPath,
 }
 
 /// Packet, byte and connection counters of a service or real server (`--stats`).
@@ -264,4 +266,33 @@ pub enum Response {
     Status(Status),
     /// An ipvsadm-style message ("No such service", ...); the configuration is unchanged.
     Error(String),
+    DataPath(DataPathStats),
+}
+
+/// Counters of one worker (one RX queue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    pub queue: u32,
+    /// "zero-copy" or "copy".
+    pub bind_mode: String,
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    pub new_conns: u64,
+    pub conns: u64,
+    /// (reason, count) for every drop reason, zeros included.
+    pub drops: Vec<(String, u64)>,
+}
+
+/// What `Request::DataPath` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPathStats {
+    pub interface: String,
+    /// "native" or "generic".
+    pub xdp_mode: String,
+    pub xdp_redirected: u64,
+    pub xdp_passed: u64,
+    pub xdp_malformed: u64,
+    pub xdp_no_socket: u64,
+    pub xdp_fragments: u64,
+    pub workers: Vec<WorkerCounters>,
 }

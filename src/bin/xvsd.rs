@@ -1,1 +1,43 @@
-fn main() {}
+//! xvsd: the xvs daemon. Thin wiring; the logic lives in `xvs::daemon`.
+
+use clap::Parser;
+use std::path::PathBuf;
+use xvs::control::proto;
+
+/// XDP Virtual Server daemon: an AF_XDP layer-4 load balancer with IPVS semantics.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Interface carrying VIP traffic (the director's LAN side).
+    #[arg(long, short = 'i')]
+    interface: String,
+    /// Control socket path (default /run/xvs/xvsd.sock, or $XVS_SOCKET).
+    #[arg(long)]
+    socket: Option<String>,
+    /// Number of workers (RX queues served, from queue 0); default: every RX queue.
+    #[arg(long)]
+    workers: Option<u32>,
+    /// Connection table capacity over all workers; new connections beyond it are refused.
+    #[arg(long, default_value_t = xvs::daemon::DEFAULT_CONN_MAX)]
+    conn_max: usize,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let a = Args::parse();
+    let opts = xvs::daemon::DaemonOpts {
+        interface: a.interface,
+        socket: PathBuf::from(proto::socket_path(a.socket.as_deref())),
+        workers: a.workers,
+        conn_max: a.conn_max,
+    };
+    if let Err(e) = xvs::daemon::run(opts) {
+        eprintln!("xvsd: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,6 +1,215 @@
-//! The XDP steering program: skeleton, maps and attachment.
+//! The XDP steering program: loading, attaching (through a BPF link) and its maps.
+//!
+//! The program only decides "service frame or not"; see `bpf/xvs.bpf.c`.
 
-#[allow(clippy::all, dead_code, non_camel_case_types, unused_imports)]
+pub mod maps;
+
+#[allow(
+    clippy::all,
+    dead_code,
+    non_camel_case_types,
+    unused_imports,
+    unsafe_op_in_unsafe_fn
+)]
 mod skel {
     include!(concat!(env!("OUT_DIR"), "/xvs.skel.rs"));
+}
+
+use anyhow::{anyhow, Context, Result};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags};
+use maps::{SvcKey, SvcVal, XdpStats};
+use std::fmt;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// How the program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver (veth, most NICs): the fast path.
+    Native,
+    /// Generic XDP on the skb: works everywhere, much slower.
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+/// The loaded program and its maps, attached to at most one interface.
+pub struct Steering {
+    skel: skel::XvsSkel<'static>,
+    /// The BPF link: closing it (also when the process dies) detaches the program.
+    link: Option<OwnedFd>,
+}
+
+impl Steering {
+    /// Loads the program into the kernel (not yet attached).
+    pub fn load() -> Result<Self> {
+        // The skeleton borrows its object storage for its whole life; the daemon keeps one
+        // Steering for its lifetime, so leaking this small allocation once is the simple,
+        // sound way to get the 'static borrow.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = skel::XvsSkelBuilder::default()
+            .open(storage)
+            .context("opening the XDP steering object")?;
+        let skel = open
+            .load()
+            .context("loading the XDP steering program (is BPF available, are we root?)")?;
+        Ok(Steering { skel, link: None })
+    }
+
+    /// Attaches to `ifindex` in native mode, falling back to generic mode with a warning.
+    pub fn attach(&mut self, ifindex: u32, ifname: &str) -> Result<XdpMode> {
+        let prog_fd = self.skel.progs.xvs_steer.as_fd().as_raw_fd();
+        match link_xdp(prog_fd, ifindex, libbpf_sys::XDP_FLAGS_DRV_MODE) {
+            Ok(fd) => {
+                self.link = Some(fd);
+                Ok(XdpMode::Native)
+            }
+            Err(native_err) => {
+                tracing::warn!(
+                    interface = ifname,
+                    error = %native_err,
+                    "native XDP attach failed; falling back to generic (skb) mode, which is much slower"
+                );
+                let fd = link_xdp(prog_fd, ifindex, libbpf_sys::XDP_FLAGS_SKB_MODE).with_context(
+                    || {
+                        format!(
+                            "attaching XDP to {ifname} (native: {native_err}; generic failed too)"
+                        )
+                    },
+                )?;
+                self.link = Some(fd);
+                Ok(XdpMode::Generic)
+            }
+        }
+    }
+
+    /// Detaches the program (also happens on drop and when the process exits).
+    pub fn detach(&mut self) {
+        self.link = None;
+    }
+
+    /// Puts an AF_XDP socket into the XSKMAP slot of RX queue `queue`.
+    pub fn set_xsk(&self, queue: u32, fd: RawFd) -> Result<()> {
+        let fd = fd as u32;
+        self.skel
+            .maps
+            .xvs_xsks
+            .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| {
+                format!("registering the AF_XDP socket of queue {queue} in the XSKMAP")
+            })
+    }
+
+    pub fn clear_xsk(&self, queue: u32) {
+        let _ = self.skel.maps.xvs_xsks.delete(&queue.to_ne_bytes());
+    }
+
+    /// Starts steering frames for this service to the workers.
+    pub fn add_service(&self, key: &SvcKey) -> Result<()> {
+        self.skel
+            .maps
+            .xvs_services
+            .update(key.as_bytes(), SvcVal::default().as_bytes(), MapFlags::ANY)
+            .map_err(|e| anyhow!("adding a service to the XDP services map: {e}"))
+    }
+
+    /// Stops steering frames for this service.
+    pub fn remove_service(&self, key: &SvcKey) -> Result<()> {
+        self.skel
+            .maps
+            .xvs_services
+            .delete(key.as_bytes())
+            .map_err(|e| anyhow!("removing a service from the XDP services map: {e}"))
+    }
+
+    /// Verdict counters, summed over CPUs.
+    pub fn stats(&self) -> Result<XdpStats> {
+        let per_cpu = self
+            .skel
+            .maps
+            .xvs_stats
+            .lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .context("reading XDP stats")?
+            .unwrap_or_default();
+        let mut total = XdpStats::default();
+        for v in per_cpu {
+            total.add(&XdpStats::from_bytes(&v));
+        }
+        Ok(total)
+    }
+}
+
+/// BPF_LINK_CREATE for XDP with explicit mode flags (libbpf's attach_xdp takes none).
+fn link_xdp(prog_fd: RawFd, ifindex: u32, flags: u32) -> Result<OwnedFd> {
+    let opts = libbpf_sys::bpf_link_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_link_create_opts>() as _,
+        flags,
+        ..Default::default()
+    };
+    // SAFETY: prog_fd is a loaded program's fd, opts is a properly sized options struct that
+    // outlives the call.
+    let fd =
+        unsafe { libbpf_sys::bpf_link_create(prog_fd, ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(-fd).into());
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::maps::*;
+    use super::skel::types;
+    use std::mem::{offset_of, size_of};
+
+    /// The Rust mirrors must match the C structs (as described by the program's BTF).
+    #[test]
+    fn shared_structs_match_c() {
+        assert_eq!(size_of::<SvcKey>(), size_of::<types::xvs_svc_key>());
+        assert_eq!(
+            offset_of!(SvcKey, addr),
+            offset_of!(types::xvs_svc_key, addr)
+        );
+        assert_eq!(
+            offset_of!(SvcKey, port),
+            offset_of!(types::xvs_svc_key, port)
+        );
+        assert_eq!(
+            offset_of!(SvcKey, proto),
+            offset_of!(types::xvs_svc_key, proto)
+        );
+        assert_eq!(offset_of!(SvcKey, pad), offset_of!(types::xvs_svc_key, pad));
+        assert_eq!(size_of::<SvcVal>(), size_of::<types::xvs_svc_val>());
+        assert_eq!(size_of::<XdpStats>(), size_of::<types::xvs_xdp_stats>());
+        assert_eq!(
+            offset_of!(XdpStats, redirected),
+            offset_of!(types::xvs_xdp_stats, redirected)
+        );
+        assert_eq!(
+            offset_of!(XdpStats, passed),
+            offset_of!(types::xvs_xdp_stats, passed)
+        );
+        assert_eq!(
+            offset_of!(XdpStats, malformed),
+            offset_of!(types::xvs_xdp_stats, malformed)
+        );
+        assert_eq!(
+            offset_of!(XdpStats, no_socket),
+            offset_of!(types::xvs_xdp_stats, no_socket)
+        );
+        assert_eq!(
+            offset_of!(XdpStats, fragments),
+            offset_of!(types::xvs_xdp_stats, fragments)
+        );
+    }
 }

@@ -1,0 +1,187 @@
+//! Real-server MAC addresses from the kernel's neighbour table, over rtnetlink.
+//!
+//! The director never runs ARP itself: it reads what the kernel knows, and when an entry is
+//! missing asks the kernel to resolve it (`NTF_USE`, as `ip neigh replace ... use` does), so
+//! neighbour state stays the kernel's, visible with `ip neigh`.
+
+use anyhow::{bail, Context, Result};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REPLACE, NLM_F_REQUEST,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+pub struct Neighbours {
+    sock: Socket,
+    seq: u32,
+}
+
+impl Neighbours {
+    pub fn open() -> Result<Self> {
+        let mut sock = Socket::new(NETLINK_ROUTE).context("opening rtnetlink socket")?;
+        sock.bind_auto().context("binding rtnetlink socket")?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .context("connecting rtnetlink socket")?;
+        // Bounded waits: a control thread must never hang on netlink.
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt with a valid fd, a valid pointer to a timeval and its size.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+        }
+        Ok(Neighbours { sock, seq: 1 })
+    }
+
+    fn send(&mut self, flags: u16, msg: RouteNetlinkMessage) -> Result<u32> {
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = flags;
+        self.seq = self.seq.wrapping_add(1);
+        hdr.sequence_number = self.seq;
+        let mut req = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+        req.finalize();
+        let mut buf = vec![0; req.header.length as usize];
+        req.serialize(&mut buf[..]);
+        self.sock
+            .send(&buf, 0)
+            .context("sending rtnetlink request")?;
+        Ok(self.seq)
+    }
+
+    /// Reads replies to `seq` until DONE / ACK, handing each message to `f`.
+    fn recv_until_done(&mut self, seq: u32, mut f: impl FnMut(RouteNetlinkMessage)) -> Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        // Bounded: a dump of a huge table still ends; 10k datagrams is far beyond any.
+        for _ in 0..10_000 {
+            let n = self
+                .sock
+                .recv(&mut &mut buf[..], 0)
+                .context("reading rtnetlink reply")?;
+            let mut off = 0;
+            while off < n {
+                let msg: NetlinkMessage<RouteNetlinkMessage> =
+                    NetlinkMessage::deserialize(&buf[off..n])
+                        .context("decoding rtnetlink reply")?;
+                let len = msg.header.length as usize;
+                if msg.header.sequence_number == seq {
+                    match msg.payload {
+                        NetlinkPayload::Done(_) => return Ok(()),
+                        NetlinkPayload::Error(e) => {
+                            if e.code.is_none() {
+                                return Ok(()); // an ACK
+                            }
+                            bail!("rtnetlink error: {e}");
+                        }
+                        NetlinkPayload::InnerMessage(m) => f(m),
+                        _ => {}
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+        bail!("rtnetlink reply did not end")
+    }
+
+    /// Resolved IPv4 neighbours on `ifindex`: address -> MAC.
+    pub fn dump(&mut self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let seq = self.send(
+            NLM_F_REQUEST | NLM_F_DUMP,
+            RouteNetlinkMessage::GetNeighbour(msg),
+        )?;
+        let mut out = HashMap::new();
+        self.recv_until_done(seq, |m| {
+            let RouteNetlinkMessage::NewNeighbour(n) = m else {
+                return;
+            };
+            if n.header.ifindex != ifindex {
+                return;
+            }
+            let usable = matches!(
+                n.header.state,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+                    | NeighbourState::Noarp
+            );
+            if !usable {
+                return;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for a in &n.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(*v4),
+                    NeighbourAttribute::LinkLocalAddress(l) if l.len() == 6 => {
+                        let mut m = [0u8; 6];
+                        m.copy_from_slice(l);
+                        mac = Some(m);
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                out.insert(ip, mac);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Asks the kernel to resolve `ip` on `ifindex` (sends ARP if it has no entry).
+    pub fn trigger(&mut self, ifindex: u32, ip: Ipv4Addr) -> Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = ifindex;
+        msg.header.state = NeighbourState::None;
+        msg.header.flags = NeighbourFlags::Use;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        let seq = self.send(
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+            RouteNetlinkMessage::NewNeighbour(msg),
+        )?;
+        self.recv_until_done(seq, |_| {})
+            .with_context(|| format!("asking the kernel to resolve {ip}"))
+    }
+
+    /// Resolves `ip`, triggering resolution and waiting up to `wait` for the answer.
+    pub fn resolve(
+        &mut self,
+        ifindex: u32,
+        ip: Ipv4Addr,
+        wait: Duration,
+    ) -> Result<Option<[u8; 6]>> {
+        if let Some(m) = self.dump(ifindex)?.get(&ip) {
+            return Ok(Some(*m));
+        }
+        self.trigger(ifindex, ip)?;
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            if let Some(m) = self.dump(ifindex)?.get(&ip) {
+                return Ok(Some(*m));
+            }
+        }
+        Ok(None)
+    }
+}

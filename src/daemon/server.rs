@@ -1,0 +1,80 @@
+//! The control socket: a root-only Unix socket speaking `control::proto`.
+
+use super::state::DaemonState;
+use super::DataPathView;
+use crate::control::proto;
+use crate::model::{Request, Response};
+use anyhow::{bail, Context, Result};
+use std::io::BufReader;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Binds the control socket with mode 0600, refusing to steal a live daemon's socket.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {}", dir.display()))?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            bail!("another xvsd is already serving {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    // Create the socket already private: no window where others could connect.
+    // SAFETY: umask only changes this process's file-creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let r = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let l = r.with_context(|| format!("binding control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(l)
+}
+
+/// Serves requests one connection at a time (they are short) forever.
+pub fn serve(listener: UnixListener, state: Arc<Mutex<DaemonState>>, view: Arc<DataPathView>) {
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        if let Err(e) = handle(stream, &state, &view) {
+            tracing::warn!("control connection: {e:#}");
+        }
+    }
+}
+
+fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -> Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    let req: Request = match proto::read_message(&mut r) {
+        Ok(req) => req,
+        Err(e) => {
+            let _ = proto::write_message(&mut w, &Response::Error(format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    let resp = match &req {
+        Request::DataPath => Response::DataPath(view.stats()),
+        other => {
+            let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            let resp = st.apply(other);
+            if !matches!(other, Request::Status { .. }) {
+                match &resp {
+                    Response::Error(e) => tracing::info!(?other, error = %e, "request refused"),
+                    _ => tracing::info!(?other, "configuration changed"),
+                }
+            }
+            resp
+        }
+    };
+    proto::write_message(&mut w, &resp)
+}

@@ -1,0 +1,323 @@
+//! The daemon's control state: the configuration model, the runtime objects built from it,
+//! and the publication of new snapshots to the workers.
+
+use super::config::ConfigModel;
+use crate::bpf::maps::SvcKey;
+use crate::conn::StateTimeouts;
+use crate::forward::{service_lookup_key, Snapshot};
+use crate::model::*;
+use crate::runtime::{DestRt, ServiceRt};
+use crate::sched;
+use crate::worker::Shared;
+use anyhow::{anyhow, Result};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// Where the list of services goes so the XDP program steers their frames.
+pub trait ServiceSteer {
+    fn add(&self, key: &ServiceKey) -> Result<()>;
+    fn remove(&self, key: &ServiceKey) -> Result<()>;
+}
+
+impl ServiceSteer for crate::bpf::Steering {
+    fn add(&self, key: &ServiceKey) -> Result<()> {
+        self.add_service(&SvcKey::new(key))
+    }
+    fn remove(&self, key: &ServiceKey) -> Result<()> {
+        self.remove_service(&SvcKey::new(key))
+    }
+}
+
+pub struct DaemonState {
+    pub model: ConfigModel,
+    rt: HashMap<ServiceKey, Arc<ServiceRt>>,
+    shared: Arc<Shared>,
+    steer: Box<dyn ServiceSteer + Send>,
+    /// Total connection capacity over all workers (ipvsadm's "size=").
+    pub conn_capacity: u64,
+}
+
+impl DaemonState {
+    pub fn new(
+        shared: Arc<Shared>,
+        steer: Box<dyn ServiceSteer + Send>,
+        conn_capacity: u64,
+    ) -> Self {
+        DaemonState {
+            model: ConfigModel::default(),
+            rt: HashMap::new(),
+            shared,
+            steer,
+            conn_capacity,
+        }
+    }
+
+    /// Applies a configuration request; on any error nothing changes.
+    pub fn apply(&mut self, req: &Request) -> Response {
+        if let Request::Status { service } = req {
+            return match self.status(service.as_ref()) {
+                Ok(s) => Response::Status(s),
+                Err(e) => Response::Error(e),
+            };
+        }
+        let before = self.model.clone();
+        if let Err(e) = self.model.apply(req) {
+            return Response::Error(e);
+        }
+        if let Err(e) = self.reconcile() {
+            // Put the previous configuration back, runtime included.
+            self.model = before;
+            let _ = self.reconcile();
+            return Response::Error(format!("{e:#}"));
+        }
+        Response::Ok
+    }
+
+    /// Every real server currently configured (for neighbour resolution).
+    pub fn dests(&self) -> Vec<Arc<DestRt>> {
+        let mut out = Vec::new();
+        for rt in self.rt.values() {
+            let core = rt.core.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(core.dests.iter().cloned());
+        }
+        out
+    }
+
+    /// Brings the runtime objects, the XDP services map and the workers' snapshot in line
+    /// with the model. Existing real servers keep their objects (and so their counters and
+    /// connections); the scheduler is told about every list or weight change.
+    fn reconcile(&mut self) -> Result<()> {
+        let mut next: HashMap<ServiceKey, Arc<ServiceRt>> = HashMap::new();
+        for sc in &self.model.services {
+            let new_sched = || {
+                sched::by_name(&sc.opts.scheduler)
+                    .map_err(|e| anyhow!("scheduler {}: {e:?}", sc.opts.scheduler))
+            };
+            let rt = match self.rt.get(&sc.key) {
+                Some(rt) => rt.clone(),
+                None => Arc::new(ServiceRt::new(sc.key, new_sched()?)),
+            };
+            {
+                let mut core = rt.core.lock().unwrap_or_else(|e| e.into_inner());
+                if core.sched.name() != sc.opts.scheduler {
+                    core.sched = new_sched()?;
+                }
+                let dests: Vec<Arc<DestRt>> = sc
+                    .dests
+                    .iter()
+                    .map(|dc| {
+                        let d = core
+                            .dests
+                            .iter()
+                            .find(|d| {
+                                d.addr == dc.addr && d.port == dc.port && d.forward == dc.forward
+                            })
+                            .cloned()
+                            .unwrap_or_else(|| {
+                                Arc::new(DestRt::new(dc.addr, dc.port, dc.forward, dc.weight))
+                            });
+                        d.weight.store(dc.weight, Relaxed);
+                        d.u_threshold.store(dc.u_threshold, Relaxed);
+                        d.l_threshold.store(dc.l_threshold, Relaxed);
+                        d
+                    })
+                    .collect();
+                let core = &mut *core;
+                core.dests = dests;
+                core.sched.update(&core.dests);
+            }
+            next.insert(sc.key, rt);
+        }
+        for k in next.keys() {
+            if !self.rt.contains_key(k) {
+                self.steer.add(k)?;
+            }
+        }
+        for (k, rt) in &self.rt {
+            if !next.contains_key(k) {
+                self.steer.remove(k)?;
+                rt.deleted.store(true, Relaxed);
+            }
+        }
+        self.rt = next;
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let mut snap = Snapshot {
+            timeouts: StateTimeouts::new(&self.model.timeouts),
+            ..Snapshot::default()
+        };
+        for (k, rt) in &self.rt {
+            snap.services.insert(
+                service_lookup_key(u32::from(k.addr), k.port, k.proto.number()),
+                rt.clone(),
+            );
+        }
+        self.shared.snapshot.store(Arc::new(snap));
+    }
+
+    pub fn status(&self, only: Option<&ServiceKey>) -> Result<Status, String> {
+        let mut services = Vec::new();
+        for sc in &self.model.services {
+            if only.is_some_and(|k| *k != sc.key) {
+                continue;
+            }
+            let rt = self.rt.get(&sc.key);
+            let rt_dests = rt
+                .map(|rt| {
+                    rt.core
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .dests
+                        .clone()
+                })
+                .unwrap_or_default();
+            let dests = sc
+                .dests
+                .iter()
+                .map(|dc| {
+                    let d = rt_dests
+                        .iter()
+                        .find(|d| d.addr == dc.addr && d.port == dc.port);
+                    DestStatus {
+                        addr: dc.addr,
+                        port: dc.port,
+                        forward: dc.forward,
+                        weight: dc.weight,
+                        u_threshold: dc.u_threshold,
+                        l_threshold: dc.l_threshold,
+                        active_conns: d.map_or(0, |d| d.active_conns.load(Relaxed)),
+                        inactive_conns: d.map_or(0, |d| d.inactive_conns.load(Relaxed)),
+                        persist_conns: d.map_or(0, |d| d.persist_conns.load(Relaxed)),
+                        counters: Counters::default(),
+                    }
+                })
+                .collect();
+            services.push(ServiceStatus {
+                key: sc.key,
+                opts: sc.opts.clone(),
+                counters: Counters::default(),
+                dests,
+            });
+        }
+        if let Some(k) = only {
+            if services.is_empty() {
+                let _ = k;
+                return Err("No such service".into());
+            }
+        }
+        Ok(Status {
+            conn_table_size: self.conn_capacity,
+            timeouts: self.model.timeouts,
+            services,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arc_swap::ArcSwap;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct FakeSteer(Arc<Mutex<Vec<ServiceKey>>>);
+    impl ServiceSteer for FakeSteer {
+        fn add(&self, key: &ServiceKey) -> Result<()> {
+            self.0.lock().unwrap().push(*key);
+            Ok(())
+        }
+        fn remove(&self, key: &ServiceKey) -> Result<()> {
+            self.0.lock().unwrap().retain(|k| k != key);
+            Ok(())
+        }
+    }
+
+    fn key() -> ServiceKey {
+        ServiceKey {
+            proto: Protocol::Tcp,
+            addr: "10.0.0.88".parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    fn dest(ip: &str, w: u32) -> Request {
+        Request::AddDest {
+            service: key(),
+            dest: DestSpec {
+                addr: ip.parse().unwrap(),
+                port: None,
+                forward: Forward::Route,
+                weight: w,
+                u_threshold: 0,
+                l_threshold: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn runtime_follows_model_and_keeps_dest_objects() {
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            stop: AtomicBool::new(false),
+        });
+        let steer = FakeSteer::default();
+        let mut st = DaemonState::new(shared.clone(), Box::new(steer.clone()), 1024);
+        let wrr = ServiceOpts {
+            scheduler: "wrr".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            st.apply(&Request::AddService {
+                key: key(),
+                opts: wrr
+            }),
+            Response::Ok
+        );
+        assert_eq!(st.apply(&dest("10.0.0.9", 2)), Response::Ok);
+        assert_eq!(steer.0.lock().unwrap().len(), 1);
+        assert_eq!(shared.snapshot.load().services.len(), 1);
+        let d0 = st.dests()[0].clone();
+        d0.active_conns.store(3, Relaxed);
+        assert_eq!(st.apply(&dest("10.0.0.20", 5)), Response::Ok);
+        // The existing server object (and its counters) survived the change.
+        assert!(st.dests().iter().any(|d| Arc::ptr_eq(d, &d0)));
+        let Response::Status(s) = st.apply(&Request::Status { service: None }) else {
+            panic!()
+        };
+        assert_eq!(s.services[0].dests[1].active_conns, 3);
+        assert_eq!(s.services[0].dests[0].addr.to_string(), "10.0.0.20");
+        // Deleting the service marks it deleted (its connections get dropped) and unsteers it.
+        let rt = shared
+            .snapshot
+            .load()
+            .services
+            .values()
+            .next()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            st.apply(&Request::DeleteService { key: key() }),
+            Response::Ok
+        );
+        assert!(rt.deleted.load(Relaxed));
+        assert!(steer.0.lock().unwrap().is_empty());
+        assert!(shared.snapshot.load().services.is_empty());
+    }
+}
+
+/// The steering program behind the daemon's mutex (the control socket and stats share it).
+pub struct SharedSteer(pub Arc<std::sync::Mutex<crate::bpf::Steering>>);
+
+impl ServiceSteer for SharedSteer {
+    fn add(&self, key: &ServiceKey) -> Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).add(key)
+    }
+    fn remove(&self, key: &ServiceKey) -> Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
+    }
+}
