@@ -3,7 +3,7 @@
 #
 # Usage: scripts/harness.sh up [--rs N] [--queues Q]
 #        scripts/harness.sh down
-#        scripts/harness.sh status
+#        scripts/harness.sh status   (exit 0 when up and every RS listens)
 #
 # Topology (P = $XVS_NS_PREFIX, default "xvs"):
 #
