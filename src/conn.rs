@@ -195,21 +195,11 @@ impl Conn {
     }
 
     fn count(&self) {
-        let c = if self.state.is_active() {
-            &self.dest.active_conns
-        } else {
-            &self.dest.inactive_conns
-        };
-        c.fetch_add(1, Relaxed);
+        self.dest.bind_conn(self.state.is_active());
     }
 
     fn uncount(&self) {
-        let c = if self.state.is_active() {
-            &self.dest.active_conns
-        } else {
-            &self.dest.inactive_conns
-        };
-        c.fetch_sub(1, Relaxed);
+        self.dest.unbind_conn(self.state.is_active());
     }
 }
 

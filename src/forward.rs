@@ -108,7 +108,7 @@ impl Forwarder {
                 if is_tcp && flow.tcp_flags & tcp_flags::SYN == 0 {
                     return Verdict::Drop(DropReason::NoConn);
                 }
-                let Some(dest) = svc.schedule(k) else {
+                let Some(dest) = svc.schedule(k, now_ms) else {
                     return Verdict::Drop(DropReason::NoDest);
                 };
                 let state = if is_tcp {

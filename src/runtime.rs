@@ -67,6 +67,64 @@ impl DestRt {
         ((self.active_conns.load(Relaxed) as u64) << 8) + self.inactive_conns.load(Relaxed) as u64
     }
 
+    /// Total connections, as IPVS's `ip_vs_dest_totalconns`.
+    pub fn total_conns(&self) -> u32 {
+        self.active_conns.load(Relaxed) + self.inactive_conns.load(Relaxed)
+    }
+
+    /// A connection was bound to this server (ip_vs_bind_dest): count it and set OVERLOAD
+    /// when the upper threshold is reached.
+    pub fn bind_conn(&self, active: bool) {
+        if active {
+            self.active_conns.fetch_add(1, Relaxed);
+        } else {
+            self.inactive_conns.fetch_add(1, Relaxed);
+        }
+        let u = self.u_threshold.load(Relaxed);
+        if u != 0 && self.total_conns() >= u {
+            self.overloaded.store(true, Relaxed);
+        }
+    }
+
+    /// A connection went away (ip_vs_unbind_dest): uncount it and clear OVERLOAD below the
+    /// lower threshold, or below 3/4 of the upper one when no lower threshold is set.
+    pub fn unbind_conn(&self, active: bool) {
+        if active {
+            self.active_conns.fetch_sub(1, Relaxed);
+        } else {
+            self.inactive_conns.fetch_sub(1, Relaxed);
+        }
+        if !self.overloaded.load(Relaxed) {
+            return;
+        }
+        let (u, l) = (
+            self.u_threshold.load(Relaxed),
+            self.l_threshold.load(Relaxed),
+        );
+        let total = self.total_conns() as u64;
+        let clear = if l != 0 {
+            total < l as u64
+        } else if u != 0 {
+            total * 4 < u as u64 * 3
+        } else {
+            true
+        };
+        if clear {
+            self.overloaded.store(false, Relaxed);
+        }
+    }
+
+    /// New thresholds from the configuration (__ip_vs_update_dest): OVERLOAD is cleared when
+    /// the upper threshold is removed or raised.
+    pub fn set_thresholds(&self, u: u32, l: u32) {
+        let old_u = self.u_threshold.load(Relaxed);
+        if u == 0 || u > old_u {
+            self.overloaded.store(false, Relaxed);
+        }
+        self.u_threshold.store(u, Relaxed);
+        self.l_threshold.store(l, Relaxed);
+    }
+
     pub fn mac(&self) -> Option<[u8; 6]> {
         let v = self.mac.load(Relaxed);
         if v == 0 {
@@ -115,11 +173,59 @@ impl ServiceRt {
     }
 
     /// Schedules a new connection; `None` when no server is available.
-    pub fn schedule(&self, flow: &crate::packet::FlowKey) -> Option<Arc<DestRt>> {
+    pub fn schedule(&self, flow: &crate::packet::FlowKey, now_ms: u64) -> Option<Arc<DestRt>> {
         // A poisoned lock means a scheduler panicked; the state is still a valid list.
         let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
         let SchedCore { dests, sched } = &mut *core;
-        let i = sched.schedule(dests, flow)?;
+        let i = sched.schedule(dests, flow, now_ms)?;
         dests.get(i).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(u: u32, l: u32) -> DestRt {
+        let d = DestRt::new(Ipv4Addr::new(10, 0, 0, 9), 80, Forward::Route, 1);
+        d.set_thresholds(u, l);
+        d
+    }
+
+    #[test]
+    fn overload_set_at_upper_cleared_below_lower() {
+        let x = d(4, 2);
+        for _ in 0..3 {
+            x.bind_conn(false);
+        }
+        assert!(!x.overloaded.load(Relaxed));
+        x.bind_conn(true);
+        assert!(x.overloaded.load(Relaxed), "total 4 >= upper 4");
+        x.unbind_conn(false);
+        x.unbind_conn(false);
+        assert!(x.overloaded.load(Relaxed), "total 2 is not < lower 2");
+        x.unbind_conn(false);
+        assert!(!x.overloaded.load(Relaxed));
+    }
+
+    #[test]
+    fn overload_cleared_below_three_quarters_without_lower() {
+        let x = d(8, 0);
+        for _ in 0..8 {
+            x.bind_conn(false);
+        }
+        assert!(x.overloaded.load(Relaxed));
+        x.unbind_conn(false); // 7*4 = 28 >= 24
+        x.unbind_conn(false); // 6*4 = 24, not < 24
+        assert!(x.overloaded.load(Relaxed));
+        x.unbind_conn(false); // 5*4 = 20 < 24
+        assert!(!x.overloaded.load(Relaxed));
+        // Raising the upper threshold clears OVERLOAD at once.
+        for _ in 0..3 {
+            x.bind_conn(false);
+        }
+        assert!(x.overloaded.load(Relaxed));
+        x.set_thresholds(100, 0);
+        assert!(!x.overloaded.load(Relaxed));
     }
 }

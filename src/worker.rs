@@ -13,7 +13,6 @@ use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use xsk_rs::config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
@@ -223,7 +222,6 @@ impl Worker {
 
     /// Runs until `shared.stop` is set.
     pub fn run(mut self) {
-        let epoch = Instant::now();
         let mut rx_descs = [FrameDesc::default(); BATCH];
         let mut tx_descs = [FrameDesc::default(); BATCH];
         let mut comp = [FrameDesc::default(); BATCH];
@@ -257,7 +255,7 @@ impl Worker {
             // 3. Receive a batch.
             // SAFETY: rx_descs are plain descriptors the ring fills in.
             let n = unsafe { self.rx.consume(&mut rx_descs) };
-            let now_ms = epoch.elapsed().as_millis() as u64;
+            let now_ms = crate::clock::now_ms();
             if n == 0 {
                 idle = idle.saturating_add(1);
                 if self.fq.needs_wakeup() || idle > SPIN_BEFORE_SLEEP {

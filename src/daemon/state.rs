@@ -118,8 +118,7 @@ impl DaemonState {
                                 Arc::new(DestRt::new(dc.addr, dc.port, dc.forward, dc.weight))
                             });
                         d.weight.store(dc.weight, Relaxed);
-                        d.u_threshold.store(dc.u_threshold, Relaxed);
-                        d.l_threshold.store(dc.l_threshold, Relaxed);
+                        d.set_thresholds(dc.u_threshold, dc.l_threshold);
                         d
                     })
                     .collect();

@@ -22,8 +22,37 @@ pub trait Scheduler: Send {
     /// IPVS's add_dest/del_dest/upd_dest hooks folded into one: the list or a weight changed.
     fn update(&mut self, dests: &[Arc<DestRt>]);
     /// Picks the server for a new connection (index into `dests`), `None` if none is available.
-    /// Runs once per new connection: must not allocate; O(servers) at most.
-    fn schedule(&mut self, dests: &[Arc<DestRt>], flow: &FlowKey) -> Option<usize>;
+    /// Runs once per new connection: must not allocate (beyond tables sized at `update`);
+    /// O(servers) at most. `now_ms` is a monotonic millisecond clock.
+    fn schedule(&mut self, dests: &[Arc<DestRt>], flow: &FlowKey, now_ms: u64) -> Option<usize>;
+    /// Periodic housekeeping (lblc/lblcr table expiry), called about once a second by the
+    /// daemon, off the packet path.
+    fn expire(&mut self, _now_ms: u64) {}
+}
+
+/// Scheduler flags (`-b`), as IPVS defines them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedFlags {
+    /// `sh-fallback`: an unavailable bucket falls through to the next ones.
+    pub fallback: bool,
+    /// `sh-port`: hash the source port too.
+    pub port: bool,
+}
+
+impl SchedFlags {
+    /// Parses ipvsadm's `-b` words (`sh-fallback`, `sh-port`; `flag-1`/`flag-2` aliases).
+    pub fn parse(words: &[String]) -> Result<Self, String> {
+        let mut f = SchedFlags::default();
+        for w in words {
+            match w.as_str() {
+                "sh-fallback" | "mh-fallback" | "flag-1" => f.fallback = true,
+                "sh-port" | "mh-port" | "flag-2" => f.port = true,
+                "flag-3" => {}
+                other => return Err(format!("Invalid scheduler flag '{other}'")),
+            }
+        }
+        Ok(f)
+    }
 }
 
 /// Every scheduler IPVS knows, for telling "unknown" apart from "not implemented yet".
@@ -42,6 +71,11 @@ pub enum SchedError {
 
 /// Creates a scheduler by its ipvsadm name.
 pub fn by_name(name: &str) -> Result<Box<dyn Scheduler>, SchedError> {
+    by_name_with(name, SchedFlags::default())
+}
+
+/// Creates a scheduler by its ipvsadm name with `-b` flags.
+pub fn by_name_with(name: &str, _flags: SchedFlags) -> Result<Box<dyn Scheduler>, SchedError> {
     match name {
         "rr" => Ok(Box::new(RoundRobin::default())),
         "wrr" => Ok(Box::new(WeightedRoundRobin::default())),
@@ -75,7 +109,7 @@ pub(crate) mod testutil {
     pub fn picks(s: &mut dyn Scheduler, d: &[Arc<DestRt>], n: usize) -> Vec<usize> {
         let flow = FlowKey::default();
         (0..n)
-            .map(|_| s.schedule(d, &flow).unwrap_or(usize::MAX))
+            .map(|_| s.schedule(d, &flow, 0).unwrap_or(usize::MAX))
             .collect()
     }
 }

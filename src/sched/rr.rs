@@ -28,7 +28,7 @@ impl Scheduler for RoundRobin {
         }
     }
 
-    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey) -> Option<usize> {
+    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
         let n = dests.len();
         if n == 0 {
             return None;
@@ -63,9 +63,9 @@ mod tests {
     #[test]
     fn none_when_all_quiesced_or_empty() {
         let mut s = RoundRobin::default();
-        assert_eq!(s.schedule(&[], &FlowKey::default()), None);
+        assert_eq!(s.schedule(&[], &FlowKey::default(), 0), None);
         let d = dests(&[0, 0]);
-        assert_eq!(s.schedule(&d, &FlowKey::default()), None);
+        assert_eq!(s.schedule(&d, &FlowKey::default(), 0), None);
     }
 
     #[test]

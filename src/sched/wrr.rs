@@ -55,7 +55,7 @@ impl Scheduler for WeightedRoundRobin {
         }
     }
 
-    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey) -> Option<usize> {
+    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
         let n = dests.len();
         if n == 0 {
             return None;
