@@ -1,1 +1,5 @@
-fn main() {}
+//! `xvsadm`: ipvsadm-compatible administration of xvsd. All logic lives in `xvs::cli`.
+
+fn main() {
+    std::process::exit(xvs::cli::main());
+}

@@ -1,0 +1,853 @@
+//! `Status` → the text ipvsadm 1.31 prints for `-L` and `-S`.
+//!
+//! Widths follow ipvsadm's printf formats exactly, including the trailing blanks that
+//! left-aligned last columns (`%-10u`) leave at the end of real-server lines, because scripts
+//! parse this output with `awk`, `cut` and fixed offsets.
+//!
+//! Differences from ipvsadm, both because xvsadm never does DNS lookups:
+//! - addresses are always printed as numbers, with or without `-n`;
+//! - without `-n`, ports are named from `/etc/services` (as ipvsadm does), with `-n` numeric.
+
+use super::parse::{Columns, FormatOpts, ListOpts, ListView};
+use super::services::PortNames;
+use crate::model::{
+    DataPathStats, DestStatus, Forward, Protocol, ServiceKey, ServiceStatus, Status, Timeouts,
+};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+/// The IPVS version ipvsadm prints in its banner; xvs implements its semantics.
+pub const IPVS_VERSION: &str = "1.2.1";
+
+/// A listing the daemon cannot provide yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsupported(pub &'static str);
+
+impl std::fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: not implemented yet", self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// `ADDR:PORT`, the port named unless numeric output was asked for.
+fn addr_port(
+    addr: Ipv4Addr,
+    port: u16,
+    proto: Protocol,
+    fmt: FormatOpts,
+    names: &PortNames,
+) -> String {
+    match names.name(proto, port).filter(|_| !fmt.numeric) {
+        Some(name) => format!("{addr}:{name}"),
+        None => format!("{addr}:{port}"),
+    }
+}
+
+/// Truncates to at most `max` characters, as ipvsadm does by writing a NUL into its buffers.
+fn truncate(mut s: String, max: usize) -> String {
+    if let Some((i, _)) = s.char_indices().nth(max) {
+        s.truncate(i);
+    }
+    s
+}
+
+/// `TCP  10.0.0.88:80` (ipvsadm's `"%-4s %s"`, cut at 33 characters for IPv4).
+fn list_service_name(key: &ServiceKey, fmt: FormatOpts, names: &PortNames) -> String {
+    let vname = addr_port(key.addr, key.port, key.proto, fmt, names);
+    truncate(format!("{:<4} {vname}", key.proto.list_name()), 33)
+}
+
+/// `-t 10.0.0.88:80`.
+fn rule_service_name(key: &ServiceKey, fmt: FormatOpts, names: &PortNames) -> String {
+    let vname = addr_port(key.addr, key.port, key.proto, fmt, names);
+    format!("{} {vname}", key.proto.flag())
+}
+
+/// Services in ipvsadm's order (protocol, address, port) unless `--nosort`.
+fn sorted_services<'a>(
+    services: impl Iterator<Item = &'a ServiceStatus>,
+    fmt: FormatOpts,
+) -> Vec<&'a ServiceStatus> {
+    let mut v: Vec<_> = services.collect();
+    if !fmt.nosort {
+        // ipvsadm's comparator subtracts unsigned addresses into an int, which misorders
+        // addresses more than 2^31 apart; we sort numerically instead.
+        v.sort_by_key(|s| (s.key.proto.number(), u32::from(s.key.addr), s.key.port));
+    }
+    v
+}
+
+fn sorted_dests(svc: &ServiceStatus, fmt: FormatOpts) -> Vec<&DestStatus> {
+    let mut v: Vec<_> = svc.dests.iter().collect();
+    if !fmt.nosort {
+        v.sort_by_key(|d| (u32::from(d.addr), d.port));
+    }
+    v
+}
+
+/// ipvsadm's `print_largenum`: right-aligned in 9 columns, scaled with K/M/G/T unless exact.
+fn largenum(out: &mut String, n: u64, exact: bool) {
+    // Writing into a String cannot fail.
+    let _ = if exact {
+        let width = n.to_string().len();
+        let w = if width <= 8 { 9 } else { width + 1 };
+        write!(out, "{n:>w$}")
+    } else if n < 100_000_000 {
+        write!(out, "{n:>9}")
+    } else if n < 1_000_000_000 {
+        write!(out, "{:>8}K", n / 1_000)
+    } else if n < 100_000_000_000 {
+        write!(out, "{:>8}M", n / 1_000_000)
+    } else if n < 100_000_000_000_000 {
+        write!(out, "{:>8}G", n / 1_000_000_000)
+    } else {
+        write!(out, "{:>8}T", n / 1_000_000_000_000)
+    };
+}
+
+fn title(out: &mut String, columns: Columns) {
+    let head = "Prot LocalAddress:Port";
+    let line = match columns {
+        Columns::Stats => format!(
+            "{head:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n",
+            "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+        ),
+        Columns::Rate => format!(
+            "{head:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n",
+            "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+        ),
+        Columns::Thresholds => format!(
+            "{head:<33} {:<10} {:<10} {:<10} {:<10}\n  -> RemoteAddress:Port\n",
+            "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+        ),
+        Columns::PersistentConn => format!(
+            "{head:<33} {:<9} {:<11} {:<10} {:<10}\n  -> RemoteAddress:Port\n",
+            "Weight", "PersistConn", "ActiveConn", "InActConn"
+        ),
+        Columns::Default => "Prot LocalAddress:Port Scheduler Flags\n  \
+             -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+            .to_string(),
+    };
+    out.push_str(&line);
+}
+
+fn is_default_mask(m: Option<Ipv4Addr>) -> bool {
+    m.is_none_or(|m| m == Ipv4Addr::BROADCAST)
+}
+
+/// The service line of the default, thresholds and persistent-conn listings:
+/// `TCP  10.0.0.88:80 sh (sh-fallback) persistent 600 mask 255.255.255.0 ops`.
+fn service_line(out: &mut String, svc: &ServiceStatus, fmt: FormatOpts, names: &PortNames) {
+    let o = &svc.opts;
+    out.push_str(&list_service_name(&svc.key, fmt, names));
+    out.push(' ');
+    out.push_str(&o.scheduler);
+    if !o.sched_flags.is_empty() {
+        let _ = write!(out, " ({})", o.sched_flags.join(","));
+    }
+    if let Some(timeout) = o.persistent {
+        let _ = write!(out, " persistent {timeout}");
+        if !is_default_mask(o.netmask) {
+            if let Some(m) = o.netmask {
+                let _ = write!(out, " mask {m}");
+            }
+        }
+    }
+    if o.one_packet {
+        out.push_str(" ops");
+    }
+    out.push('\n');
+}
+
+fn dest_name(d: &DestStatus, proto: Protocol, fmt: FormatOpts, names: &PortNames) -> String {
+    truncate(addr_port(d.addr, d.port, proto, fmt, names), 28)
+}
+
+fn counters(out: &mut String, c: &crate::model::Counters, exact: bool) {
+    for n in [c.conns, c.inpkts, c.outpkts, c.inbytes, c.outbytes] {
+        largenum(out, n, exact);
+    }
+}
+
+fn service_block(
+    out: &mut String,
+    svc: &ServiceStatus,
+    columns: Columns,
+    fmt: FormatOpts,
+    names: &PortNames,
+) -> Result<(), Unsupported> {
+    let proto = svc.key.proto;
+    match columns {
+        Columns::Rate => return Err(Unsupported("rate listing (--rate)")),
+        Columns::Stats => {
+            let _ = write!(out, "{:<33}", list_service_name(&svc.key, fmt, names));
+            counters(out, &svc.counters, fmt.exact);
+            out.push('\n');
+        }
+        Columns::Default | Columns::Thresholds | Columns::PersistentConn => {
+            service_line(out, svc, fmt, names)
+        }
+    }
+    for d in sorted_dests(svc, fmt) {
+        let name = dest_name(d, proto, fmt, names);
+        let _ = match columns {
+            Columns::Stats => {
+                let _ = write!(out, "  -> {name:<28}");
+                counters(out, &d.counters, fmt.exact);
+                writeln!(out)
+            }
+            Columns::Thresholds => writeln!(
+                out,
+                "  -> {name:<28} {:<10} {:<10} {:<10} {:<10}",
+                d.u_threshold, d.l_threshold, d.active_conns, d.inactive_conns
+            ),
+            Columns::PersistentConn => writeln!(
+                out,
+                "  -> {name:<28} {:<9} {:<11} {:<10} {:<10}",
+                d.weight, d.persist_conns, d.active_conns, d.inactive_conns
+            ),
+            Columns::Default => writeln!(
+                out,
+                "  -> {name:<28} {:<7} {:<6} {:<10} {:<10}",
+                d.forward.list_name(),
+                d.weight,
+                d.active_conns,
+                d.inactive_conns
+            ),
+            // Refused before any output above.
+            Columns::Rate => Ok(()),
+        };
+    }
+    Ok(())
+}
+
+/// `-L`: the banner (whole table only), column titles, then each service and its real servers.
+/// With `ListView::Services { service: Some(key) }` only that service is printed and there is
+/// no banner, as in ipvsadm; the caller reports "No such service" if it is missing.
+pub fn format_list(
+    status: &Status,
+    opts: &ListOpts,
+    names: &PortNames,
+) -> Result<String, Unsupported> {
+    let fmt = opts.format;
+    let mut out = String::new();
+    match opts.view {
+        ListView::Timeout => out.push_str(&format_timeout(&status.timeouts)),
+        // xvs runs no sync daemon, and ipvsadm prints nothing when none runs.
+        ListView::Daemon => {}
+        ListView::Connections => return Err(Unsupported("connection listing (-L -c)")),
+        ListView::Services { service, columns } => {
+            if columns == Columns::Rate {
+                return Err(Unsupported("rate listing (--rate)"));
+            }
+            if service.is_none() {
+                let _ = writeln!(
+                    out,
+                    "IP Virtual Server version {IPVS_VERSION} (size={})",
+                    status.conn_table_size
+                );
+            }
+            title(&mut out, columns);
+            let selected = status
+                .services
+                .iter()
+                .filter(|s| service.is_none_or(|k| s.key == k));
+            for svc in sorted_services(selected, fmt) {
+                service_block(&mut out, svc, columns, fmt, names)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `-L --timeout`.
+pub fn format_timeout(t: &Timeouts) -> String {
+    format!(
+        "Timeout (tcp tcpfin udp): {} {} {}\n",
+        t.tcp, t.tcp_fin, t.udp
+    )
+}
+
+/// `--datapath` (xvs only): one `name: value` per line so scripts can pick counters with
+/// `awk`; each worker's counters are indented under a `queue N (mode):` header, and drop
+/// reasons are listed by name, zeros included.
+pub fn format_datapath(d: &DataPathStats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "interface: {}", d.interface);
+    let _ = writeln!(out, "xdp_mode: {}", d.xdp_mode);
+    for (name, v) in [
+        ("xdp_redirected", d.xdp_redirected),
+        ("xdp_passed", d.xdp_passed),
+        ("xdp_malformed", d.xdp_malformed),
+        ("xdp_no_socket", d.xdp_no_socket),
+        ("xdp_fragments", d.xdp_fragments),
+    ] {
+        let _ = writeln!(out, "{name}: {v}");
+    }
+    for w in &d.workers {
+        let _ = writeln!(out, "queue {} ({}):", w.queue, w.bind_mode);
+        for (name, v) in [
+            ("rx_frames", w.rx_frames),
+            ("tx_frames", w.tx_frames),
+            ("new_conns", w.new_conns),
+            ("conns", w.conns),
+        ] {
+            let _ = writeln!(out, "  {name}: {v}");
+        }
+        for (reason, v) in &w.drops {
+            let _ = writeln!(out, "  {reason}: {v}");
+        }
+    }
+    out
+}
+
+/// `-S [-n]`: ipvsadm-save lines that `-R` (ours or ipvsadm's) reads back.
+///
+/// Service: `-A -t VIP:PORT -s SCHED [-p T [-M MASK]] [-o] [-b FLAGS]`.
+/// Real server: `-a -t VIP:PORT -r RIP:PORT -g|-i|-m -w W`, plus `--tun-type ipip` for tunnel
+/// servers as ipvsadm 1.31 writes. ipvsadm never saves thresholds, so a restore silently
+/// dropped them; we append `-x`/`-y` when they are set (ipvsadm's -R accepts both), which
+/// leaves lines without thresholds byte-identical to ipvsadm's.
+pub fn format_save(status: &Status, fmt: FormatOpts, names: &PortNames) -> String {
+    let mut out = String::new();
+    for svc in sorted_services(status.services.iter(), fmt) {
+        let o = &svc.opts;
+        let svc_name = rule_service_name(&svc.key, fmt, names);
+        let _ = write!(out, "-A {svc_name} -s {}", o.scheduler);
+        if let Some(timeout) = o.persistent {
+            let _ = write!(out, " -p {timeout}");
+            if !is_default_mask(o.netmask) {
+                if let Some(m) = o.netmask {
+                    let _ = write!(out, " -M {m}");
+                }
+            }
+        }
+        if o.one_packet {
+            out.push_str(" -o");
+        }
+        if !o.sched_flags.is_empty() {
+            let _ = write!(out, " -b {}", o.sched_flags.join(","));
+        }
+        out.push('\n');
+        for d in sorted_dests(svc, fmt) {
+            let dname = addr_port(d.addr, d.port, svc.key.proto, fmt, names);
+            let _ = write!(
+                out,
+                "-a {svc_name} -r {dname} {} -w {}",
+                d.forward.flag(),
+                d.weight
+            );
+            if d.forward == Forward::Tunnel {
+                out.push_str(" --tun-type ipip");
+            }
+            if d.u_threshold != 0 {
+                let _ = write!(out, " -x {}", d.u_threshold);
+            }
+            if d.l_threshold != 0 {
+                let _ = write!(out, " -y {}", d.l_threshold);
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::parse::{parse_restore, parse_with, Command};
+    use crate::model::{Counters, Request, ServiceOpts};
+
+    fn names() -> PortNames {
+        PortNames::parse("http 80/tcp www\nhttps 443/tcp\ndomain 53/udp\n")
+    }
+
+    fn key(proto: Protocol, a: &str, port: u16) -> ServiceKey {
+        ServiceKey {
+            proto,
+            addr: a.parse().unwrap(),
+            port,
+        }
+    }
+
+    fn dest(
+        a: &str,
+        port: u16,
+        forward: Forward,
+        weight: u32,
+        active: u32,
+        inactive: u32,
+    ) -> DestStatus {
+        DestStatus {
+            addr: a.parse().unwrap(),
+            port,
+            forward,
+            weight,
+            u_threshold: 0,
+            l_threshold: 0,
+            active_conns: active,
+            inactive_conns: inactive,
+            persist_conns: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    fn opts(sched: &str) -> ServiceOpts {
+        ServiceOpts {
+            scheduler: sched.to_string(),
+            ..ServiceOpts::default()
+        }
+    }
+
+    /// A table exercising every service option, listed out of order on purpose.
+    fn status() -> Status {
+        Status {
+            conn_table_size: 4096,
+            timeouts: Timeouts::default(),
+            services: vec![
+                ServiceStatus {
+                    key: key(Protocol::Udp, "10.0.0.53", 53),
+                    opts: ServiceOpts {
+                        one_packet: true,
+                        ..opts("rr")
+                    },
+                    counters: Counters::default(),
+                    dests: vec![dest("10.0.0.21", 5353, Forward::Masq, 1, 0, 12)],
+                },
+                ServiceStatus {
+                    key: key(Protocol::Tcp, "10.0.0.88", 80),
+                    opts: ServiceOpts {
+                        persistent: Some(600),
+                        ..opts("wrr")
+                    },
+                    counters: Counters {
+                        conns: 3549,
+                        inpkts: 123_456_789,
+                        outpkts: 0,
+                        inbytes: 98_765_432_100,
+                        outbytes: 5,
+                    },
+                    dests: vec![
+                        dest("10.0.0.10", 80, Forward::Tunnel, 1, 0, 0),
+                        DestStatus {
+                            u_threshold: 5000,
+                            l_threshold: 4000,
+                            persist_conns: 17,
+                            counters: Counters {
+                                conns: 3162,
+                                inpkts: 1_000_000_000_000,
+                                outpkts: 100_000_000_000_000,
+                                inbytes: 99_999_999,
+                                outbytes: 100_000_000,
+                            },
+                            ..dest("10.0.0.9", 80, Forward::Route, 2, 3162, 387)
+                        },
+                    ],
+                },
+                ServiceStatus {
+                    key: key(Protocol::Tcp, "10.0.0.88", 443),
+                    opts: ServiceOpts {
+                        persistent: Some(300),
+                        netmask: Some("255.255.255.0".parse().unwrap()),
+                        sched_flags: vec!["sh-fallback".into(), "sh-port".into()],
+                        ..opts("sh")
+                    },
+                    counters: Counters::default(),
+                    dests: vec![],
+                },
+            ],
+        }
+    }
+
+    fn list(view: ListView, numeric: bool, exact: bool) -> String {
+        let opts = ListOpts {
+            view,
+            format: FormatOpts {
+                numeric,
+                exact,
+                nosort: false,
+            },
+        };
+        format_list(&status(), &opts, &names()).unwrap()
+    }
+
+    fn all(columns: Columns) -> ListView {
+        ListView::Services {
+            service: None,
+            columns,
+        }
+    }
+
+    #[test]
+    fn default_listing() {
+        let want = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.0.0.88:80 wrr persistent 600
+  -> 10.0.0.9:80                  Route   2      3162       387       
+  -> 10.0.0.10:80                 Tunnel  1      0          0         
+TCP  10.0.0.88:443 sh (sh-fallback,sh-port) persistent 300 mask 255.255.255.0
+UDP  10.0.0.53:53 rr ops
+  -> 10.0.0.21:5353               Masq    1      0          12        
+";
+        assert_eq!(list(all(Columns::Default), true, false), want);
+    }
+
+    #[test]
+    fn listing_without_numeric_names_ports() {
+        let out = list(all(Columns::Default), false, false);
+        assert!(
+            out.contains("\nTCP  10.0.0.88:http wrr persistent 600\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\n  -> 10.0.0.9:http                Route   2"),
+            "{out}"
+        );
+        assert!(out.contains("\nTCP  10.0.0.88:https sh"), "{out}");
+        assert!(out.contains("\nUDP  10.0.0.53:domain rr ops\n"), "{out}");
+        assert!(out.contains("\n  -> 10.0.0.21:5353 "), "{out}");
+    }
+
+    #[test]
+    fn one_service_has_no_banner() {
+        let view = ListView::Services {
+            service: Some(key(Protocol::Udp, "10.0.0.53", 53)),
+            columns: Columns::Default,
+        };
+        let want = "\
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+UDP  10.0.0.53:53 rr ops
+  -> 10.0.0.21:5353               Masq    1      0          12        
+";
+        assert_eq!(list(view, true, false), want);
+    }
+
+    #[test]
+    fn stats_listing_scaled_and_exact() {
+        let want = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
+  -> RemoteAddress:Port
+TCP  10.0.0.88:80                     3549  123456K        0   98765M        5
+  -> 10.0.0.9:80                      3162    1000G     100T 99999999  100000K
+  -> 10.0.0.10:80                        0        0        0        0        0
+TCP  10.0.0.88:443                       0        0        0        0        0
+UDP  10.0.0.53:53                        0        0        0        0        0
+  -> 10.0.0.21:5353                      0        0        0        0        0
+";
+        assert_eq!(list(all(Columns::Stats), true, false), want);
+        let exact = list(all(Columns::Stats), true, true);
+        assert!(
+            exact.contains("\nTCP  10.0.0.88:80                     3549 123456789        0 98765432100        5\n"),
+            "{exact}"
+        );
+        assert!(
+            exact.contains("\n  -> 10.0.0.9:80                      3162 1000000000000 100000000000000 99999999 100000000\n"),
+            "{exact}"
+        );
+    }
+
+    #[test]
+    fn thresholds_and_persistent_conn_listings() {
+        let want = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn 
+  -> RemoteAddress:Port
+TCP  10.0.0.88:80 wrr persistent 600
+  -> 10.0.0.9:80                  5000       4000       3162       387       
+  -> 10.0.0.10:80                 0          0          0          0         
+TCP  10.0.0.88:443 sh (sh-fallback,sh-port) persistent 300 mask 255.255.255.0
+UDP  10.0.0.53:53 rr ops
+  -> 10.0.0.21:5353               0          0          0          12        
+";
+        assert_eq!(list(all(Columns::Thresholds), true, false), want);
+        let want = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn 
+  -> RemoteAddress:Port
+TCP  10.0.0.88:80 wrr persistent 600
+  -> 10.0.0.9:80                  2         17          3162       387       
+  -> 10.0.0.10:80                 1         0           0          0         
+TCP  10.0.0.88:443 sh (sh-fallback,sh-port) persistent 300 mask 255.255.255.0
+UDP  10.0.0.53:53 rr ops
+  -> 10.0.0.21:5353               1         0           0          12        
+";
+        assert_eq!(list(all(Columns::PersistentConn), true, false), want);
+    }
+
+    #[test]
+    fn timeout_daemon_and_unsupported_listings() {
+        assert_eq!(
+            list(ListView::Timeout, true, false),
+            "Timeout (tcp tcpfin udp): 900 120 300\n"
+        );
+        assert_eq!(list(ListView::Daemon, true, false), "");
+        let opts = |view| ListOpts {
+            view,
+            format: FormatOpts::default(),
+        };
+        assert!(format_list(&status(), &opts(ListView::Connections), &names()).is_err());
+        assert!(format_list(&status(), &opts(all(Columns::Rate)), &names()).is_err());
+    }
+
+    #[test]
+    fn nosort_keeps_daemon_order() {
+        let opts = ListOpts {
+            view: all(Columns::Default),
+            format: FormatOpts {
+                numeric: true,
+                exact: false,
+                nosort: true,
+            },
+        };
+        let out = format_list(&status(), &opts, &names()).unwrap();
+        let udp = out.find("UDP  10.0.0.53:53").unwrap();
+        let tcp = out.find("TCP  10.0.0.88:80").unwrap();
+        assert!(udp < tcp);
+        assert!(out.find("10.0.0.10:80").unwrap() < out.find("10.0.0.9:80").unwrap());
+    }
+
+    #[test]
+    fn long_names_are_truncated_like_ipvsadm() {
+        let long = PortNames::parse("a-very-long-service-name-indeed 8080/tcp\n");
+        let st = Status {
+            conn_table_size: 4096,
+            timeouts: Timeouts::default(),
+            services: vec![ServiceStatus {
+                key: key(Protocol::Tcp, "192.168.100.200", 8080),
+                opts: opts("rr"),
+                counters: Counters::default(),
+                dests: vec![dest("192.168.100.201", 8080, Forward::Masq, 1, 0, 0)],
+            }],
+        };
+        let o = ListOpts {
+            view: all(Columns::Default),
+            format: FormatOpts::default(),
+        };
+        let out = format_list(&st, &o, &long).unwrap();
+        // 33 characters of "TCP  192.168.100.200:a-very-long-service-name-indeed".
+        assert!(
+            out.contains("\nTCP  192.168.100.200:a-very-long- rr\n"),
+            "{out}"
+        );
+        // 28 characters of the destination, then the usual columns.
+        assert!(
+            out.contains("\n  -> 192.168.100.201:a-very-long- Masq    1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn save_format() {
+        let want = "\
+-A -t 10.0.0.88:80 -s wrr -p 600
+-a -t 10.0.0.88:80 -r 10.0.0.9:80 -g -w 2 -x 5000 -y 4000
+-a -t 10.0.0.88:80 -r 10.0.0.10:80 -i -w 1 --tun-type ipip
+-A -t 10.0.0.88:443 -s sh -p 300 -M 255.255.255.0 -b sh-fallback,sh-port
+-A -u 10.0.0.53:53 -s rr -o
+-a -u 10.0.0.53:53 -r 10.0.0.21:5353 -m -w 1
+";
+        let fmt = FormatOpts {
+            numeric: true,
+            ..FormatOpts::default()
+        };
+        assert_eq!(format_save(&status(), fmt, &names()), want);
+        let named = format_save(&status(), FormatOpts::default(), &names());
+        assert!(
+            named.starts_with("-A -t 10.0.0.88:http -s wrr -p 600\n"),
+            "{named}"
+        );
+        assert!(
+            named.contains("\n-A -u 10.0.0.53:domain -s rr -o\n"),
+            "{named}"
+        );
+    }
+
+    /// Applies requests to an empty table the way the daemon would (enough for round trips).
+    fn apply(reqs: &[Request]) -> Status {
+        let mut st = Status {
+            conn_table_size: 4096,
+            timeouts: Timeouts::default(),
+            services: vec![],
+        };
+        for r in reqs {
+            match r {
+                Request::AddService { key, opts } => st.services.push(ServiceStatus {
+                    key: *key,
+                    opts: opts.clone(),
+                    counters: Counters::default(),
+                    dests: vec![],
+                }),
+                Request::AddDest { service, dest: d } => {
+                    let svc = st.services.iter_mut().find(|s| s.key == *service).unwrap();
+                    svc.dests.push(DestStatus {
+                        addr: d.addr,
+                        port: d.port.unwrap(),
+                        forward: d.forward,
+                        weight: d.weight,
+                        u_threshold: d.u_threshold,
+                        l_threshold: d.l_threshold,
+                        active_conns: 0,
+                        inactive_conns: 0,
+                        persist_conns: 0,
+                        counters: Counters::default(),
+                    });
+                }
+                other => panic!("unexpected request in a save: {other:?}"),
+            }
+        }
+        st
+    }
+
+    /// A real server's configuration: address, port, method, weight, thresholds.
+    type DestConfig = (Ipv4Addr, u16, Forward, u32, u32, u32);
+
+    /// The configuration part of a status, in sorted order, for comparison.
+    fn config(st: &Status) -> Vec<(ServiceKey, ServiceOpts, Vec<DestConfig>)> {
+        let mut v: Vec<_> = st
+            .services
+            .iter()
+            .map(|s| {
+                let mut d: Vec<_> = s
+                    .dests
+                    .iter()
+                    .map(|d| {
+                        (
+                            d.addr,
+                            d.port,
+                            d.forward,
+                            d.weight,
+                            d.u_threshold,
+                            d.l_threshold,
+                        )
+                    })
+                    .collect();
+                d.sort_by_key(|x| (u32::from(x.0), x.1));
+                (s.key, s.opts.clone(), d)
+            })
+            .collect();
+        v.sort_by_key(|(k, _, _)| (k.proto.number(), u32::from(k.addr), k.port));
+        v
+    }
+
+    #[test]
+    fn save_then_restore_round_trips() {
+        let original = status();
+        for numeric in [true, false] {
+            let fmt = FormatOpts {
+                numeric,
+                ..FormatOpts::default()
+            };
+            let saved = format_save(&original, fmt, &names());
+            let reqs = parse_restore(&saved, &names()).unwrap();
+            let rebuilt = apply(&reqs);
+            assert_eq!(
+                config(&rebuilt),
+                config(&original),
+                "numeric={numeric}\n{saved}"
+            );
+            // And saving again gives the same text.
+            assert_eq!(format_save(&rebuilt, fmt, &names()), saved);
+        }
+    }
+
+    #[test]
+    fn command_line_to_listing() {
+        // Build a table from ipvsadm commands, then list it: the whole pipeline in one test.
+        let cmds = [
+            "-A -t 10.0.0.88:80 -s wrr -p 600",
+            "-a -t 10.0.0.88:80 -r 10.0.0.9:80 -g -w 2",
+        ];
+        let reqs: Vec<Request> = cmds
+            .iter()
+            .map(|c| {
+                let words: Vec<&str> = c.split_whitespace().collect();
+                match parse_with(&words, &names()).unwrap().command {
+                    Command::Change(r) => r,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        let st = apply(&reqs);
+        let o = ListOpts {
+            view: all(Columns::Default),
+            format: FormatOpts {
+                numeric: true,
+                ..FormatOpts::default()
+            },
+        };
+        let want = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  10.0.0.88:80 wrr persistent 600
+  -> 10.0.0.9:80                  Route   2      0          0         
+";
+        assert_eq!(format_list(&st, &o, &names()).unwrap(), want);
+    }
+
+    #[test]
+    fn datapath_format() {
+        use crate::model::WorkerCounters;
+        let d = DataPathStats {
+            interface: "veth0".into(),
+            xdp_mode: "native".into(),
+            xdp_redirected: 10,
+            xdp_passed: 3,
+            xdp_malformed: 2,
+            xdp_no_socket: 0,
+            xdp_fragments: 1,
+            workers: vec![WorkerCounters {
+                queue: 0,
+                bind_mode: "zero-copy".into(),
+                rx_frames: 10,
+                tx_frames: 9,
+                new_conns: 2,
+                conns: 1,
+                drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
+            }],
+        };
+        let want = "\
+interface: veth0
+xdp_mode: native
+xdp_redirected: 10
+xdp_passed: 3
+xdp_malformed: 2
+xdp_no_socket: 0
+xdp_fragments: 1
+queue 0 (zero-copy):
+  rx_frames: 10
+  tx_frames: 9
+  new_conns: 2
+  conns: 1
+  truncated: 4
+  malformed: 0
+";
+        assert_eq!(format_datapath(&d), want);
+    }
+
+    #[test]
+    fn largenum_boundaries() {
+        let f = |n, exact| {
+            let mut s = String::new();
+            largenum(&mut s, n, exact);
+            s
+        };
+        assert_eq!(f(0, false), "        0");
+        assert_eq!(f(99_999_999, false), " 99999999");
+        assert_eq!(f(100_000_000, false), "  100000K");
+        assert_eq!(f(999_999_999, false), "  999999K");
+        assert_eq!(f(1_000_000_000, false), "    1000M");
+        assert_eq!(f(99_999_999_999, false), "   99999M");
+        assert_eq!(f(100_000_000_000, false), "     100G");
+        assert_eq!(f(100_000_000_000_000, false), "     100T");
+        assert_eq!(f(12_345_678, true), " 12345678");
+        assert_eq!(f(123_456_789, true), " 123456789");
+        assert_eq!(f(u64::MAX, true), " 18446744073709551615");
+    }
+}

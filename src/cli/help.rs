@@ -1,0 +1,97 @@
+//! `-h` and `-v` texts, laid out like ipvsadm's so muscle memory carries over.
+
+use super::format::IPVS_VERSION;
+use crate::control::proto;
+use crate::model::DEFAULT_SCHEDULER;
+
+/// `-v`: our version and what we are compatible with.
+pub fn version() -> String {
+    format!(
+        "xvsadm v{} (ipvsadm v1.31 compatible, IPVS v{IPVS_VERSION} semantics)\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The one-line hint printed after a usage error.
+pub fn try_help(prog: &str) -> String {
+    format!("Try `{prog} -h' or '{prog} --help' for more information.\n")
+}
+
+/// `-h`.
+pub fn usage(prog: &str) -> String {
+    let mut s = version();
+    s.push_str(&format!(
+        "Usage:
+  {prog} -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
+  {prog} -D virtual-service
+  {prog} -C
+  {prog} -R
+  {prog} -S [-n]
+  {prog} -a|e virtual-service -r server-address [options]
+  {prog} -d virtual-service -r server-address
+  {prog} -L|l [virtual-service] [options]
+  {prog} -Z [virtual-service]
+  {prog} --set tcp tcpfin udp
+  {prog} -h
+
+Commands:
+Either long or short options are allowed.
+  --add-service     -A        add virtual service with options
+  --edit-service    -E        edit virtual service with options
+  --delete-service  -D        delete virtual service
+  --clear           -C        clear the whole table
+  --restore         -R        restore rules from stdin (applied all or nothing)
+  --save            -S        save rules to stdout
+  --add-server      -a        add real server with options
+  --edit-server     -e        edit real server with options
+  --delete-server   -d        delete real server
+  --list            -L|-l     list the table
+  --zero            -Z        zero counters in a service or all services
+  --set tcp tcpfin udp        set connection timeout values (0 leaves one unchanged)
+  --help            -h        display this help message
+  --version         -v        display the version
+
+virtual-service:
+  --tcp-service|-t  service-address   service-address is host[:port]
+  --udp-service|-u  service-address   service-address is host[:port]
+
+Options:
+  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh,
+                                      the default scheduler is {DEFAULT_SCHEDULER}.
+  --persistent   -p [timeout]         persistent service (default timeout 300 s)
+  --netmask      -M netmask           persistent granularity mask
+  --real-server  -r server-address    server-address is host (and port)
+  --gatewaying   -g                   gatewaying (direct routing) (default)
+  --ipip         -i                   ipip encapsulation (tunneling)
+  --masquerading -m                   masquerading (NAT)
+  --weight       -w weight            capacity of real server (0..65535, default 1)
+  --u-threshold  -x uthreshold        upper threshold of connections
+  --l-threshold  -y lthreshold        lower threshold of connections
+  --timeout                           output of timeout (tcp tcpfin udp)
+  --stats                             output of statistics information
+  --exact                             expand numbers (display exact values)
+  --thresholds                        output of thresholds information
+  --persistent-conn                   output of persistent connection info
+  --nosort                            disable sorting output of service/server entries
+  --sort                              does nothing, for backwards compatibility
+  --ops          -o                   one-packet scheduling (UDP only)
+  --numeric      -n                   numeric output of ports
+  --sched-flags  -b flags             scheduler flags (comma-separated)
+  --socket PATH                       xvsd control socket (default: ${env}, then {default})
+
+xvs only:
+  {prog} --datapath                   data-path counters (XDP verdicts, per-queue frames, drops)
+
+Differences from ipvsadm:
+  Host names are never looked up (no DNS): give addresses as numbers, and listings
+  always print numeric addresses; without -n, ports are still named from /etc/services.
+  -e resets options not given (-g, -w 1, no thresholds), exactly like ipvsadm.
+  -S also writes -x/-y when thresholds are set, so -R restores them.
+  Not implemented in xvs yet: -f (fwmark services), IPv6, SCTP, --pe, GUE/GRE tunnels,
+  --start-daemon/--stop-daemon (connection sync), -L -c (connections), --rate.
+",
+        env = proto::SOCKET_ENV,
+        default = proto::DEFAULT_SOCKET,
+    ));
+    s
+}

@@ -1,0 +1,608 @@
+//! `xvsadm`: the ipvsadm-compatible command line, as library code.
+//!
+//! Existing ipvsadm scripts should work with only the binary name changed: same options, same
+//! messages, same exit statuses, same listing and save formats. The pieces:
+//! - [`parse`]: argv → [`Invocation`] (a [`Request`] for the daemon, or a listing to print);
+//! - [`format`]: a daemon [`Status`](crate::model::Status) → `-L` / `-S` text;
+//! - [`run`]: the whole command, with the transport injected so it can be tested without a
+//!   daemon; [`main`] wires it to the process's stdio and the control socket.
+//!
+//! Exit statuses follow ipvsadm: 0 success, 2 for a bad command line (`fail(2, ...)`), 255 for
+//! usage errors and for changes the daemon refused (ipvsadm returns -1 from `main`), 1 when a
+//! listing could not be produced.
+
+pub mod addr;
+pub mod format;
+pub mod help;
+pub mod parse;
+pub mod services;
+
+pub use format::{format_datapath, format_list, format_save, format_timeout};
+pub use parse::{
+    parse, parse_restore, parse_with, Columns, Command, FormatOpts, Invocation, ListOpts, ListView,
+    ParseError, ParseErrorKind,
+};
+pub use services::PortNames;
+
+use crate::control::proto;
+use crate::model::{Request, Response, Status};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Exit statuses, as ipvsadm uses them.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// A listing (`-L`, `-S`) could not be produced.
+    pub const LIST_FAILED: i32 = 1;
+    /// A bad option value or combination, a not-implemented feature, or no daemon to talk to.
+    pub const BAD_ARGS: i32 = 2;
+    /// A usage error, or a change the daemon refused.
+    pub const FAILED: i32 = 255;
+}
+
+/// The streams a command uses; tests pass buffers.
+pub struct Io<'a> {
+    pub stdin: &'a mut dyn Read,
+    pub stdout: &'a mut dyn Write,
+    pub stderr: &'a mut dyn Write,
+}
+
+impl Io<'_> {
+    fn err(&mut self, msg: &str) {
+        // Nothing useful can be done if stderr itself is gone.
+        let _ = self.stderr.write_all(msg.as_bytes());
+        if !msg.ends_with('\n') {
+            let _ = self.stderr.write_all(b"\n");
+        }
+    }
+
+    /// Writes command output; a closed stdout (`xvsadm -Ln | head -1`) fails quietly.
+    fn out(&mut self, text: &str) -> i32 {
+        match self
+            .stdout
+            .write_all(text.as_bytes())
+            .and_then(|_| self.stdout.flush())
+        {
+            Ok(()) => exit::OK,
+            Err(_) => exit::LIST_FAILED,
+        }
+    }
+}
+
+/// Runs one xvsadm command line. `prog` is the name used in hints, `args` excludes it;
+/// `call` sends one request to the daemon at a socket path (normally
+/// [`proto::call`]). Returns the process exit status. Nothing is sent when the command line
+/// is invalid.
+pub fn run<F>(prog: &str, args: &[String], io: &mut Io<'_>, names: &PortNames, mut call: F) -> i32
+where
+    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+{
+    let inv = match parse::parse_with(args, names) {
+        Ok(inv) => inv,
+        Err(e) => return report_parse_error(prog, &e, io),
+    };
+    let path = PathBuf::from(proto::socket_path(inv.socket.as_deref()));
+    match inv.command {
+        Command::Help => io.out(&help::usage(prog)),
+        Command::Version => io.out(&help::version()),
+        Command::Change(req) => change(&path, &req, io, &mut call),
+        Command::Restore => {
+            let mut input = String::new();
+            if let Err(e) = io.stdin.read_to_string(&mut input) {
+                io.err(&format!("cannot read rules from stdin: {e}"));
+                return exit::BAD_ARGS;
+            }
+            match parse::parse_restore(&input, names) {
+                Err(e) => report_parse_error(prog, &e, io),
+                // ipvsadm -R on empty input changes nothing and succeeds.
+                Ok(reqs) if reqs.is_empty() => exit::OK,
+                Ok(reqs) => change(&path, &Request::Batch(reqs), io, &mut call),
+            }
+        }
+        Command::List(opts) => list(&path, &opts, io, names, &mut call),
+        Command::Save(fmt) => match fetch(&path, None, io, &mut call) {
+            Ok(status) => io.out(&format::format_save(&status, fmt, names)),
+            Err(code) => code,
+        },
+        Command::DataPath => match call(&path, &Request::DataPath) {
+            Ok(Response::DataPath(d)) => io.out(&format::format_datapath(&d)),
+            Ok(Response::Error(msg)) => {
+                io.err(&msg);
+                exit::LIST_FAILED
+            }
+            Ok(other) => {
+                io.err(&format!(
+                    "unexpected answer from xvsd at {}: {} instead of data-path counters",
+                    path.display(),
+                    describe(&other)
+                ));
+                exit::LIST_FAILED
+            }
+            Err(e) => transport_error(path.as_path(), &e, io),
+        },
+    }
+}
+
+fn report_parse_error(prog: &str, e: &ParseError, io: &mut Io<'_>) -> i32 {
+    io.err(&e.message);
+    if e.wants_hint() {
+        io.err(&help::try_help(prog));
+    }
+    e.exit_code()
+}
+
+/// Sends a configuration change; the daemon's refusal is printed as ipvsadm prints the
+/// kernel's (`No such service`, ...).
+fn change<F>(path: &Path, req: &Request, io: &mut Io<'_>, call: &mut F) -> i32
+where
+    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+{
+    match call(path, req) {
+        Ok(Response::Ok) => exit::OK,
+        Ok(Response::Error(msg)) => {
+            io.err(&msg);
+            exit::FAILED
+        }
+        Ok(other) => {
+            io.err(&format!(
+                "unexpected answer from xvsd at {}: {} instead of an acknowledgement",
+                path.display(),
+                describe(&other)
+            ));
+            exit::FAILED
+        }
+        Err(e) => transport_error(path, &e, io),
+    }
+}
+
+/// Asks the daemon for its status (one service or all).
+fn fetch<F>(
+    path: &Path,
+    service: Option<crate::model::ServiceKey>,
+    io: &mut Io<'_>,
+    call: &mut F,
+) -> Result<Status, i32>
+where
+    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+{
+    match call(path, &Request::Status { service }) {
+        Ok(Response::Status(s)) => Ok(s),
+        Ok(Response::Error(msg)) => {
+            io.err(&msg);
+            Err(exit::LIST_FAILED)
+        }
+        Ok(other) => {
+            io.err(&format!(
+                "unexpected answer from xvsd at {}: {} instead of a status",
+                path.display(),
+                describe(&other)
+            ));
+            Err(exit::LIST_FAILED)
+        }
+        Err(e) => Err(transport_error(path, &e, io)),
+    }
+}
+
+/// Names a response kind for "unexpected answer" messages.
+fn describe(r: &Response) -> &'static str {
+    match r {
+        Response::Ok => "an acknowledgement",
+        Response::Status(_) => "a status",
+        Response::Error(_) => "an error",
+        Response::DataPath(_) => "data-path counters",
+    }
+}
+
+fn list<F>(path: &Path, opts: &ListOpts, io: &mut Io<'_>, names: &PortNames, call: &mut F) -> i32
+where
+    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+{
+    // Listings the daemon cannot serve yet are refused before contacting it.
+    match opts.view {
+        ListView::Connections
+        | ListView::Services {
+            columns: Columns::Rate,
+            ..
+        } => {
+            let what = if opts.view == ListView::Connections {
+                "connection listing (-L -c)"
+            } else {
+                "rate listing (--rate)"
+            };
+            io.err(&format!("{what}: not implemented yet"));
+            return exit::BAD_ARGS;
+        }
+        // No sync daemon ever runs in xvs; ipvsadm prints nothing in that case.
+        ListView::Daemon => return exit::OK,
+        ListView::Services { .. } | ListView::Timeout => {}
+    }
+    let service = match opts.view {
+        ListView::Services { service, .. } => service,
+        _ => None,
+    };
+    let status = match fetch(path, service, io, call) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Some(key) = service {
+        if !status.services.iter().any(|s| s.key == key) {
+            io.err("No such service");
+            return exit::LIST_FAILED;
+        }
+    }
+    match format::format_list(&status, opts, names) {
+        Ok(text) => io.out(&text),
+        Err(e) => {
+            io.err(&e.to_string());
+            exit::BAD_ARGS
+        }
+    }
+}
+
+/// The daemon could not be reached or spoke nonsense: say which socket, and how to pick another.
+fn transport_error(path: &Path, e: &anyhow::Error, io: &mut Io<'_>) -> i32 {
+    let mut msg = format!("{e:#}");
+    let shown = path.display().to_string();
+    if !msg.contains(&shown) {
+        msg = format!("xvsd at {shown}: {msg}");
+    }
+    io.err(&msg);
+    let unreachable = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::PermissionDenied
+            )
+        })
+    });
+    if unreachable {
+        io.err(&format!(
+            "Is xvsd running? (use --socket PATH or ${} to reach another socket)",
+            proto::SOCKET_ENV
+        ));
+    }
+    exit::BAD_ARGS
+}
+
+/// The `xvsadm` binary: real argv, stdio, `/etc/services` and the control socket.
+pub fn main() -> i32 {
+    let mut argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    let prog = argv.next().unwrap_or_else(|| "xvsadm".to_string());
+    let args: Vec<String> = argv.collect();
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let (mut stdin, mut stdout, mut stderr) = (stdin.lock(), stdout.lock(), stderr.lock());
+    let mut io = Io {
+        stdin: &mut stdin,
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    run(&prog, &args, &mut io, PortNames::system(), proto::call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        Counters, Forward, Protocol, ServiceKey, ServiceOpts, ServiceStatus, Timeouts,
+    };
+
+    struct Outcome {
+        code: i32,
+        stdout: String,
+        stderr: String,
+        sent: Vec<(PathBuf, Request)>,
+    }
+
+    /// Runs a command line against a fake daemon that answers every request with `answer`.
+    fn run_with(
+        args: &str,
+        stdin: &str,
+        answer: impl Fn(&Request) -> anyhow::Result<Response>,
+    ) -> Outcome {
+        let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut input = stdin.as_bytes();
+        let mut sent = Vec::new();
+        let names = PortNames::parse("http 80/tcp\n");
+        let code = {
+            let mut io = Io {
+                stdin: &mut input,
+                stdout: &mut out,
+                stderr: &mut err,
+            };
+            run("xvsadm", &args, &mut io, &names, |p: &Path, r: &Request| {
+                sent.push((p.to_path_buf(), r.clone()));
+                answer(r)
+            })
+        };
+        Outcome {
+            code,
+            stdout: String::from_utf8(out).unwrap(),
+            stderr: String::from_utf8(err).unwrap(),
+            sent,
+        }
+    }
+
+    fn ok(_: &Request) -> anyhow::Result<Response> {
+        Ok(Response::Ok)
+    }
+
+    fn status(_: &Request) -> anyhow::Result<Response> {
+        Ok(Response::Status(Status {
+            conn_table_size: 4096,
+            timeouts: Timeouts::default(),
+            services: vec![ServiceStatus {
+                key: ServiceKey {
+                    proto: Protocol::Tcp,
+                    addr: "10.0.0.88".parse().unwrap(),
+                    port: 80,
+                },
+                opts: ServiceOpts {
+                    scheduler: "wrr".into(),
+                    ..ServiceOpts::default()
+                },
+                counters: Counters::default(),
+                dests: vec![crate::model::DestStatus {
+                    addr: "10.0.0.9".parse().unwrap(),
+                    port: 80,
+                    forward: Forward::Route,
+                    weight: 2,
+                    u_threshold: 0,
+                    l_threshold: 0,
+                    active_conns: 3162,
+                    inactive_conns: 387,
+                    persist_conns: 0,
+                    counters: Counters::default(),
+                }],
+            }],
+        }))
+    }
+
+    const SOCK: &str = "--socket /tmp/xvs-test.sock";
+
+    #[test]
+    fn change_is_sent_to_the_chosen_socket() {
+        let o = run_with(&format!("{SOCK} -C"), "", ok);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(
+            o.sent,
+            vec![(PathBuf::from("/tmp/xvs-test.sock"), Request::Clear)]
+        );
+        assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn daemon_refusal_is_printed_like_ipvsadm() {
+        let o = run_with(&format!("{SOCK} -D -t 10.0.0.1:80"), "", |_| {
+            Ok(Response::Error("No such service".into()))
+        });
+        assert_eq!(o.code, 255);
+        assert_eq!(o.stderr, "No such service\n");
+        assert_eq!(o.sent.len(), 1);
+    }
+
+    #[test]
+    fn parse_errors_send_nothing() {
+        let o = run_with(
+            &format!("{SOCK} -a -t 10.0.0.1:80 -r 10.0.0.9 -w 70000"),
+            "",
+            ok,
+        );
+        assert_eq!(o.code, 2);
+        assert_eq!(
+            o.stderr,
+            "illegal weight specified\nTry `xvsadm -h' or 'xvsadm --help' for more information.\n"
+        );
+        assert!(o.sent.is_empty());
+
+        let o = run_with("--bogus", "", ok);
+        assert_eq!(o.code, 255);
+        assert!(
+            o.stderr
+                .starts_with("--bogus: unknown option\nTry `xvsadm -h'"),
+            "{}",
+            o.stderr
+        );
+        assert!(o.sent.is_empty());
+    }
+
+    #[test]
+    fn not_implemented_sends_nothing() {
+        for args in [
+            "-A -f 1 -s rr",
+            "--start-daemon master",
+            "-L -c",
+            "-L --rate",
+            "-Ln --rate",
+        ] {
+            let o = run_with(&format!("{SOCK} {args}"), "", status);
+            assert_eq!(o.code, 2, "{args}");
+            assert!(o.stderr.contains("not implemented"), "{args}: {}", o.stderr);
+            assert!(!o.stderr.contains("Try `"), "{args}: {}", o.stderr);
+            assert!(o.sent.is_empty(), "{args}");
+        }
+    }
+
+    #[test]
+    fn listing_and_save_and_timeout() {
+        let o = run_with(&format!("{SOCK} -Ln"), "", status);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(o.sent[0].1, Request::Status { service: None });
+        assert_eq!(
+            o.stdout,
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port Scheduler Flags\n  \
+             -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+             TCP  10.0.0.88:80 wrr\n  \
+             -> 10.0.0.9:80                  Route   2      3162       387       \n"
+        );
+        // Without -n the port is named.
+        let o = run_with(SOCK, "", status);
+        assert!(
+            o.stdout.contains("TCP  10.0.0.88:http wrr\n"),
+            "{}",
+            o.stdout
+        );
+
+        let o = run_with(&format!("{SOCK} -S -n"), "", status);
+        assert_eq!(
+            o.stdout,
+            "-A -t 10.0.0.88:80 -s wrr\n-a -t 10.0.0.88:80 -r 10.0.0.9:80 -g -w 2\n"
+        );
+        let o = run_with(&format!("{SOCK} -L --timeout"), "", status);
+        assert_eq!(o.stdout, "Timeout (tcp tcpfin udp): 900 120 300\n");
+        let o = run_with(&format!("{SOCK} -L --daemon"), "", status);
+        assert_eq!((o.code, o.stdout.as_str()), (0, ""));
+    }
+
+    #[test]
+    fn one_service_listing() {
+        let o = run_with(&format!("{SOCK} -L -n -t 10.0.0.88:80"), "", status);
+        assert_eq!(o.code, 0);
+        assert!(
+            o.stdout.starts_with("Prot LocalAddress:Port"),
+            "{}",
+            o.stdout
+        );
+        let want = ServiceKey {
+            proto: Protocol::Tcp,
+            addr: "10.0.0.88".parse().unwrap(),
+            port: 80,
+        };
+        assert_eq!(
+            o.sent[0].1,
+            Request::Status {
+                service: Some(want)
+            }
+        );
+        let o = run_with(&format!("{SOCK} -L -n -t 10.0.0.77:80"), "", status);
+        assert_eq!((o.code, o.stderr.as_str()), (1, "No such service\n"));
+        let o = run_with(&format!("{SOCK} -L -n -t 10.0.0.77:80"), "", |_| {
+            Ok(Response::Error("No such service".into()))
+        });
+        assert_eq!((o.code, o.stderr.as_str()), (1, "No such service\n"));
+    }
+
+    #[test]
+    fn restore_is_one_batch() {
+        let input =
+            "-C\n-A -t 10.0.0.88:80 -s rr\n# comment\n-a -t 10.0.0.88:80 -r 10.0.0.9 -w 3\n";
+        let o = run_with(&format!("{SOCK} -R"), input, ok);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(o.sent.len(), 1);
+        match &o.sent[0].1 {
+            Request::Batch(reqs) => {
+                assert_eq!(reqs.len(), 3);
+                assert_eq!(reqs[0], Request::Clear);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A bad line: nothing at all is sent.
+        let o = run_with(
+            &format!("{SOCK} -R"),
+            "-C\n-a -t 10.0.0.88:80 -r nope\n",
+            ok,
+        );
+        assert_eq!(o.code, 2);
+        assert!(
+            o.stderr
+                .starts_with("line 2: illegal real server address[:port] specified\n"),
+            "{}",
+            o.stderr
+        );
+        assert!(o.sent.is_empty());
+        // Empty input: nothing to do.
+        let o = run_with(&format!("{SOCK} -R"), "\n", ok);
+        assert_eq!((o.code, o.sent.len()), (0, 0));
+        // The daemon refuses the batch: all or nothing, reported once.
+        let o = run_with(&format!("{SOCK} -R"), "-D -t 10.0.0.1:80\n", |_| {
+            Ok(Response::Error("No such service".into()))
+        });
+        assert_eq!((o.code, o.stderr.as_str()), (255, "No such service\n"));
+    }
+
+    #[test]
+    fn unreachable_daemon_names_the_socket() {
+        let o = run_with(&format!("{SOCK} -C"), "", |_| {
+            let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+            Err(anyhow::Error::new(io).context("cannot connect to xvsd at /tmp/xvs-test.sock"))
+        });
+        assert_eq!(o.code, 2);
+        assert!(
+            o.stderr
+                .starts_with("cannot connect to xvsd at /tmp/xvs-test.sock: "),
+            "{}",
+            o.stderr
+        );
+        assert!(o.stderr.contains("Is xvsd running?"), "{}", o.stderr);
+
+        let o = run_with(&format!("{SOCK} -Ln"), "", |_| {
+            Err(anyhow::anyhow!("protocol version mismatch"))
+        });
+        assert_eq!(o.code, 2);
+        assert_eq!(
+            o.stderr,
+            "xvsd at /tmp/xvs-test.sock: protocol version mismatch\n"
+        );
+    }
+
+    #[test]
+    fn real_socket_failure_names_the_path() {
+        // Through the real transport: a socket path that cannot exist.
+        let args: Vec<String> = ["--socket", "/nonexistent-xvs-dir/xvsd.sock", "-C"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut input: &[u8] = b"";
+        let mut io = Io {
+            stdin: &mut input,
+            stdout: &mut out,
+            stderr: &mut err,
+        };
+        let code = run("xvsadm", &args, &mut io, &PortNames::empty(), proto::call);
+        let err = String::from_utf8(err).unwrap();
+        assert_eq!(code, 2);
+        assert!(err.contains("/nonexistent-xvs-dir/xvsd.sock"), "{err}");
+        assert!(err.contains("Is xvsd running?"), "{err}");
+    }
+
+    #[test]
+    fn datapath_counters() {
+        let o = run_with(&format!("{SOCK} --datapath"), "", |_| {
+            Ok(Response::DataPath(crate::model::DataPathStats {
+                interface: "eth0".into(),
+                xdp_mode: "generic".into(),
+                xdp_redirected: 1,
+                xdp_passed: 2,
+                xdp_malformed: 0,
+                xdp_no_socket: 0,
+                xdp_fragments: 0,
+                workers: vec![],
+            }))
+        });
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(o.sent[0].1, Request::DataPath);
+        assert!(o.stdout.contains("\nxdp_passed: 2\n"), "{}", o.stdout);
+    }
+
+    #[test]
+    fn help_and_version() {
+        let o = run_with("-h", "", ok);
+        assert_eq!(o.code, 0);
+        assert!(
+            o.stdout.contains("Usage:\n  xvsadm -A|E virtual-service"),
+            "{}",
+            o.stdout
+        );
+        assert!(o.stdout.contains("no DNS"), "{}", o.stdout);
+        assert!(o.sent.is_empty());
+        let o = run_with("--version", "", ok);
+        assert_eq!(o.code, 0);
+        assert!(o.stdout.starts_with("xvsadm v"), "{}", o.stdout);
+    }
+}
