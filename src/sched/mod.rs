@@ -2,10 +2,26 @@
 //!
 //! Semantics follow Linux IPVS (`net/netfilter/ipvs/ip_vs_*.c`), see `shared/ipvs-semantics.md`.
 
+mod dh;
+mod lblc;
+mod lblcr;
+mod lc;
+mod nq;
 mod rr;
+mod sed;
+mod sh;
+mod wlc;
 mod wrr;
 
+pub use dh::DestinationHashing;
+pub use lblc::LocalityLeastConn;
+pub use lblcr::LocalityLeastConnReplicated;
+pub use lc::LeastConn;
+pub use nq::NeverQueue;
 pub use rr::RoundRobin;
+pub use sed::ShortestExpectedDelay;
+pub use sh::SourceHashing;
+pub use wlc::WeightedLeastConn;
 pub use wrr::WeightedRoundRobin;
 
 use crate::packet::FlowKey;
@@ -75,12 +91,63 @@ pub fn by_name(name: &str) -> Result<Box<dyn Scheduler>, SchedError> {
 }
 
 /// Creates a scheduler by its ipvsadm name with `-b` flags.
-pub fn by_name_with(name: &str, _flags: SchedFlags) -> Result<Box<dyn Scheduler>, SchedError> {
+pub fn by_name_with(name: &str, flags: SchedFlags) -> Result<Box<dyn Scheduler>, SchedError> {
     match name {
         "rr" => Ok(Box::new(RoundRobin::default())),
         "wrr" => Ok(Box::new(WeightedRoundRobin::default())),
+        "lc" => Ok(Box::new(LeastConn)),
+        "wlc" => Ok(Box::new(WeightedLeastConn)),
+        "sed" => Ok(Box::new(ShortestExpectedDelay)),
+        "nq" => Ok(Box::new(NeverQueue)),
+        "sh" => Ok(Box::new(SourceHashing::new(flags))),
+        "dh" => Ok(Box::new(DestinationHashing::default())),
+        "lblc" => Ok(Box::new(LocalityLeastConn::default())),
+        "lblcr" => Ok(Box::new(LocalityLeastConnReplicated::default())),
         n if IPVS_SCHEDULERS.contains(&n) => Err(SchedError::NotImplemented(n.to_string())),
         n => Err(SchedError::Unknown(n.to_string())),
+    }
+}
+
+/// The kernel's `hash_32` (`include/linux/hash.h`, Linux >= 4.7): multiply by
+/// `GOLDEN_RATIO_32` modulo 2^32 and keep the top `bits` bits. sh, dh, lblc and lblcr index
+/// their tables with it, so bucket choice matches IPVS for the same address.
+pub(crate) fn hash_32(val: u32, bits: u32) -> u32 {
+    const GOLDEN_RATIO_32: u32 = 0x61C8_8647;
+    debug_assert!((1..=32).contains(&bits));
+    val.wrapping_mul(GOLDEN_RATIO_32) >> (32 - bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_name_knows_the_ten_and_refuses_the_rest() {
+        for n in [
+            "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr",
+        ] {
+            let s = by_name(n).unwrap_or_else(|e| panic!("{n}: {e:?}"));
+            assert_eq!(s.name(), n);
+        }
+        for n in ["mh", "fo", "ovf", "twos"] {
+            assert_eq!(
+                by_name(n).err(),
+                Some(SchedError::NotImplemented(n.to_string()))
+            );
+        }
+        assert_eq!(
+            by_name("nope").err(),
+            Some(SchedError::Unknown("nope".to_string()))
+        );
+    }
+
+    #[test]
+    fn hash_32_vectors() {
+        // 0x0a000001 * 0x61c88647 = 0x27c88647 (mod 2^32): top 8 bits 0x27, top 10 bits 0x9f.
+        assert_eq!(hash_32(0x0a00_0001, 8), 0x27);
+        assert_eq!(hash_32(0x0a00_0001, 10), 0x9f);
+        assert_eq!(hash_32(0, 8), 0);
+        assert_eq!(hash_32(1, 32), 0x61C8_8647);
     }
 }
 
@@ -103,6 +170,29 @@ pub(crate) mod testutil {
                 ))
             })
             .collect()
+    }
+
+    /// Sets a server's connection counters (IPVS activeconns / inactconns).
+    pub fn load(d: &DestRt, active: u32, inactive: u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        d.active_conns.store(active, Relaxed);
+        d.inactive_conns.store(inactive, Relaxed);
+    }
+
+    /// Sets a server's OVERLOAD flag.
+    pub fn overload(d: &DestRt, on: bool) {
+        d.overloaded.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A TCP flow from `saddr:sport` to `daddr:80` (host-order addresses).
+    pub fn flow(saddr: u32, sport: u16, daddr: u32) -> FlowKey {
+        FlowKey {
+            saddr,
+            daddr,
+            sport,
+            dport: 80,
+            proto: 6,
+        }
     }
 
     /// Runs `n` picks and returns the chosen indices (`None` as usize::MAX).
