@@ -1,4 +1,5 @@
-//! `Status` → the text ipvsadm 1.31 prints for `-L` and `-S`.
+//! Daemon answers → the text ipvsadm 1.31 prints for `-L` (services, `--stats`, `--rate`,
+//! `--thresholds`, `--persistent-conn`, `--timeout`, `-c`) and `-S`.
 //!
 //! Widths follow ipvsadm's printf formats exactly, including the trailing blanks that
 //! left-aligned last columns (`%-10u`) leave at the end of real-server lines, because scripts
@@ -8,28 +9,17 @@
 //! - addresses are always printed as numbers, with or without `-n`;
 //! - without `-n`, ports are named from `/etc/services` (as ipvsadm does), with `-n` numeric.
 
-use super::parse::{Columns, FormatOpts, ListOpts, ListView};
+use super::parse::{Columns, FormatOpts};
 use super::services::PortNames;
 use crate::model::{
-    DataPathStats, DestStatus, Forward, Protocol, ServiceKey, ServiceStatus, Status, Timeouts,
+    ConnStatus, DataPathStats, DestStatus, Forward, Protocol, Rates, ServiceKey, ServiceStatus,
+    Status, Timeouts,
 };
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 /// The IPVS version ipvsadm prints in its banner; xvs implements its semantics.
 pub const IPVS_VERSION: &str = "1.2.1";
-
-/// A listing the daemon cannot provide yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unsupported(pub &'static str);
-
-impl std::fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: not implemented yet", self.0)
-    }
-}
-
-impl std::error::Error for Unsupported {}
 
 /// `ADDR:PORT`, the port named unless numeric output was asked for.
 fn addr_port(
@@ -171,19 +161,39 @@ fn counters(out: &mut String, c: &crate::model::Counters, exact: bool) {
     }
 }
 
+/// A service's `--rate` columns: all five through `print_largenum`, as ipvsadm does.
+fn service_rates(out: &mut String, r: &Rates, exact: bool) {
+    for n in [r.cps, r.inpps, r.outpps, r.inbps, r.outbps] {
+        largenum(out, n, exact);
+    }
+}
+
+/// A real server's `--rate` columns. ipvsadm 1.31 prints CPS, InPPS and OutPPS with a plain
+/// `" %8llu"` (never scaled, with or without `--exact`) and only the two byte rates through
+/// `print_largenum`; we copy that asymmetry so the columns line up the same way.
+fn dest_rates(out: &mut String, r: &Rates, exact: bool) {
+    let _ = write!(out, " {:>8} {:>8} {:>8}", r.cps, r.inpps, r.outpps);
+    largenum(out, r.inbps, exact);
+    largenum(out, r.outbps, exact);
+}
+
 fn service_block(
     out: &mut String,
     svc: &ServiceStatus,
     columns: Columns,
     fmt: FormatOpts,
     names: &PortNames,
-) -> Result<(), Unsupported> {
+) {
     let proto = svc.key.proto;
     match columns {
-        Columns::Rate => return Err(Unsupported("rate listing (--rate)")),
         Columns::Stats => {
             let _ = write!(out, "{:<33}", list_service_name(&svc.key, fmt, names));
             counters(out, &svc.counters, fmt.exact);
+            out.push('\n');
+        }
+        Columns::Rate => {
+            let _ = write!(out, "{:<33}", list_service_name(&svc.key, fmt, names));
+            service_rates(out, &svc.rates, fmt.exact);
             out.push('\n');
         }
         Columns::Default | Columns::Thresholds | Columns::PersistentConn => {
@@ -196,6 +206,11 @@ fn service_block(
             Columns::Stats => {
                 let _ = write!(out, "  -> {name:<28}");
                 counters(out, &d.counters, fmt.exact);
+                writeln!(out)
+            }
+            Columns::Rate => {
+                let _ = write!(out, "  -> {name:<28}");
+                dest_rates(out, &d.rates, fmt.exact);
                 writeln!(out)
             }
             Columns::Thresholds => writeln!(
@@ -216,50 +231,95 @@ fn service_block(
                 d.active_conns,
                 d.inactive_conns
             ),
-            // Refused before any output above.
-            Columns::Rate => Ok(()),
         };
     }
-    Ok(())
 }
 
-/// `-L`: the banner (whole table only), column titles, then each service and its real servers.
-/// With `ListView::Services { service: Some(key) }` only that service is printed and there is
-/// no banner, as in ipvsadm; the caller reports "No such service" if it is missing.
-pub fn format_list(
+/// `-L` (and its column options): the banner (whole table only), column titles, then each
+/// service and its real servers. With `service: Some(key)` only that service is printed and
+/// there is no banner, as in ipvsadm; the caller reports "No such service" if it is missing.
+pub fn format_services(
     status: &Status,
-    opts: &ListOpts,
+    service: Option<ServiceKey>,
+    columns: Columns,
+    fmt: FormatOpts,
     names: &PortNames,
-) -> Result<String, Unsupported> {
-    let fmt = opts.format;
+) -> String {
     let mut out = String::new();
-    match opts.view {
-        ListView::Timeout => out.push_str(&format_timeout(&status.timeouts)),
-        // xvs runs no sync daemon, and ipvsadm prints nothing when none runs.
-        ListView::Daemon => {}
-        ListView::Connections => return Err(Unsupported("connection listing (-L -c)")),
-        ListView::Services { service, columns } => {
-            if columns == Columns::Rate {
-                return Err(Unsupported("rate listing (--rate)"));
-            }
-            if service.is_none() {
-                let _ = writeln!(
-                    out,
-                    "IP Virtual Server version {IPVS_VERSION} (size={})",
-                    status.conn_table_size
-                );
-            }
-            title(&mut out, columns);
-            let selected = status
-                .services
-                .iter()
-                .filter(|s| service.is_none_or(|k| s.key == k));
-            for svc in sorted_services(selected, fmt) {
-                service_block(&mut out, svc, columns, fmt, names)?;
-            }
-        }
+    if service.is_none() {
+        let _ = writeln!(
+            out,
+            "IP Virtual Server version {IPVS_VERSION} (size={})",
+            status.conn_table_size
+        );
     }
-    Ok(out)
+    title(&mut out, columns);
+    let selected = status
+        .services
+        .iter()
+        .filter(|s| service.is_none_or(|k| s.key == k));
+    for svc in sorted_services(selected, fmt) {
+        service_block(&mut out, svc, columns, fmt, names);
+    }
+    out
+}
+
+/// `mm:ss` of ipvsadm's expire column. The kernel hands ipvsadm whole seconds, truncated
+/// (`/proc/net/ip_vs_conn` prints `(expires - jiffies) / HZ`, or `msecs / 1000` in newer
+/// kernels), and ipvsadm prints `"%02d:%02d"` of `secs / 60` and `secs % 60`: so we truncate
+/// the milliseconds too (a fresh 900 s connection reads `14:59`, one with 999 ms left `00:00`)
+/// and let the minutes grow past two digits (`1440:00` for a one-day template).
+fn expire(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!("{:02}:{:02}", secs / 60, secs % 60)
+}
+
+/// `-L -c`: ipvsadm 1.31's `list_conn`/`print_conn`, one line per entry in the daemon's order
+/// (ipvsadm does not sort: it prints the kernel's hash-table order).
+///
+/// `"%-3s %-6s %-11s %-18s %-18s %s"`: protocol, expire `mm:ss`, state, then client, virtual
+/// and real `ADDR:PORT` (port named unless `-n`, address always numeric; wider values are not
+/// cut, they push the next column). Persistence templates come out as IPVS shows them: client
+/// port 0 and state `NONE`. With `--persistent-conn` the header gains ipvsadm's "pe name" and
+/// "pe_data" columns; lines keep the short format, since ipvsadm fills those columns only for
+/// persistence-engine entries and xvs has no persistence engines. `--exact` and `--nosort`
+/// change nothing, as in ipvsadm.
+pub fn format_connections(
+    conns: &[ConnStatus],
+    persistent_conn: bool,
+    fmt: FormatOpts,
+    names: &PortNames,
+) -> String {
+    let mut out = String::from("IPVS connection entries\n");
+    let _ = if persistent_conn {
+        writeln!(
+            out,
+            "pro expire {:<11} {:<18} {:<18} {:<18} {:<16} {}",
+            "state", "source", "virtual", "destination", "pe name", "pe_data"
+        )
+    } else {
+        writeln!(
+            out,
+            "pro expire {:<11} {:<18} {:<18} {}",
+            "state", "source", "virtual", "destination"
+        )
+    };
+    for c in conns {
+        let p = c.proto;
+        // IPVS names every template's state NONE, whatever its protocol.
+        let state = if c.template { "NONE" } else { c.state.as_str() };
+        let _ = writeln!(
+            out,
+            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            p.list_name(),
+            expire(c.expires_ms),
+            state,
+            addr_port(c.client_addr, c.client_port, p, fmt, names),
+            addr_port(c.virtual_addr, c.virtual_port, p, fmt, names),
+            addr_port(c.dest_addr, c.dest_port, p, fmt, names),
+        );
+    }
+    out
 }
 
 /// `-L --timeout`.
@@ -357,7 +417,7 @@ pub fn format_save(status: &Status, fmt: FormatOpts, names: &PortNames) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::parse::{parse_restore, parse_with, Command};
+    use crate::cli::parse::{parse_restore, parse_with, Command, ListView};
     use crate::model::{Counters, Request, ServiceOpts};
 
     fn names() -> PortNames {
@@ -391,6 +451,7 @@ mod tests {
             inactive_conns: inactive,
             persist_conns: 0,
             counters: Counters::default(),
+            rates: Rates::default(),
         }
     }
 
@@ -414,7 +475,23 @@ mod tests {
                         ..opts("rr")
                     },
                     counters: Counters::default(),
-                    dests: vec![dest("10.0.0.21", 5353, Forward::Masq, 1, 0, 12)],
+                    rates: Rates {
+                        cps: 0,
+                        inpps: 7,
+                        outpps: 7,
+                        inbps: 3_920,
+                        outbps: 12_345,
+                    },
+                    dests: vec![DestStatus {
+                        rates: Rates {
+                            cps: 0,
+                            inpps: 7,
+                            outpps: 7,
+                            inbps: 3_920,
+                            outbps: 12_345,
+                        },
+                        ..dest("10.0.0.21", 5353, Forward::Masq, 1, 0, 12)
+                    }],
                 },
                 ServiceStatus {
                     key: key(Protocol::Tcp, "10.0.0.88", 80),
@@ -429,6 +506,13 @@ mod tests {
                         inbytes: 98_765_432_100,
                         outbytes: 5,
                     },
+                    rates: Rates {
+                        cps: 123_456_789,
+                        inpps: 99_999_999,
+                        outpps: 1_000_000_000,
+                        inbps: 100_000_000_000,
+                        outbps: 100_000_000_000_000,
+                    },
                     dests: vec![
                         dest("10.0.0.10", 80, Forward::Tunnel, 1, 0, 0),
                         DestStatus {
@@ -441,6 +525,13 @@ mod tests {
                                 outpkts: 100_000_000_000_000,
                                 inbytes: 99_999_999,
                                 outbytes: 100_000_000,
+                            },
+                            rates: Rates {
+                                cps: 123_456_789,
+                                inpps: 99_999_999,
+                                outpps: 1_000_000_000,
+                                inbps: 100_000_000_000,
+                                outbps: 99_999_999,
                             },
                             ..dest("10.0.0.9", 80, Forward::Route, 2, 3162, 387)
                         },
@@ -455,6 +546,7 @@ mod tests {
                         ..opts("sh")
                     },
                     counters: Counters::default(),
+                    rates: Rates::default(),
                     dests: vec![],
                 },
             ],
@@ -462,15 +554,17 @@ mod tests {
     }
 
     fn list(view: ListView, numeric: bool, exact: bool) -> String {
-        let opts = ListOpts {
-            view,
-            format: FormatOpts {
-                numeric,
-                exact,
-                nosort: false,
-            },
+        let fmt = FormatOpts {
+            numeric,
+            exact,
+            nosort: false,
         };
-        format_list(&status(), &opts, &names()).unwrap()
+        match view {
+            ListView::Services { service, columns } => {
+                format_services(&status(), service, columns, fmt, &names())
+            }
+            other => panic!("not a service listing: {other:?}"),
+        }
     }
 
     fn all(columns: Columns) -> ListView {
@@ -553,6 +647,180 @@ UDP  10.0.0.53:53                        0        0        0        0        0
     }
 
     #[test]
+    fn rate_listing_scaled_and_exact() {
+        // Real-server CPS/InPPS/OutPPS are never scaled (ipvsadm prints them with "%8llu"),
+        // the byte rates and every service column go through print_largenum.
+        let want = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS
+  -> RemoteAddress:Port
+TCP  10.0.0.88:80                  123456K 99999999    1000M     100G     100T
+  -> 10.0.0.9:80                  123456789 99999999 1000000000     100G 99999999
+  -> 10.0.0.10:80                        0        0        0        0        0
+TCP  10.0.0.88:443                       0        0        0        0        0
+UDP  10.0.0.53:53                        0        7        7     3920    12345
+  -> 10.0.0.21:5353                      0        7        7     3920    12345
+";
+        assert_eq!(list(all(Columns::Rate), true, false), want);
+        let want = "\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS
+  -> RemoteAddress:Port
+TCP  10.0.0.88:80                 123456789 99999999 1000000000 100000000000 100000000000000
+  -> 10.0.0.9:80                  123456789 99999999 1000000000 100000000000 99999999
+  -> 10.0.0.10:80                        0        0        0        0        0
+TCP  10.0.0.88:443                       0        0        0        0        0
+UDP  10.0.0.53:53                        0        7        7     3920    12345
+  -> 10.0.0.21:5353                      0        7        7     3920    12345
+";
+        assert_eq!(list(all(Columns::Rate), true, true), want);
+        // Named ports without -n, and one service without the banner.
+        let out = list(all(Columns::Rate), false, false);
+        assert!(
+            out.contains("\nUDP  10.0.0.53:domain                    0        7"),
+            "{out}"
+        );
+        let one = ListView::Services {
+            service: Some(key(Protocol::Udp, "10.0.0.53", 53)),
+            columns: Columns::Rate,
+        };
+        let want = "\
+Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS
+  -> RemoteAddress:Port
+UDP  10.0.0.53:53                        0        7        7     3920    12345
+  -> 10.0.0.21:5353                      0        7        7     3920    12345
+";
+        assert_eq!(list(one, true, false), want);
+    }
+
+    fn conn(
+        proto: Protocol,
+        expires_ms: u64,
+        state: &str,
+        client: (&str, u16),
+        virt: (&str, u16),
+        dest: (&str, u16),
+    ) -> ConnStatus {
+        ConnStatus {
+            proto,
+            expires_ms,
+            state: state.to_string(),
+            client_addr: client.0.parse().unwrap(),
+            client_port: client.1,
+            virtual_addr: virt.0.parse().unwrap(),
+            virtual_port: virt.1,
+            dest_addr: dest.0.parse().unwrap(),
+            dest_port: dest.1,
+            template: false,
+        }
+    }
+
+    /// Entries in the daemon's order, which the listing keeps (ipvsadm does not sort).
+    fn conns() -> Vec<ConnStatus> {
+        let vip = ("10.0.0.88", 80);
+        vec![
+            conn(
+                Protocol::Tcp,
+                899_999,
+                "ESTABLISHED",
+                ("10.0.0.100", 53216),
+                vip,
+                ("10.0.0.9", 80),
+            ),
+            conn(
+                Protocol::Tcp,
+                119_000,
+                "FIN_WAIT",
+                ("192.168.200.201", 65535),
+                vip,
+                ("10.0.0.10", 80),
+            ),
+            conn(
+                Protocol::Udp,
+                999,
+                "UDP",
+                ("10.0.0.100", 40000),
+                ("10.0.0.53", 53),
+                ("10.0.0.21", 5353),
+            ),
+            // A template: IPVS shows state NONE whatever the daemon filled in.
+            ConnStatus {
+                template: true,
+                ..conn(
+                    Protocol::Tcp,
+                    86_400_000,
+                    "",
+                    ("10.0.0.0", 0),
+                    ("10.0.0.88", 443),
+                    ("10.0.0.9", 443),
+                )
+            },
+        ]
+    }
+
+    #[test]
+    fn connection_listing() {
+        let numeric = FormatOpts {
+            numeric: true,
+            ..FormatOpts::default()
+        };
+        // "%-3s %-6s %-11s %-18s %-18s %s"; expire is whole seconds, truncated, as mm:ss.
+        let want = "\
+IPVS connection entries
+pro expire state       source             virtual            destination
+TCP 14:59  ESTABLISHED 10.0.0.100:53216   10.0.0.88:80       10.0.0.9:80
+TCP 01:59  FIN_WAIT    192.168.200.201:65535 10.0.0.88:80       10.0.0.10:80
+UDP 00:00  UDP         10.0.0.100:40000   10.0.0.53:53       10.0.0.21:5353
+TCP 1440:00 NONE        10.0.0.0:0         10.0.0.88:443      10.0.0.9:443
+";
+        assert_eq!(format_connections(&conns(), false, numeric, &names()), want);
+        // --exact and --nosort change nothing.
+        let all_flags = FormatOpts {
+            numeric: true,
+            exact: true,
+            nosort: true,
+        };
+        assert_eq!(
+            format_connections(&conns(), false, all_flags, &names()),
+            want
+        );
+        // Without -n: ports named per protocol; unknown ports (and 0) stay numeric.
+        let want = "\
+IPVS connection entries
+pro expire state       source             virtual            destination
+TCP 14:59  ESTABLISHED 10.0.0.100:53216   10.0.0.88:http     10.0.0.9:http
+TCP 01:59  FIN_WAIT    192.168.200.201:65535 10.0.0.88:http     10.0.0.10:http
+UDP 00:00  UDP         10.0.0.100:40000   10.0.0.53:domain   10.0.0.21:5353
+TCP 1440:00 NONE        10.0.0.0:0         10.0.0.88:https    10.0.0.9:https
+";
+        assert_eq!(
+            format_connections(&conns(), false, FormatOpts::default(), &names()),
+            want
+        );
+        // --persistent-conn: the wider header only.
+        let out = format_connections(&conns()[..1], true, numeric, &names());
+        assert_eq!(
+            out,
+            "IPVS connection entries\n\
+             pro expire state       source             virtual            destination        \
+             pe name          pe_data\n\
+             TCP 14:59  ESTABLISHED 10.0.0.100:53216   10.0.0.88:80       10.0.0.9:80\n"
+        );
+    }
+
+    #[test]
+    fn expire_truncates_to_whole_seconds() {
+        assert_eq!(expire(0), "00:00");
+        assert_eq!(expire(999), "00:00");
+        assert_eq!(expire(1_000), "00:01");
+        assert_eq!(expire(59_999), "00:59");
+        assert_eq!(expire(60_000), "01:00");
+        assert_eq!(expire(900_000), "15:00");
+        assert_eq!(expire(899_001), "14:59");
+        assert_eq!(expire(6_000_000), "100:00");
+    }
+
+    #[test]
     fn thresholds_and_persistent_conn_listings() {
         let want = "\
 IP Virtual Server version 1.2.1 (size=4096)
@@ -581,31 +849,21 @@ UDP  10.0.0.53:53 rr ops
     }
 
     #[test]
-    fn timeout_daemon_and_unsupported_listings() {
+    fn timeout_listing() {
         assert_eq!(
-            list(ListView::Timeout, true, false),
+            format_timeout(&status().timeouts),
             "Timeout (tcp tcpfin udp): 900 120 300\n"
         );
-        assert_eq!(list(ListView::Daemon, true, false), "");
-        let opts = |view| ListOpts {
-            view,
-            format: FormatOpts::default(),
-        };
-        assert!(format_list(&status(), &opts(ListView::Connections), &names()).is_err());
-        assert!(format_list(&status(), &opts(all(Columns::Rate)), &names()).is_err());
     }
 
     #[test]
     fn nosort_keeps_daemon_order() {
-        let opts = ListOpts {
-            view: all(Columns::Default),
-            format: FormatOpts {
-                numeric: true,
-                exact: false,
-                nosort: true,
-            },
+        let fmt = FormatOpts {
+            numeric: true,
+            exact: false,
+            nosort: true,
         };
-        let out = format_list(&status(), &opts, &names()).unwrap();
+        let out = format_services(&status(), None, Columns::Default, fmt, &names());
         let udp = out.find("UDP  10.0.0.53:53").unwrap();
         let tcp = out.find("TCP  10.0.0.88:80").unwrap();
         assert!(udp < tcp);
@@ -622,14 +880,11 @@ UDP  10.0.0.53:53 rr ops
                 key: key(Protocol::Tcp, "192.168.100.200", 8080),
                 opts: opts("rr"),
                 counters: Counters::default(),
+                rates: Rates::default(),
                 dests: vec![dest("192.168.100.201", 8080, Forward::Masq, 1, 0, 0)],
             }],
         };
-        let o = ListOpts {
-            view: all(Columns::Default),
-            format: FormatOpts::default(),
-        };
-        let out = format_list(&st, &o, &long).unwrap();
+        let out = format_services(&st, None, Columns::Default, FormatOpts::default(), &long);
         // 33 characters of "TCP  192.168.100.200:a-very-long-service-name-indeed".
         assert!(
             out.contains("\nTCP  192.168.100.200:a-very-long- rr\n"),
@@ -681,6 +936,7 @@ UDP  10.0.0.53:53 rr ops
                     key: *key,
                     opts: opts.clone(),
                     counters: Counters::default(),
+                    rates: Rates::default(),
                     dests: vec![],
                 }),
                 Request::AddDest { service, dest: d } => {
@@ -696,6 +952,7 @@ UDP  10.0.0.53:53 rr ops
                         inactive_conns: 0,
                         persist_conns: 0,
                         counters: Counters::default(),
+                        rates: Rates::default(),
                     });
                 }
                 other => panic!("unexpected request in a save: {other:?}"),
@@ -774,12 +1031,9 @@ UDP  10.0.0.53:53 rr ops
             })
             .collect();
         let st = apply(&reqs);
-        let o = ListOpts {
-            view: all(Columns::Default),
-            format: FormatOpts {
-                numeric: true,
-                ..FormatOpts::default()
-            },
+        let fmt = FormatOpts {
+            numeric: true,
+            ..FormatOpts::default()
         };
         let want = "\
 IP Virtual Server version 1.2.1 (size=4096)
@@ -788,7 +1042,10 @@ Prot LocalAddress:Port Scheduler Flags
 TCP  10.0.0.88:80 wrr persistent 600
   -> 10.0.0.9:80                  Route   2      0          0         
 ";
-        assert_eq!(format_list(&st, &o, &names()).unwrap(), want);
+        assert_eq!(
+            format_services(&st, None, Columns::Default, fmt, &names()),
+            want
+        );
     }
 
     #[test]

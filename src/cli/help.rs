@@ -67,8 +67,10 @@ Options:
   --weight       -w weight            capacity of real server (0..65535, default 1)
   --u-threshold  -x uthreshold        upper threshold of connections
   --l-threshold  -y lthreshold        lower threshold of connections
+  --connection   -c                   output of current IPVS connections
   --timeout                           output of timeout (tcp tcpfin udp)
   --stats                             output of statistics information
+  --rate                              output of rate information
   --exact                             expand numbers (display exact values)
   --thresholds                        output of thresholds information
   --persistent-conn                   output of persistent connection info
@@ -88,7 +90,7 @@ Differences from ipvsadm:
   -e resets options not given (-g, -w 1, no thresholds), exactly like ipvsadm.
   -S also writes -x/-y when thresholds are set, so -R restores them.
   Not implemented in xvs yet: -f (fwmark services), IPv6, SCTP, --pe, GUE/GRE tunnels,
-  --start-daemon/--stop-daemon (connection sync), -L -c (connections), --rate.
+  --start-daemon/--stop-daemon (connection sync), --tun-info.
 ",
         env = proto::SOCKET_ENV,
         default = proto::DEFAULT_SOCKET,

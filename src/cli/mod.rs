@@ -3,7 +3,8 @@
 //! Existing ipvsadm scripts should work with only the binary name changed: same options, same
 //! messages, same exit statuses, same listing and save formats. The pieces:
 //! - [`parse`]: argv → [`Invocation`] (a [`Request`] for the daemon, or a listing to print);
-//! - [`format`]: a daemon [`Status`](crate::model::Status) → `-L` / `-S` text;
+//! - [`format`]: a daemon [`Status`](crate::model::Status) or connection table → `-L` / `-S`
+//!   text;
 //! - [`run`]: the whole command, with the transport injected so it can be tested without a
 //!   daemon; [`main`] wires it to the process's stdio and the control socket.
 //!
@@ -17,7 +18,9 @@ pub mod help;
 pub mod parse;
 pub mod services;
 
-pub use format::{format_datapath, format_list, format_save, format_timeout};
+pub use format::{
+    format_connections, format_datapath, format_save, format_services, format_timeout,
+};
 pub use parse::{
     parse, parse_restore, parse_with, Columns, Command, FormatOpts, Invocation, ListOpts, ListView,
     ParseError, ParseErrorKind,
@@ -25,7 +28,7 @@ pub use parse::{
 pub use services::PortNames;
 
 use crate::control::proto;
-use crate::model::{Request, Response, Status};
+use crate::model::{ConnStatus, Request, Response, Status};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -190,6 +193,30 @@ fn describe(r: &Response) -> &'static str {
         Response::Status(_) => "a status",
         Response::Error(_) => "an error",
         Response::DataPath(_) => "data-path counters",
+        Response::Connections(_) => "a connection list",
+    }
+}
+
+/// Asks the daemon for its connection table (`-L -c`).
+fn fetch_connections<F>(path: &Path, io: &mut Io<'_>, call: &mut F) -> Result<Vec<ConnStatus>, i32>
+where
+    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+{
+    match call(path, &Request::Connections) {
+        Ok(Response::Connections(c)) => Ok(c),
+        Ok(Response::Error(msg)) => {
+            io.err(&msg);
+            Err(exit::LIST_FAILED)
+        }
+        Ok(other) => {
+            io.err(&format!(
+                "unexpected answer from xvsd at {}: {} instead of a connection list",
+                path.display(),
+                describe(&other)
+            ));
+            Err(exit::LIST_FAILED)
+        }
+        Err(e) => Err(transport_error(path, &e, io)),
     }
 }
 
@@ -197,44 +224,37 @@ fn list<F>(path: &Path, opts: &ListOpts, io: &mut Io<'_>, names: &PortNames, cal
 where
     F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
 {
-    // Listings the daemon cannot serve yet are refused before contacting it.
+    let fmt = opts.format;
     match opts.view {
-        ListView::Connections
-        | ListView::Services {
-            columns: Columns::Rate,
-            ..
-        } => {
-            let what = if opts.view == ListView::Connections {
-                "connection listing (-L -c)"
-            } else {
-                "rate listing (--rate)"
-            };
-            io.err(&format!("{what}: not implemented yet"));
-            return exit::BAD_ARGS;
-        }
         // No sync daemon ever runs in xvs; ipvsadm prints nothing in that case.
-        ListView::Daemon => return exit::OK,
-        ListView::Services { .. } | ListView::Timeout => {}
-    }
-    let service = match opts.view {
-        ListView::Services { service, .. } => service,
-        _ => None,
-    };
-    let status = match fetch(path, service, io, call) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    if let Some(key) = service {
-        if !status.services.iter().any(|s| s.key == key) {
-            io.err("No such service");
-            return exit::LIST_FAILED;
-        }
-    }
-    match format::format_list(&status, opts, names) {
-        Ok(text) => io.out(&text),
-        Err(e) => {
-            io.err(&e.to_string());
-            exit::BAD_ARGS
+        ListView::Daemon => exit::OK,
+        ListView::Connections { persistent_conn } => match fetch_connections(path, io, call) {
+            Ok(conns) => io.out(&format::format_connections(
+                &conns,
+                persistent_conn,
+                fmt,
+                names,
+            )),
+            Err(code) => code,
+        },
+        ListView::Timeout => match fetch(path, None, io, call) {
+            Ok(status) => io.out(&format::format_timeout(&status.timeouts)),
+            Err(code) => code,
+        },
+        ListView::Services { service, columns } => {
+            let status = match fetch(path, service, io, call) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            if let Some(key) = service {
+                if !status.services.iter().any(|s| s.key == key) {
+                    io.err("No such service");
+                    return exit::LIST_FAILED;
+                }
+            }
+            io.out(&format::format_services(
+                &status, service, columns, fmt, names,
+            ))
         }
     }
 }
@@ -287,7 +307,7 @@ pub fn main() -> i32 {
 mod tests {
     use super::*;
     use crate::model::{
-        Counters, Forward, Protocol, ServiceKey, ServiceOpts, ServiceStatus, Timeouts,
+        Counters, Forward, Protocol, Rates, ServiceKey, ServiceOpts, ServiceStatus, Timeouts,
     };
 
     struct Outcome {
@@ -346,6 +366,13 @@ mod tests {
                     ..ServiceOpts::default()
                 },
                 counters: Counters::default(),
+                rates: Rates {
+                    cps: 12,
+                    inpps: 340,
+                    outpps: 0,
+                    inbps: 150_000_000,
+                    outbps: 0,
+                },
                 dests: vec![crate::model::DestStatus {
                     addr: "10.0.0.9".parse().unwrap(),
                     port: 80,
@@ -357,6 +384,13 @@ mod tests {
                     inactive_conns: 387,
                     persist_conns: 0,
                     counters: Counters::default(),
+                    rates: Rates {
+                        cps: 12,
+                        inpps: 340,
+                        outpps: 0,
+                        inbps: 150_000_000,
+                        outbps: 0,
+                    },
                 }],
             }],
         }))
@@ -412,13 +446,7 @@ mod tests {
 
     #[test]
     fn not_implemented_sends_nothing() {
-        for args in [
-            "-A -f 1 -s rr",
-            "--start-daemon master",
-            "-L -c",
-            "-L --rate",
-            "-Ln --rate",
-        ] {
+        for args in ["-A -f 1 -s rr", "--start-daemon master", "-L --tun-info"] {
             let o = run_with(&format!("{SOCK} {args}"), "", status);
             assert_eq!(o.code, 2, "{args}");
             assert!(o.stderr.contains("not implemented"), "{args}: {}", o.stderr);
@@ -591,6 +619,156 @@ mod tests {
     }
 
     #[test]
+    fn rate_listing() {
+        let o = run_with(&format!("{SOCK} -L -n --rate"), "", status);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(o.sent[0].1, Request::Status { service: None });
+        assert_eq!(
+            o.stdout,
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n  \
+             -> RemoteAddress:Port\n\
+             TCP  10.0.0.88:80                       12      340        0  150000K        0\n  \
+             -> 10.0.0.9:80                        12      340        0  150000K        0\n"
+        );
+        let o = run_with(&format!("{SOCK} -L --rate --exact"), "", status);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(
+            o.stdout.contains(
+                "\nTCP  10.0.0.88:http                     12      340        0 150000000        0\n"
+            ),
+            "{}",
+            o.stdout
+        );
+        // One service: no banner, and the request names it.
+        let o = run_with(&format!("{SOCK} -L -n --rate -t 10.0.0.88:80"), "", status);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(
+            o.stdout.starts_with("Prot LocalAddress:Port  "),
+            "{}",
+            o.stdout
+        );
+        assert!(matches!(o.sent[0].1, Request::Status { service: Some(_) }));
+    }
+
+    fn connections(_: &Request) -> anyhow::Result<Response> {
+        let ip = |s: &str| s.parse().unwrap();
+        Ok(Response::Connections(vec![
+            ConnStatus {
+                proto: Protocol::Tcp,
+                expires_ms: 899_400,
+                state: "ESTABLISHED".into(),
+                client_addr: ip("10.0.0.100"),
+                client_port: 53216,
+                virtual_addr: ip("10.0.0.88"),
+                virtual_port: 80,
+                dest_addr: ip("10.0.0.9"),
+                dest_port: 80,
+                template: false,
+            },
+            ConnStatus {
+                proto: Protocol::Tcp,
+                expires_ms: 299_999,
+                state: "NONE".into(),
+                client_addr: ip("10.0.0.100"),
+                client_port: 0,
+                virtual_addr: ip("10.0.0.88"),
+                virtual_port: 80,
+                dest_addr: ip("10.0.0.9"),
+                dest_port: 80,
+                template: true,
+            },
+        ]))
+    }
+
+    #[test]
+    fn connection_listing() {
+        let want = "IPVS connection entries\n\
+                    pro expire state       source             virtual            destination\n\
+                    TCP 14:59  ESTABLISHED 10.0.0.100:53216   10.0.0.88:80       10.0.0.9:80\n\
+                    TCP 04:59  NONE        10.0.0.100:0       10.0.0.88:80       10.0.0.9:80\n";
+        for args in [
+            "-L -n -c",
+            "-Lcn",
+            "-Lnc",
+            "-L -c -n --exact",
+            "-l --connection -n",
+        ] {
+            let o = run_with(&format!("{SOCK} {args}"), "", connections);
+            assert_eq!(o.code, 0, "{args}: {}", o.stderr);
+            assert_eq!(
+                o.sent,
+                vec![(PathBuf::from("/tmp/xvs-test.sock"), Request::Connections)],
+                "{args}"
+            );
+            assert_eq!(o.stdout, want, "{args}");
+        }
+        // Without -n, known ports are named (addresses stay numeric: no DNS).
+        let o = run_with(&format!("{SOCK} -L -c"), "", connections);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(
+            o.stdout.ends_with(
+                "\nTCP 14:59  ESTABLISHED 10.0.0.100:53216   10.0.0.88:http     10.0.0.9:http\n\
+                 TCP 04:59  NONE        10.0.0.100:0       10.0.0.88:http     10.0.0.9:http\n"
+            ),
+            "{}",
+            o.stdout
+        );
+        // --persistent-conn: ipvsadm 1.31's wider header; no persistence engines, short lines.
+        let o = run_with(
+            &format!("{SOCK} -L -n -c --persistent-conn"),
+            "",
+            connections,
+        );
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert_eq!(
+            o.stdout,
+            "IPVS connection entries\n\
+             pro expire state       source             virtual            destination        \
+             pe name          pe_data\n\
+             TCP 14:59  ESTABLISHED 10.0.0.100:53216   10.0.0.88:80       10.0.0.9:80\n\
+             TCP 04:59  NONE        10.0.0.100:0       10.0.0.88:80       10.0.0.9:80\n"
+        );
+        // An empty table still prints the banner and header.
+        let o = run_with(&format!("{SOCK} -Lnc"), "", |_| {
+            Ok(Response::Connections(vec![]))
+        });
+        assert_eq!(
+            (o.code, o.stdout.as_str()),
+            (
+                0,
+                "IPVS connection entries\n\
+                 pro expire state       source             virtual            destination\n"
+            )
+        );
+        // Daemon errors and wrong answers fail the listing.
+        let o = run_with(&format!("{SOCK} -Lnc"), "", |_| {
+            Ok(Response::Error("connection table unavailable".into()))
+        });
+        assert_eq!(
+            (o.code, o.stdout.as_str(), o.stderr.as_str()),
+            (1, "", "connection table unavailable\n")
+        );
+        let o = run_with(&format!("{SOCK} -Lnc"), "", status);
+        assert_eq!(o.code, 1);
+        assert_eq!(
+            o.stderr,
+            "unexpected answer from xvsd at /tmp/xvs-test.sock: a status instead of a \
+             connection list\n"
+        );
+        // Column options other than --persistent-conn conflict, as in ipvsadm: nothing sent.
+        let o = run_with(&format!("{SOCK} -L -c --rate"), "", connections);
+        assert_eq!(o.code, 2);
+        assert!(
+            o.stderr
+                .starts_with("options conflicts in the list command\n"),
+            "{}",
+            o.stderr
+        );
+        assert!(o.sent.is_empty());
+    }
+
+    #[test]
     fn help_and_version() {
         let o = run_with("-h", "", ok);
         assert_eq!(o.code, 0);
@@ -600,6 +778,9 @@ mod tests {
             o.stdout
         );
         assert!(o.stdout.contains("no DNS"), "{}", o.stdout);
+        assert!(o.stdout.contains("\n  --connection   -c  "), "{}", o.stdout);
+        assert!(o.stdout.contains("\n  --rate  "), "{}", o.stdout);
+        assert!(!o.stdout.contains("--rate."), "{}", o.stdout);
         assert!(o.sent.is_empty());
         let o = run_with("--version", "", ok);
         assert_eq!(o.code, 0);

@@ -82,8 +82,10 @@ pub enum ListView {
     Timeout,
     /// `--daemon`: sync daemon state.
     Daemon,
-    /// `-c`: the connection table.
-    Connections,
+    /// `-c`: the connection table. With `--persistent-conn` ipvsadm 1.31 adds "pe name" and
+    /// "pe_data" columns to the header (filled only for persistence-engine entries, which xvs
+    /// does not have).
+    Connections { persistent_conn: bool },
 }
 
 /// The column set of a service listing. When several are given, the first in this order wins,
@@ -1138,9 +1140,13 @@ fn build(cmd: Cmd, st: State, timeouts: Option<Timeouts>) -> Result<Invocation, 
     }
 
     if cmd == Cmd::List {
-        let listing_only = [Col::Connection, Col::Timeout, Col::Daemon];
-        let column_opts = [Col::Stats, Col::PersistentConn, Col::Rate, Col::Thresholds];
-        if listing_only.iter().any(|c| st.has(*c)) && column_opts.iter().any(|c| st.has(*c)) {
+        // ipvsadm 1.31: no column set with -c, --timeout or --daemon, except that -c accepts
+        // --persistent-conn (it widens the connection listing's header).
+        let any = |cols: &[Col]| cols.iter().any(|c| st.has(*c));
+        let columns = [Col::Stats, Col::Rate, Col::Thresholds];
+        if (any(&[Col::Connection, Col::Timeout, Col::Daemon]) && any(&columns))
+            || (any(&[Col::Timeout, Col::Daemon]) && st.has(Col::PersistentConn))
+        {
             return Err(ParseError::invalid("options conflicts in the list command"));
         }
     }
@@ -1214,7 +1220,9 @@ fn build(cmd: Cmd, st: State, timeouts: Option<Timeouts>) -> Result<Invocation, 
         }
         Cmd::List => {
             let view = if st.has(Col::Connection) {
-                ListView::Connections
+                ListView::Connections {
+                    persistent_conn: st.has(Col::PersistentConn),
+                }
             } else if st.has(Col::Service) {
                 ListView::Services {
                     service: Some(require_key(key)?),
@@ -1699,8 +1707,16 @@ mod tests {
         );
         assert_eq!(list("-L --timeout").view, ListView::Timeout);
         assert_eq!(list("-L --daemon").view, ListView::Daemon);
-        assert_eq!(list("-L -c").view, ListView::Connections);
-        assert_eq!(list("-Lnc").view, ListView::Connections);
+        let conns = |persistent_conn| ListView::Connections { persistent_conn };
+        assert_eq!(list("-L -c").view, conns(false));
+        assert_eq!(list("--list --connection").view, conns(false));
+        assert!(list("-Lnc").format.numeric);
+        assert_eq!(list("-Lnc").view, conns(false));
+        assert_eq!(list("-Lcn").view, conns(false));
+        // ipvsadm 1.31 accepts these with -c: --persistent-conn widens the header, --exact
+        // and --nosort change nothing.
+        assert_eq!(list("-L -c --persistent-conn").view, conns(true));
+        assert_eq!(list("-L -n -c --exact --nosort").view, conns(false));
         assert_eq!(
             list("-L -t 10.0.0.88:80 -n").view,
             ListView::Services {
@@ -1708,10 +1724,21 @@ mod tests {
                 columns: Columns::Default
             }
         );
-        assert_eq!(
-            err("-L -c --stats").message,
-            "options conflicts in the list command"
-        );
+        for args in [
+            "-L -c --stats",
+            "-L -c --rate",
+            "-L -c --thresholds",
+            "-L --timeout --persistent-conn",
+            "-L --daemon --persistent-conn",
+            "-L --timeout --rate",
+        ] {
+            assert_eq!(
+                err(args).message,
+                "options conflicts in the list command",
+                "{args}"
+            );
+        }
+        assert_eq!(list("-L -n --rate --exact").view, all(Columns::Rate));
         assert_eq!(
             err("-L -c -t 10.0.0.88:80").message,
             "The option 'service-address' conflicts with the 'connection' option in the 'list' command"
