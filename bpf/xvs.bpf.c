@@ -103,8 +103,12 @@ int xvs_steer(struct xdp_md *ctx)
 	key.port = ports[1];
 	key.proto = iph->protocol;
 	if (!bpf_map_lookup_elem(&xvs_services, &key)) {
-		st->passed++;
-		return XDP_PASS;
+		/* A persistent service on port 0 takes every port of its address (ipvsadm -p). */
+		key.port = 0;
+		if (!bpf_map_lookup_elem(&xvs_services, &key)) {
+			st->passed++;
+			return XDP_PASS;
+		}
 	}
 
 	/*

@@ -9,10 +9,11 @@
 //! front, so inserting never allocates. Expiry is a clock sweep: every call to `expire`
 //! examines a bounded number of slots, so there is never a stop-the-world pass.
 
-use crate::model::Timeouts;
+use crate::model::{ConnStatus, Protocol, Timeouts};
 use crate::packet::{tcp_flags, FlowKey};
-use crate::runtime::{DestRt, ServiceRt};
+use crate::runtime::{DestRt, ServiceRt, Template};
 use hashbrown::HashTable;
+use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -177,6 +178,8 @@ pub struct Conn {
     pub expires_ms: u64,
     pub svc: Arc<ServiceRt>,
     pub dest: Arc<DestRt>,
+    /// The persistence template that chose `dest`, if any (it outlives us, see runtime.rs).
+    pub tpl: Option<Arc<Template>>,
 }
 
 impl Conn {
@@ -194,12 +197,32 @@ impl Conn {
         self.state = new;
     }
 
+    /// This entry as `-L -c` shows it.
+    pub fn status(&self, now_ms: u64) -> ConnStatus {
+        let proto = Protocol::from_number(self.key.proto).unwrap_or(Protocol::Tcp);
+        ConnStatus {
+            proto,
+            expires_ms: self.expires_ms.saturating_sub(now_ms),
+            state: self.state.name().to_string(),
+            client_addr: Ipv4Addr::from(self.key.saddr),
+            client_port: self.key.sport,
+            virtual_addr: Ipv4Addr::from(self.key.daddr),
+            virtual_port: self.key.dport,
+            dest_addr: self.dest.addr,
+            dest_port: self.dest.port,
+            template: false,
+        }
+    }
+
     fn count(&self) {
         self.dest.bind_conn(self.state.is_active());
     }
 
     fn uncount(&self) {
         self.dest.unbind_conn(self.state.is_active());
+        if let Some(t) = &self.tpl {
+            t.n_control.fetch_sub(1, Relaxed);
+        }
     }
 }
 
@@ -450,6 +473,7 @@ mod tests {
                 expires_ms: 100,
                 svc: s.clone(),
                 dest: d.clone(),
+                tpl: Option::None,
             })
             .unwrap();
         assert_eq!(d.inactive_conns.load(Relaxed), 1);
@@ -479,6 +503,7 @@ mod tests {
                 expires_ms: 10,
                 svc: s.clone(),
                 dest: d.clone(),
+                tpl: Option::None,
             })
             .unwrap();
         }
@@ -488,6 +513,7 @@ mod tests {
             expires_ms: 10,
             svc: s.clone(),
             dest: d.clone(),
+            tpl: Option::None,
         });
         assert!(r.is_err());
         assert!(t.lookup(&key(0)).is_some() && t.lookup(&key(1)).is_some());
@@ -500,7 +526,8 @@ mod tests {
                 state: Udp,
                 expires_ms: 10,
                 svc: s,
-                dest: d.clone()
+                dest: d.clone(),
+                tpl: Option::None,
             })
             .is_ok());
         drop(t);
@@ -517,6 +544,7 @@ mod tests {
             expires_ms: u64::MAX,
             svc: s.clone(),
             dest: d.clone(),
+            tpl: Option::None,
         })
         .unwrap();
         s.deleted.store(true, Relaxed);

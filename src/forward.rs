@@ -49,6 +49,8 @@ pub struct FwdCounters {
 }
 
 pub struct Forwarder {
+    /// Which stats slot this worker writes (see stats.rs).
+    pub worker_id: usize,
     pub conns: ConnTable,
     /// MAC of the interface frames leave through (the director's).
     pub local_mac: [u8; 6],
@@ -56,8 +58,9 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    pub fn new(conn_capacity: usize, local_mac: [u8; 6]) -> Self {
+    pub fn new(worker_id: usize, conn_capacity: usize, local_mac: [u8; 6]) -> Self {
         Forwarder {
+            worker_id,
             conns: ConnTable::with_capacity(conn_capacity),
             local_mac,
             counters: FwdCounters::default(),
@@ -108,7 +111,7 @@ impl Forwarder {
                 if is_tcp && flow.tcp_flags & tcp_flags::SYN == 0 {
                     return Verdict::Drop(DropReason::NoConn);
                 }
-                let Some(dest) = svc.schedule(k, now_ms) else {
+                let Some((dest, tpl)) = svc.schedule(k, now_ms) else {
                     return Verdict::Drop(DropReason::NoDest);
                 };
                 let state = if is_tcp {
@@ -122,9 +125,14 @@ impl Forwarder {
                     expires_ms: now_ms,
                     svc: svc.clone(),
                     dest,
+                    tpl,
                 }) {
                     Ok(s) => {
                         self.counters.new_conns += 1;
+                        if let Some(c) = self.conns.get(s) {
+                            c.svc.stats.add_conn(self.worker_id);
+                            c.dest.stats.add_conn(self.worker_id);
+                        }
                         s
                     }
                     Err(_) => return Verdict::Drop(DropReason::TableFull),
@@ -141,7 +149,12 @@ impl Forwarder {
             conn.set_state(next);
         }
         conn.expires_ms = now_ms + snap.timeouts.get(conn.state);
-        dr_rewrite(frame, &conn.dest, self.local_mac)
+        let v = dr_rewrite(frame, &conn.dest, self.local_mac);
+        if v == Verdict::Tx {
+            conn.svc.stats.add_in(self.worker_id, flow.ip_len as u64);
+            conn.dest.stats.add_in(self.worker_id, flow.ip_len as u64);
+        }
+        v
     }
 }
 
@@ -192,8 +205,8 @@ mod tests {
         {
             let mut core = svc.core.lock().unwrap();
             core.dests = dests.clone();
-            let crate::runtime::SchedCore { dests, sched } = &mut *core;
-            sched.update(dests);
+            let core = &mut *core;
+            core.sched.update(&core.dests);
         }
         let mut snap = Snapshot::default();
         snap.services
@@ -222,7 +235,7 @@ mod tests {
     #[test]
     fn dr_rewrites_only_macs_and_follows_the_connection() {
         let (snap, dests, _svc) = setup(&[1, 1]);
-        let mut f = Forwarder::new(16, LOCAL);
+        let mut f = Forwarder::new(0, 16, LOCAL);
         let mut syn = tcp(1000, "S");
         let orig = syn.clone();
         assert_eq!(f.process(&mut syn, &snap, 0), Verdict::Tx);
@@ -243,12 +256,14 @@ mod tests {
         assert_eq!(f.process(&mut syn2, &snap, 2), Verdict::Tx);
         assert_eq!(&syn2[0..6], &[0x02, 0, 0, 0, 1, 1]);
         assert_eq!(f.counters.new_conns, 2);
+        let st = dests[0].stats.read();
+        assert_eq!((st.conns, st.inpkts, st.inbytes), (1, 2, 80));
     }
 
     #[test]
     fn drops_are_counted_not_fatal() {
         let (snap, dests, svc) = setup(&[1]);
-        let mut f = Forwarder::new(1, LOCAL);
+        let mut f = Forwarder::new(0, 1, LOCAL);
         // Non-SYN for an unknown connection.
         assert_eq!(
             f.process(&mut tcp(7, "A"), &snap, 0),
@@ -299,7 +314,7 @@ mod tests {
     #[test]
     fn timeouts_follow_state() {
         let (snap, _d, _s) = setup(&[1]);
-        let mut f = Forwarder::new(4, LOCAL);
+        let mut f = Forwarder::new(0, 4, LOCAL);
         f.process(&mut tcp(5, "S"), &snap, 1000);
         let s = f
             .conns

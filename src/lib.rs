@@ -13,4 +13,5 @@ pub mod model;
 pub mod packet;
 pub mod runtime;
 pub mod sched;
+pub mod stats;
 pub mod worker;

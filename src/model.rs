@@ -217,6 +217,8 @@ pub enum Request {
     Batch(Vec<Request>),
     /// xvs-only: data-path counters (XDP verdicts, per-worker frames and drops).
     DataPath,
+    /// `-L -c`: the connection table, persistence templates included.
+    Connections,
 }
 
 /// Packet, byte and connection counters of a service or real server (`--stats`).
@@ -227,6 +229,16 @@ pub struct Counters {
     pub outpkts: u64,
     pub inbytes: u64,
     pub outbytes: u64,
+}
+
+/// Smoothed rates per second (`--rate`): connections, packets, bytes (ipvsadm's "BPS" is bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Rates {
+    pub cps: u64,
+    pub inpps: u64,
+    pub outpps: u64,
+    pub inbps: u64,
+    pub outbps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +253,8 @@ pub struct DestStatus {
     pub inactive_conns: u32,
     pub persist_conns: u32,
     pub counters: Counters,
+    #[serde(default)]
+    pub rates: Rates,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +262,8 @@ pub struct ServiceStatus {
     pub key: ServiceKey,
     pub opts: ServiceOpts,
     pub counters: Counters,
+    #[serde(default)]
+    pub rates: Rates,
     pub dests: Vec<DestStatus>,
 }
 
@@ -267,6 +283,26 @@ pub enum Response {
     /// An ipvsadm-style message ("No such service", ...); the configuration is unchanged.
     Error(String),
     DataPath(DataPathStats),
+    Connections(Vec<ConnStatus>),
+}
+
+/// One connection-table entry as `ipvsadm -L -c` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnStatus {
+    pub proto: Protocol,
+    /// Milliseconds until the entry expires if nothing refreshes it.
+    pub expires_ms: u64,
+    /// IPVS state name (`ESTABLISHED`, `FIN_WAIT`, `UDP`, `NONE` for templates, ...).
+    pub state: String,
+    pub client_addr: Ipv4Addr,
+    /// 0 for persistence templates.
+    pub client_port: u16,
+    pub virtual_addr: Ipv4Addr,
+    pub virtual_port: u16,
+    pub dest_addr: Ipv4Addr,
+    pub dest_port: u16,
+    /// A persistence template rather than a connection.
+    pub template: bool,
 }
 
 /// Counters of one worker (one RX queue).

@@ -6,6 +6,8 @@
 
 use crate::model::{Forward, ServiceKey};
 use crate::sched::Scheduler;
+use crate::stats::StatSlots;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -33,6 +35,8 @@ pub struct DestRt {
     mac: AtomicU64,
     /// Set by a worker that found the MAC missing; the refresher then resolves it promptly.
     pub wants_resolution: AtomicBool,
+    /// Packet/byte/connection counters and rates (`--stats`, `--rate`).
+    pub stats: StatSlots,
 }
 
 impl DestRt {
@@ -50,6 +54,7 @@ impl DestRt {
             persist_conns: AtomicU32::new(0),
             mac: AtomicU64::new(0),
             wants_resolution: AtomicBool::new(true),
+            stats: StatSlots::default(),
         }
     }
 
@@ -143,12 +148,53 @@ impl DestRt {
     }
 }
 
-/// What the per-service scheduler lock protects: the server list in IPVS list order and the
-/// scheduler's own state. They change together so a pick is always made against the list the
-/// scheduler was last updated with.
+/// Persistence settings of a service (`-p timeout -M netmask`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    pub timeout_ms: u64,
+    /// Client grouping mask in host order (255.255.255.255 = per client address).
+    pub netmask: u32,
+}
+
+/// The key of a persistence template: client group, virtual port (0 for an all-ports
+/// service) and protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TemplateKey {
+    pub cnet: u32,
+    pub vport: u16,
+    pub proto: u8,
+}
+
+/// A persistence template (IPVS `IP_VS_CONN_F_TEMPLATE`): sends a client group to one real
+/// server. It lives until `timeout` after it was last used, and never while connections it
+/// created (`n_control`) still exist.
+#[derive(Debug)]
+pub struct Template {
+    pub key: TemplateKey,
+    pub vaddr: Ipv4Addr,
+    pub dest: Arc<DestRt>,
+    pub expires_ms: AtomicU64,
+    pub n_control: AtomicU32,
+}
+
+impl Drop for Template {
+    fn drop(&mut self) {
+        self.dest.persist_conns.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What the per-service scheduler lock protects: the server list in IPVS list order, the
+/// scheduler's own state and the persistence templates. They change together so a pick is
+/// always made against the list the scheduler was last updated with.
 pub struct SchedCore {
     pub dests: Vec<Arc<DestRt>>,
     pub sched: Box<dyn Scheduler>,
+    /// The `-b` flags `sched` was built with (a change rebuilds it).
+    pub sched_flags: crate::sched::SchedFlags,
+    pub persist: Option<Persistence>,
+    /// Live templates. Growing this map allocates; persistence is a per-new-client event and
+    /// IPVS allocates its templates too.
+    pub templates: HashMap<TemplateKey, Arc<Template>, ahash::RandomState>,
 }
 
 /// A virtual service as the data path sees it.
@@ -158,7 +204,11 @@ pub struct ServiceRt {
     pub deleted: AtomicBool,
     /// IPVS's per-service scheduling lock: taken only to schedule a *new* connection.
     pub core: Mutex<SchedCore>,
+    pub stats: StatSlots,
 }
+
+/// A scheduling decision: the server, and the template that chose it (persistent services).
+pub type Pick = (Arc<DestRt>, Option<Arc<Template>>);
 
 impl ServiceRt {
     pub fn new(key: ServiceKey, sched: Box<dyn Scheduler>) -> Self {
@@ -168,17 +218,79 @@ impl ServiceRt {
             core: Mutex::new(SchedCore {
                 dests: Vec::new(),
                 sched,
+                sched_flags: crate::sched::SchedFlags::default(),
+                persist: None,
+                templates: HashMap::with_hasher(ahash::RandomState::new()),
             }),
+            stats: StatSlots::default(),
         }
     }
 
-    /// Schedules a new connection; `None` when no server is available.
-    pub fn schedule(&self, flow: &crate::packet::FlowKey, now_ms: u64) -> Option<Arc<DestRt>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SchedCore> {
         // A poisoned lock means a scheduler panicked; the state is still a valid list.
-        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
-        let SchedCore { dests, sched } = &mut *core;
-        let i = sched.schedule(dests, flow, now_ms)?;
-        dests.get(i).cloned()
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Schedules a new connection; `None` when no server is available.
+    pub fn schedule(&self, flow: &crate::packet::FlowKey, now_ms: u64) -> Option<Pick> {
+        let mut core = self.lock();
+        let core = &mut *core;
+        let Some(p) = core.persist else {
+            let i = core.sched.schedule(&core.dests, flow, now_ms)?;
+            return core.dests.get(i).map(|d| (d.clone(), None));
+        };
+        // ip_vs_sched_persist: reuse the client group's template while its server is still
+        // in the list (a quiesced server keeps its persistent clients, as with IPVS's default
+        // expire_quiescent_template=0); otherwise schedule and make a new template.
+        let key = TemplateKey {
+            cnet: flow.saddr & p.netmask,
+            vport: self.key.port,
+            proto: flow.proto,
+        };
+        if let Some(t) = core.templates.get(&key) {
+            if core.dests.iter().any(|d| Arc::ptr_eq(d, &t.dest)) {
+                t.expires_ms.store(now_ms + p.timeout_ms, Relaxed);
+                t.n_control.fetch_add(1, Relaxed);
+                return Some((t.dest.clone(), Some(t.clone())));
+            }
+            core.templates.remove(&key);
+        }
+        let i = core.sched.schedule(&core.dests, flow, now_ms)?;
+        let dest = core.dests.get(i)?.clone();
+        dest.persist_conns.fetch_add(1, Relaxed);
+        let t = Arc::new(Template {
+            key,
+            vaddr: self.key.addr,
+            dest: dest.clone(),
+            expires_ms: AtomicU64::new(now_ms + p.timeout_ms),
+            n_control: AtomicU32::new(1),
+        });
+        core.templates.insert(key, t.clone());
+        Some((dest, Some(t)))
+    }
+
+    /// Removes templates past their timeout with no connections left; re-arms expired ones
+    /// that still control connections (ip_vs_conn_expire's "expire later"). Also lets the
+    /// scheduler expire its own tables. Called by the daemon about once a second.
+    pub fn expire(&self, now_ms: u64) {
+        let mut core = self.lock();
+        let timeout = core.persist.map_or(0, |p| p.timeout_ms);
+        core.templates.retain(|_, t| {
+            if t.expires_ms.load(Relaxed) > now_ms {
+                return true;
+            }
+            if t.n_control.load(Relaxed) > 0 {
+                t.expires_ms.store(now_ms + timeout, Relaxed);
+                return true;
+            }
+            false
+        });
+        core.sched.expire(now_ms);
+    }
+
+    /// Templates for listings (`-L -c`).
+    pub fn templates(&self) -> Vec<Arc<Template>> {
+        self.lock().templates.values().cloned().collect()
     }
 }
 
@@ -227,5 +339,114 @@ mod tests {
         assert!(x.overloaded.load(Relaxed));
         x.set_thresholds(100, 0);
         assert!(!x.overloaded.load(Relaxed));
+    }
+}
+
+#[cfg(test)]
+mod persist_tests {
+    use super::*;
+    use crate::model::Protocol;
+    use crate::packet::FlowKey;
+
+    fn svc(dests: &[Arc<DestRt>]) -> ServiceRt {
+        let s = ServiceRt::new(
+            ServiceKey {
+                proto: Protocol::Tcp,
+                addr: Ipv4Addr::new(10, 0, 0, 88),
+                port: 80,
+            },
+            crate::sched::by_name("rr").unwrap(),
+        );
+        {
+            let mut c = s.core.lock().unwrap();
+            c.dests = dests.to_vec();
+            c.persist = Some(Persistence {
+                timeout_ms: 5000,
+                netmask: 0xffff_ff00,
+            });
+        }
+        s
+    }
+
+    fn flow(saddr: u32, sport: u16) -> FlowKey {
+        FlowKey {
+            saddr,
+            daddr: 0x0a00_0058,
+            sport,
+            dport: 80,
+            proto: 6,
+        }
+    }
+
+    #[test]
+    fn template_pins_client_group_until_timeout() {
+        let d: Vec<_> = (0..3)
+            .map(|i| {
+                Arc::new(DestRt::new(
+                    Ipv4Addr::new(10, 0, 0, i),
+                    80,
+                    Forward::Route,
+                    1,
+                ))
+            })
+            .collect();
+        let s = svc(&d);
+        let (a, ta) = s.schedule(&flow(0x0a00_0064, 1000), 0).unwrap();
+        // Same /24, other port: same server, same template; rr would have moved on.
+        let (b, tb) = s.schedule(&flow(0x0a00_0065, 2000), 100).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(ta.as_ref().unwrap(), tb.as_ref().unwrap()));
+        assert_eq!(a.persist_conns.load(Relaxed), 1);
+        // Another group goes elsewhere.
+        let (c, _) = s.schedule(&flow(0x0b00_0001, 1), 100).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        // Connections still controlled: expiry postpones.
+        s.expire(10_000);
+        assert_eq!(s.templates().len(), 2);
+        ta.unwrap().n_control.fetch_sub(1, Relaxed);
+        tb.unwrap().n_control.fetch_sub(1, Relaxed);
+        // Re-armed at 10_000 + 5000.
+        s.expire(14_999);
+        assert_eq!(
+            s.templates()
+                .iter()
+                .filter(|t| Arc::ptr_eq(&t.dest, &a))
+                .count(),
+            1
+        );
+        s.expire(15_000);
+        assert_eq!(
+            s.templates()
+                .iter()
+                .filter(|t| Arc::ptr_eq(&t.dest, &a))
+                .count(),
+            0
+        );
+        assert_eq!(a.persist_conns.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn removed_server_invalidates_template_but_quiesced_keeps_it() {
+        let d: Vec<_> = (0..2)
+            .map(|i| {
+                Arc::new(DestRt::new(
+                    Ipv4Addr::new(10, 0, 0, i),
+                    80,
+                    Forward::Route,
+                    1,
+                ))
+            })
+            .collect();
+        let s = svc(&d);
+        let (a, _) = s.schedule(&flow(1, 1), 0).unwrap();
+        a.weight.store(0, Relaxed);
+        let (b, _) = s.schedule(&flow(1, 2), 0).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "quiesced server keeps its persistent client"
+        );
+        s.core.lock().unwrap().dests.retain(|x| !Arc::ptr_eq(x, &a));
+        let (c, _) = s.schedule(&flow(1, 3), 0).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
     }
 }

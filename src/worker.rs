@@ -5,6 +5,7 @@
 //! counters. Frames are forwarded in place: the RX descriptor goes straight to the TX ring.
 
 use crate::forward::{Forwarder, FwdCounters, Snapshot, Verdict};
+use crate::model::ConnStatus;
 use crate::packet::DropReason;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -73,6 +74,8 @@ impl WorkerStats {
 pub enum WorkerMsg {
     /// Drop every connection (service cleared / daemon stopping).
     Flush,
+    /// Send a copy of the connection table (`-L -c`).
+    ListConns(crossbeam::channel::Sender<Vec<ConnStatus>>),
 }
 
 /// How the socket was bound.
@@ -204,7 +207,7 @@ impl Worker {
                 tx,
                 rx,
                 free,
-                fwd: Forwarder::new(conn_capacity, local_mac),
+                fwd: Forwarder::new(queue as usize, conn_capacity, local_mac),
                 shared,
                 stats,
                 mode,
@@ -321,6 +324,12 @@ impl Worker {
         for m in msgs {
             match m {
                 WorkerMsg::Flush => self.fwd.conns.clear(),
+                WorkerMsg::ListConns(tx) => {
+                    let now = crate::clock::now_ms();
+                    let mut out = Vec::with_capacity(self.fwd.conns.len());
+                    self.fwd.conns.for_each(|c| out.push(c.status(now)));
+                    let _ = tx.send(out);
+                }
             }
         }
     }

@@ -55,16 +55,18 @@ fn check_service_opts(key: &ServiceKey, o: &ServiceOpts) -> Result<(), String> {
             return Err(format!("Scheduler '{n}' is not implemented in xvs yet"));
         }
     }
-    if o.persistent.is_some() || o.netmask.is_some() {
-        return Err("Persistence (-p, -M) is not implemented in xvs yet".into());
+    if let Some(m) = o.netmask {
+        // A netmask must be contiguous ones then zeros.
+        let v = u32::from(m);
+        if v.leading_ones() + v.trailing_zeros() != 32 {
+            return Err("Illegal virtual server netmask specified".into());
+        }
     }
-    if !o.sched_flags.is_empty() {
-        return Err("Scheduler flags (-b) are not implemented in xvs yet".into());
-    }
+    sched::SchedFlags::parse(&o.sched_flags)?;
     if o.one_packet {
         return Err("One-packet scheduling (-o) is not implemented in xvs yet".into());
     }
-    if key.port == 0 {
+    if key.port == 0 && o.persistent.is_none() {
         // IPVS accepts port 0 only for persistent services ("all ports").
         return Err("Zero port specified for non-persistent service".into());
     }
@@ -214,7 +216,7 @@ impl ConfigModel {
                 }
                 Ok(())
             }
-            Request::DataPath => Ok(()),
+            Request::DataPath | Request::Connections => Ok(()),
             Request::Status { service } => {
                 if let Some(k) = service {
                     self.find(k).ok_or("No such service")?;
@@ -354,7 +356,7 @@ mod tests {
             Err("Scheduler not found: ip_vs_bogus.ko".into())
         );
         let lc = ServiceOpts {
-            scheduler: "lc".into(),
+            scheduler: "mh".into(),
             ..Default::default()
         };
         assert!(m

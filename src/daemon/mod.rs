@@ -42,6 +42,24 @@ pub struct DataPathView {
 }
 
 impl DataPathView {
+    /// Every worker's connection table (each answers between two batches).
+    pub fn connections(&self) -> Vec<crate::model::ConnStatus> {
+        let mut out = Vec::new();
+        let mut pending = Vec::new();
+        for (h, _) in &self.workers {
+            let (tx, rx) = crossbeam::channel::bounded(1);
+            h.send(crate::worker::WorkerMsg::ListConns(tx));
+            pending.push(rx);
+        }
+        for rx in pending {
+            // A worker sleeps at most IDLE_POLL_MS in poll(); 2 s means it is stuck.
+            if let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
+                out.extend(v);
+            }
+        }
+        out
+    }
+
     pub fn stats(&self) -> DataPathStats {
         let xdp = self
             .steering
@@ -167,8 +185,19 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     // Housekeeping: neighbour resolution, until a signal arrives.
     let mut neigh = neigh::Neighbours::open()?;
     let mut last_full = Instant::now() - Duration::from_secs(60);
+    let mut last_tick = Instant::now();
+    let mut ticks: u64 = 0;
     while !stop.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            ticks += 1;
+            // Template expiry every second, an estimator sample every 2 s (IPVS's period).
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .tick(crate::clock::now_ms(), ticks % 2 == 0);
+        }
         let dests = state.lock().unwrap_or_else(|e| e.into_inner()).dests();
         let wanted = dests.iter().any(|d| d.wants_resolution.load(Relaxed));
         if !wanted && last_full.elapsed() < Duration::from_secs(1) {

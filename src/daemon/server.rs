@@ -64,6 +64,15 @@ fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -
     };
     let resp = match &req {
         Request::DataPath => Response::DataPath(view.stats()),
+        Request::Connections => {
+            let now = crate::clock::now_ms();
+            let mut all = state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .templates(now);
+            all.extend(view.connections());
+            Response::Connections(all)
+        }
         other => {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
             let resp = st.apply(other);

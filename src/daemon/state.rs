@@ -6,8 +6,8 @@ use crate::bpf::maps::SvcKey;
 use crate::conn::StateTimeouts;
 use crate::forward::{service_lookup_key, Snapshot};
 use crate::model::*;
-use crate::runtime::{DestRt, ServiceRt};
-use crate::sched;
+use crate::runtime::{DestRt, Persistence, ServiceRt};
+use crate::sched::{self, SchedFlags};
 use crate::worker::Shared;
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
@@ -61,6 +61,12 @@ impl DaemonState {
                 Err(e) => Response::Error(e),
             };
         }
+        if let Request::Zero { service } = req {
+            return match self.zero(service.as_ref()) {
+                Ok(()) => Response::Ok,
+                Err(e) => Response::Error(e),
+            };
+        }
         let before = self.model.clone();
         if let Err(e) = self.model.apply(req) {
             return Response::Error(e);
@@ -72,6 +78,73 @@ impl DaemonState {
             return Response::Error(format!("{e:#}"));
         }
         Response::Ok
+    }
+
+    /// `-Z`: counters of one service (and its servers) or of all restart from zero.
+    fn zero(&self, only: Option<&ServiceKey>) -> Result<(), String> {
+        if let Some(k) = only {
+            if !self.rt.contains_key(k) {
+                return Err("No such service".into());
+            }
+        }
+        for (k, rt) in &self.rt {
+            if only.is_some_and(|o| o != k) {
+                continue;
+            }
+            rt.stats.zero();
+            for d in rt
+                .core
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .dests
+                .iter()
+            {
+                d.stats.zero();
+            }
+        }
+        Ok(())
+    }
+
+    /// Periodic work off the packet path: persistence-template and scheduler-table expiry
+    /// (every call, ~1 s) and a rate-estimator sample (when `sample` is set, every 2 s).
+    pub fn tick(&self, now_ms: u64, sample: bool) {
+        for rt in self.rt.values() {
+            rt.expire(now_ms);
+            if sample {
+                rt.stats.sample(now_ms);
+                for d in rt
+                    .core
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .dests
+                    .iter()
+                {
+                    d.stats.sample(now_ms);
+                }
+            }
+        }
+    }
+
+    /// Persistence templates as `-L -c` rows.
+    pub fn templates(&self, now_ms: u64) -> Vec<ConnStatus> {
+        let mut out = Vec::new();
+        for rt in self.rt.values() {
+            for t in rt.templates() {
+                out.push(ConnStatus {
+                    proto: rt.key.proto,
+                    expires_ms: t.expires_ms.load(Relaxed).saturating_sub(now_ms),
+                    state: "NONE".into(),
+                    client_addr: std::net::Ipv4Addr::from(t.key.cnet),
+                    client_port: 0,
+                    virtual_addr: t.vaddr,
+                    virtual_port: t.key.vport,
+                    dest_addr: t.dest.addr,
+                    dest_port: t.dest.port,
+                    template: true,
+                });
+            }
+        }
+        out
     }
 
     /// Every real server currently configured (for neighbour resolution).
@@ -90,8 +163,9 @@ impl DaemonState {
     fn reconcile(&mut self) -> Result<()> {
         let mut next: HashMap<ServiceKey, Arc<ServiceRt>> = HashMap::new();
         for sc in &self.model.services {
+            let flags = SchedFlags::parse(&sc.opts.sched_flags).map_err(|e| anyhow!(e))?;
             let new_sched = || {
-                sched::by_name(&sc.opts.scheduler)
+                sched::by_name_with(&sc.opts.scheduler, flags)
                     .map_err(|e| anyhow!("scheduler {}: {e:?}", sc.opts.scheduler))
             };
             let rt = match self.rt.get(&sc.key) {
@@ -100,8 +174,9 @@ impl DaemonState {
             };
             {
                 let mut core = rt.core.lock().unwrap_or_else(|e| e.into_inner());
-                if core.sched.name() != sc.opts.scheduler {
+                if core.sched.name() != sc.opts.scheduler || core.sched_flags != flags {
                     core.sched = new_sched()?;
+                    core.sched_flags = flags;
                 }
                 let dests: Vec<Arc<DestRt>> = sc
                     .dests
@@ -125,6 +200,14 @@ impl DaemonState {
                 let core = &mut *core;
                 core.dests = dests;
                 core.sched.update(&core.dests);
+                let persist = sc.opts.persistent.map(|secs| Persistence {
+                    timeout_ms: secs as u64 * 1000,
+                    netmask: sc.opts.netmask.map_or(u32::MAX, u32::from),
+                });
+                if persist.is_none() {
+                    core.templates.clear();
+                }
+                core.persist = persist;
             }
             next.insert(sc.key, rt);
         }
@@ -191,14 +274,16 @@ impl DaemonState {
                         active_conns: d.map_or(0, |d| d.active_conns.load(Relaxed)),
                         inactive_conns: d.map_or(0, |d| d.inactive_conns.load(Relaxed)),
                         persist_conns: d.map_or(0, |d| d.persist_conns.load(Relaxed)),
-                        counters: Counters::default(),
+                        counters: d.map_or(Counters::default(), |d| d.stats.read()),
+                        rates: d.map_or(Rates::default(), |d| d.stats.rates()),
                     }
                 })
                 .collect();
             services.push(ServiceStatus {
                 key: sc.key,
                 opts: sc.opts.clone(),
-                counters: Counters::default(),
+                counters: rt.map_or(Counters::default(), |r| r.stats.read()),
+                rates: rt.map_or(Rates::default(), |r| r.stats.rates()),
                 dests,
             });
         }

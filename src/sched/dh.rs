@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 /// IP_VS_DH_TAB_BITS (CONFIG_IP_VS_DH_TAB_BITS default).
 const TAB_BITS: u32 = 8;
+#[cfg(test)]
 const TAB_SIZE: usize = 1 << TAB_BITS;
 
 #[derive(Debug, Default)]

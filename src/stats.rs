@@ -1,0 +1,185 @@
+//! Packet, byte and connection counters of services and real servers (`-L --stats`), and the
+//! IPVS rate estimator (`-L --rate`).
+//!
+//! Each worker writes only its own cache line of a `StatSlots` (single writer: a plain load
+//! and store, no locked instruction), the control thread sums the lines when asked.
+
+use crate::model::{Counters, Rates};
+use crossbeam::utils::CachePadded;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Worker slots per counter set; worker ids are reduced modulo this (power of two).
+pub const MAX_WORKERS: usize = 64;
+
+#[derive(Default)]
+struct Slot {
+    conns: AtomicU64,
+    inpkts: AtomicU64,
+    inbytes: AtomicU64,
+    outpkts: AtomicU64,
+    outbytes: AtomicU64,
+}
+
+#[inline]
+fn bump(a: &AtomicU64, by: u64) {
+    // Single writer per slot: no read-modify-write needed.
+    a.store(a.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
+/// Rate estimator state (ip_vs_est.c): a sample every 2 s, `avg += (rate - avg) / 4`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Est {
+    last: Counters,
+    last_ms: u64,
+    started: bool,
+    cps: f64,
+    inpps: f64,
+    outpps: f64,
+    inbps: f64,
+    outbps: f64,
+}
+
+pub struct StatSlots {
+    slots: Box<[CachePadded<Slot>]>,
+    /// Counter values at the last `-Z`: reported counters are relative to it.
+    base: Mutex<Counters>,
+    est: Mutex<Est>,
+}
+
+impl Default for StatSlots {
+    fn default() -> Self {
+        StatSlots {
+            slots: (0..MAX_WORKERS)
+                .map(|_| CachePadded::new(Slot::default()))
+                .collect(),
+            base: Mutex::new(Counters::default()),
+            est: Mutex::new(Est::default()),
+        }
+    }
+}
+
+impl std::fmt::Debug for StatSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StatSlots({:?})", self.raw())
+    }
+}
+
+impl StatSlots {
+    #[inline]
+    fn slot(&self, worker: usize) -> &Slot {
+        &self.slots[worker & (MAX_WORKERS - 1)]
+    }
+
+    /// A new connection (called by the worker that created it).
+    #[inline]
+    pub fn add_conn(&self, worker: usize) {
+        bump(&self.slot(worker).conns, 1);
+    }
+
+    /// A client-to-server packet of `bytes` (IP length).
+    #[inline]
+    pub fn add_in(&self, worker: usize, bytes: u64) {
+        let s = self.slot(worker);
+        bump(&s.inpkts, 1);
+        bump(&s.inbytes, bytes);
+    }
+
+    /// A server-to-client packet (NAT replies).
+    #[inline]
+    pub fn add_out(&self, worker: usize, bytes: u64) {
+        let s = self.slot(worker);
+        bump(&s.outpkts, 1);
+        bump(&s.outbytes, bytes);
+    }
+
+    fn raw(&self) -> Counters {
+        let mut c = Counters::default();
+        for s in self.slots.iter() {
+            c.conns += s.conns.load(Relaxed);
+            c.inpkts += s.inpkts.load(Relaxed);
+            c.inbytes += s.inbytes.load(Relaxed);
+            c.outpkts += s.outpkts.load(Relaxed);
+            c.outbytes += s.outbytes.load(Relaxed);
+        }
+        c
+    }
+
+    /// Counters since the last `zero`.
+    pub fn read(&self) -> Counters {
+        let r = self.raw();
+        let b = *self.base.lock().unwrap_or_else(|e| e.into_inner());
+        Counters {
+            conns: r.conns.wrapping_sub(b.conns),
+            inpkts: r.inpkts.wrapping_sub(b.inpkts),
+            inbytes: r.inbytes.wrapping_sub(b.inbytes),
+            outpkts: r.outpkts.wrapping_sub(b.outpkts),
+            outbytes: r.outbytes.wrapping_sub(b.outbytes),
+        }
+    }
+
+    /// `-Z`: counters restart from zero, and so do the rates (as ip_vs_zero_stats).
+    pub fn zero(&self) {
+        *self.base.lock().unwrap_or_else(|e| e.into_inner()) = self.raw();
+        *self.est.lock().unwrap_or_else(|e| e.into_inner()) = Est::default();
+    }
+
+    /// Takes one estimator sample; the daemon calls this every 2 s.
+    pub fn sample(&self, now_ms: u64) {
+        let cur = self.raw();
+        let mut e = self.est.lock().unwrap_or_else(|e| e.into_inner());
+        if e.started && now_ms > e.last_ms {
+            let secs = (now_ms - e.last_ms) as f64 / 1000.0;
+            let rate = |a: u64, b: u64| a.wrapping_sub(b) as f64 / secs;
+            let avg = |avg: &mut f64, r: f64| *avg += (r - *avg) / 4.0;
+            let l = e.last;
+            avg(&mut e.cps, rate(cur.conns, l.conns));
+            avg(&mut e.inpps, rate(cur.inpkts, l.inpkts));
+            avg(&mut e.outpps, rate(cur.outpkts, l.outpkts));
+            avg(&mut e.inbps, rate(cur.inbytes, l.inbytes));
+            avg(&mut e.outbps, rate(cur.outbytes, l.outbytes));
+        }
+        e.started = true;
+        e.last = cur;
+        e.last_ms = now_ms;
+    }
+
+    /// Smoothed rates per second. "BPS" is bytes per second, as IPVS's estimator reports it.
+    pub fn rates(&self) -> Rates {
+        let e = *self.est.lock().unwrap_or_else(|e| e.into_inner());
+        Rates {
+            cps: e.cps.round() as u64,
+            inpps: e.inpps.round() as u64,
+            outpps: e.outpps.round() as u64,
+            inbps: e.inbps.round() as u64,
+            outbps: e.outbps.round() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_zero_and_rates() {
+        let s = StatSlots::default();
+        s.add_conn(0);
+        s.add_in(0, 100);
+        s.add_in(65, 100); // another worker (65 wraps to slot 1)
+        let c = s.read();
+        assert_eq!((c.conns, c.inpkts, c.inbytes), (1, 2, 200));
+        s.zero();
+        assert_eq!(s.read(), Counters::default());
+
+        s.sample(0);
+        for _ in 0..40 {
+            s.add_in(0, 10);
+        }
+        s.sample(2000); // 20 pps over 2 s; first smoothed value is 20/4 = 5
+        assert_eq!(s.rates().inpps, 5);
+        assert_eq!(s.rates().inbps, 5 * 10);
+        s.sample(4000); // 0 pps now: 5 + (0 - 5)/4 = 3.75
+        assert_eq!(s.rates().inpps, 4);
+    }
+}
