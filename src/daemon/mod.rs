@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use iface::Iface;
 use state::DaemonState;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -97,6 +98,40 @@ impl DataPathView {
                     }
                 })
                 .collect(),
+        }
+    }
+}
+
+/// Copies the kernel's neighbour entries into the real servers, and asks the kernel to
+/// resolve missing ones (at most every 500 ms per address: ARP has its own retries).
+fn refresh_neighbours(
+    neigh: &mut neigh::Neighbours,
+    ifindex: u32,
+    dests: &[Arc<crate::runtime::DestRt>],
+    last_trigger: &mut HashMap<std::net::Ipv4Addr, Instant>,
+) {
+    let table = match neigh.dump(ifindex) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!("reading the neighbour table: {e:#}");
+            return;
+        }
+    };
+    for d in dests {
+        d.wants_resolution.store(false, Relaxed);
+        match table.get(&d.addr) {
+            Some(mac) => d.set_mac(Some(*mac)),
+            None => {
+                let due = last_trigger
+                    .get(&d.addr)
+                    .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+                if due {
+                    last_trigger.insert(d.addr, Instant::now());
+                    if let Err(e) = neigh.trigger(ifindex, d.addr) {
+                        tracing::warn!(rs = %d.addr, "neighbour resolution: {e:#}");
+                    }
+                }
+            }
         }
     }
 }
@@ -185,6 +220,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     // Housekeeping: neighbour resolution, until a signal arrives.
     let mut neigh = neigh::Neighbours::open()?;
     let mut last_full = Instant::now() - Duration::from_secs(60);
+    let mut last_trigger: HashMap<std::net::Ipv4Addr, Instant> = HashMap::new();
     let mut last_tick = Instant::now();
     let mut ticks: u64 = 0;
     while !stop.load(Relaxed) {
@@ -199,31 +235,16 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .tick(crate::clock::now_ms(), ticks % 2 == 0);
         }
         let dests = state.lock().unwrap_or_else(|e| e.into_inner()).dests();
-        let wanted = dests.iter().any(|d| d.wants_resolution.load(Relaxed));
-        if !wanted && last_full.elapsed() < Duration::from_secs(1) {
+        // Refresh every second; every 50 ms while some server's MAC is missing or a worker
+        // asked for it, so that a newly added server is usable within milliseconds.
+        let missing = dests
+            .iter()
+            .any(|d| d.mac().is_none() || d.wants_resolution.load(Relaxed));
+        if !missing && last_full.elapsed() < Duration::from_secs(1) {
             continue;
         }
         last_full = Instant::now();
-        match neigh.dump(iface.index) {
-            Ok(table) => {
-                for d in &dests {
-                    match table.get(&d.addr) {
-                        Some(mac) => {
-                            d.set_mac(Some(*mac));
-                            d.wants_resolution.store(false, Relaxed);
-                        }
-                        None => {
-                            if d.wants_resolution.swap(false, Relaxed) || d.mac().is_none() {
-                                if let Err(e) = neigh.trigger(iface.index, d.addr) {
-                                    tracing::warn!(rs = %d.addr, "neighbour resolution: {e:#}");
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("reading the neighbour table: {e:#}"),
-        }
+        refresh_neighbours(&mut neigh, iface.index, &dests, &mut last_trigger);
     }
 
     tracing::info!("stopping");

@@ -85,5 +85,22 @@ fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -
             resp
         }
     };
+    if resp == Response::Ok && !matches!(req, Request::Zero { .. }) {
+        wait_for_neighbours(state);
+    }
     proto::write_message(&mut w, &resp)
+}
+
+/// After a change, gives the neighbour refresher up to 500 ms to resolve new real servers, so
+/// that `xvsadm -a` returns with the server ready to forward (the first packets of a flow
+/// would otherwise be dropped as `no_neighbour`). Unresolvable servers just take the time.
+fn wait_for_neighbours(state: &Mutex<DaemonState>) {
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < deadline {
+        let dests = state.lock().unwrap_or_else(|e| e.into_inner()).dests();
+        if dests.iter().all(|d| d.mac().is_some()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -1,0 +1,302 @@
+//! The veth lab for end-to-end tests: `scripts/harness.sh` namespaces, a real `xvsd` in the
+//! director namespace and `xvsadm` driving it. Everything is torn down in `Drop`, also when
+//! a test fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const VIP: &str = "10.0.0.88";
+pub const DIP: &str = "10.0.0.12";
+pub const RS_IPS: [&str; 3] = ["10.0.0.9", "10.0.0.20", "10.0.0.21"];
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Privileged tests need root; say so plainly instead of failing obscurely.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc_geteuid() };
+    assert_eq!(
+        uid, 0,
+        "end-to-end tests need root (network namespaces, XDP)"
+    );
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub socket: PathBuf,
+    xvsd: Option<Child>,
+    log: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+impl Lab {
+    /// Brings the harness up with `rs` real servers and `queues` director queues.
+    pub fn up(prefix: &str, rs: u32, queues: u32) -> Lab {
+        require_root();
+        let lab = Lab {
+            prefix: prefix.to_string(),
+            socket: PathBuf::from(format!("/run/xvs-test/{prefix}.sock")),
+            xvsd: None,
+            log: PathBuf::from(format!("/tmp/xvs-test-{prefix}-xvsd.log")),
+        };
+        let out = run(Command::new("bash")
+            .arg(root().join("scripts/harness.sh"))
+            .args([
+                "up",
+                "--rs",
+                &rs.to_string(),
+                "--queues",
+                &queues.to_string(),
+            ])
+            .env("XVS_NS_PREFIX", prefix));
+        assert!(
+            out.status.success(),
+            "harness up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// Starts xvsd on the director's eth0 and waits for its control socket.
+    pub fn start_xvsd(&mut self, extra: &[&str]) {
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns("dir")])
+            .arg(env!("CARGO_BIN_EXE_xvsd"))
+            .args(["--interface", "eth0", "--socket"])
+            .arg(&self.socket)
+            .args(extra)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning xvsd");
+        self.xvsd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.socket.exists() && self.adm(&["-L", "-n"]).status.success() {
+                return;
+            }
+            if let Some(st) = self.xvsd.as_mut().unwrap().try_wait().unwrap() {
+                panic!("xvsd exited early ({st}):\n{}", self.xvsd_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("xvsd did not come up:\n{}", self.xvsd_log());
+    }
+
+    pub fn xvsd_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True while xvsd runs.
+    pub fn xvsd_alive(&mut self) -> bool {
+        matches!(self.xvsd.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stops xvsd with SIGINT and returns its exit status success.
+    pub fn stop_xvsd(&mut self) -> bool {
+        let Some(mut c) = self.xvsd.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-INT", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Runs xvsadm against this lab's daemon.
+    pub fn adm(&self, args: &[&str]) -> Output {
+        run(Command::new(env!("CARGO_BIN_EXE_xvsadm"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args))
+    }
+
+    /// Runs xvsadm and panics unless it succeeds; returns stdout.
+    pub fn adm_ok(&self, args: &[&str]) -> String {
+        let o = self.adm(args);
+        assert!(
+            o.status.success(),
+            "xvsadm {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// xvsadm with stdin (for -R).
+    pub fn adm_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xvsadm"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    }
+
+    /// Runs a command in one of the lab's namespaces.
+    pub fn exec(&self, role: &str, cmd: &[&str]) -> Output {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.ns(role)])
+            .args(cmd))
+    }
+
+    /// One HTTP request from the client (a new TCP connection); returns the body, trimmed,
+    /// or an empty string on failure.
+    pub fn curl(&self, url: &str) -> String {
+        let o = self.exec("client", &["curl", "-s", "--max-time", "3", url]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Data-path counters as xvsadm prints them (`--datapath`), as (name, value) pairs.
+    pub fn datapath(&self) -> Vec<(String, u64)> {
+        let out = self.adm_ok(&["--datapath"]);
+        out.lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let (k, v) = (it.next()?, it.next()?);
+                Some((k.trim_end_matches(':').to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        self.datapath()
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// The real server name behind each RIP, in harness order.
+    pub fn rs_name(ip: &str) -> &'static str {
+        match ip {
+            "10.0.0.9" => "rs1",
+            "10.0.0.20" => "rs2",
+            "10.0.0.21" => "rs3",
+            _ => "?",
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_xvsd();
+        let _ = Command::new("bash")
+            .arg(root().join("scripts/harness.sh"))
+            .arg("down")
+            .env("XVS_NS_PREFIX", &self.prefix)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// A long-lived HTTP/1.1 keep-alive connection from the client namespace: a small Python
+/// client that sends one request per line it reads on stdin and prints each response body.
+pub struct KeepAlive {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+const KEEPALIVE_PY: &str = r#"
+import http.client, sys
+c = http.client.HTTPConnection(sys.argv[1], 80, timeout=5)
+for line in sys.stdin:
+    try:
+        c.request("GET", "/")
+        body = c.getresponse().read().decode().strip()
+    except Exception as e:
+        body = "ERROR " + type(e).__name__
+    print(body, flush=True)
+"#;
+
+impl KeepAlive {
+    pub fn open(lab: &Lab) -> KeepAlive {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns("client"),
+                "python3",
+                "-c",
+                KEEPALIVE_PY,
+                VIP,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning keep-alive client");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        KeepAlive { child, out }
+    }
+
+    /// Sends one request on the same TCP connection; returns the body (or "ERROR ...").
+    pub fn get(&mut self) -> String {
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"x\n")
+            .unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
