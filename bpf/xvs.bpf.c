@@ -25,9 +25,33 @@ struct {
 	__type(value, struct xvs_svc_val);
 } xvs_services SEC(".maps");
 
+/* NAT: replies from these (real server address, source port, protocol) go to the workers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XVS_MAX_NAT_RS);
+	__type(key, struct xvs_svc_key);
+	__type(value, struct xvs_svc_val);
+} xvs_nat_rs SEC(".maps");
+
+/* The director's own IPv4 addresses: traffic to them is the kernel's (health checks). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XVS_MAX_LOCAL);
+	__type(key, __u32);
+	__type(value, __u32);
+} xvs_local SEC(".maps");
+
+/* ifindex -> interface slot, for XSKMAP indexing when xvsd serves several interfaces. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XVS_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xvs_ifaces SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, XVS_MAX_QUEUES);
+	__uint(max_entries, XVS_MAX_IFACES * XVS_MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xvs_xsks SEC(".maps");
@@ -58,6 +82,7 @@ int xvs_steer(struct xdp_md *ctx)
 	struct iphdr *iph;
 	__u16 *ports;
 	struct xvs_svc_key key = {};
+	__u32 *ifslot, ifindex;
 	long ret;
 
 	if (!st) /* cannot happen for a one-entry per-CPU array; keeps the verifier happy */
@@ -106,16 +131,32 @@ int xvs_steer(struct xdp_md *ctx)
 		/* A persistent service on port 0 takes every port of its address (ipvsadm -p). */
 		key.port = 0;
 		if (!bpf_map_lookup_elem(&xvs_services, &key)) {
-			st->passed++;
-			return XDP_PASS;
+			/*
+			 * A NAT reply: from a real server's (address, port), to someone other
+			 * than the director itself (whose own traffic with real servers, such as
+			 * health checks, belongs to its kernel).
+			 */
+			key.addr = iph->saddr;
+			key.port = ports[0];
+			if (!bpf_map_lookup_elem(&xvs_nat_rs, &key) ||
+			    bpf_map_lookup_elem(&xvs_local, &iph->daddr)) {
+				st->passed++;
+				return XDP_PASS;
+			}
 		}
 	}
 
+	ifindex = ctx->ingress_ifindex;
+	ifslot = bpf_map_lookup_elem(&xvs_ifaces, &ifindex);
+	if (!ifslot || ctx->rx_queue_index >= XVS_MAX_QUEUES) {
+		st->no_socket++;
+		return XDP_PASS;
+	}
 	/*
 	 * The low bits of flags are the action when the queue has no socket (kernel >= 5.3):
 	 * pass rather than drop, so a queue without a worker degrades to "kernel handles it".
 	 */
-	ret = bpf_redirect_map(&xvs_xsks, ctx->rx_queue_index, XDP_PASS);
+	ret = bpf_redirect_map(&xvs_xsks, *ifslot * XVS_MAX_QUEUES + ctx->rx_queue_index, XDP_PASS);
 	if (ret == XDP_REDIRECT)
 		st->redirected++;
 	else

@@ -11,8 +11,14 @@
 
 #include <linux/types.h>
 
-/* Upper bound on RX queues (one AF_XDP socket each) the XSKMAP can hold. */
+/* Upper bound on RX queues per interface (one AF_XDP socket each). */
 #define XVS_MAX_QUEUES 256
+/* Upper bound on interfaces (external, internal, ...): XSKMAP slot = iface slot * queues + queue. */
+#define XVS_MAX_IFACES 4
+/* Upper bound on (real server address, port) pairs whose NAT replies are steered. */
+#define XVS_MAX_NAT_RS 65536
+/* Upper bound on the director's own addresses (replies to them stay with the kernel). */
+#define XVS_MAX_LOCAL 256
 /* Upper bound on virtual services (ipvsadm -A entries). */
 #define XVS_MAX_SERVICES 4096
 
@@ -28,7 +34,10 @@ struct xvs_svc_key {
 	__u8 pad;    /* must be zero: the hash map compares all key bytes */
 };
 
-/* Value of the services map. Flags are reserved for NAT reply steering and the fast path. */
+/*
+ * Value of the services map (and of the NAT reply map, whose key is the real server's
+ * source address and port). Flags are reserved for the fast path.
+ */
 struct xvs_svc_val {
 	__u32 flags;
 };

@@ -180,6 +180,12 @@ pub struct Conn {
     pub dest: Arc<DestRt>,
     /// The persistence template that chose `dest`, if any (it outlives us, see runtime.rs).
     pub tpl: Option<Arc<Template>>,
+    /// NAT: the tuple replies carry (RIP:rport -> CIP:cport), indexed too.
+    pub reply_key: Option<FlowKey>,
+    /// NAT: where replies go back: the request's source MAC (the client or its router) and
+    /// the port (interface) the request arrived on.
+    pub client_mac: [u8; 6],
+    pub in_port: u8,
 }
 
 impl Conn {
@@ -226,6 +232,13 @@ impl Conn {
     }
 }
 
+/// Index entries are slot numbers; this bit marks the entry of a reply tuple.
+const REPLY_TAG: u32 = 1 << 31;
+
+fn untag(e: u32) -> (u32, bool) {
+    (e & !REPLY_TAG, e & REPLY_TAG != 0)
+}
+
 /// The table is full; the new connection is refused (existing ones are never evicted early).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableFull;
@@ -243,10 +256,18 @@ pub struct ConnTable {
 impl ConnTable {
     /// Allocates everything up front: inserting up to `capacity` entries never allocates.
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_capacity_and_keys(capacity, 1)
+    }
+
+    /// A table whose entries may carry a reply key too (NAT): the index gets room for
+    /// `keys_per_entry` keys per entry so that it never grows.
+    pub fn with_capacity_and_keys(capacity: usize, keys_per_entry: usize) -> Self {
+        // Slot numbers carry the reply tag in their top bit.
+        let capacity = capacity.min(REPLY_TAG as usize - 1);
         ConnTable {
             slots: Vec::with_capacity(capacity),
             free: Vec::with_capacity(capacity),
-            index: HashTable::with_capacity(capacity),
+            index: HashTable::with_capacity(capacity * keys_per_entry),
             hasher: ahash::RandomState::new(),
             capacity,
             len: 0,
@@ -270,15 +291,27 @@ impl ConnTable {
         self.hasher.hash_one(k)
     }
 
-    /// The slot of the connection with this key.
+    /// The slot of the connection with this key (either direction).
     pub fn lookup(&self, key: &FlowKey) -> Option<u32> {
+        self.find(key).map(|(s, _)| s)
+    }
+
+    /// The slot of the connection with this key, and whether `key` is its reply tuple.
+    pub fn find(&self, key: &FlowKey) -> Option<(u32, bool)> {
         let h = self.hash(key);
         let slots = &self.slots;
         self.index
-            .find(h, |&i| {
-                slots[i as usize].as_ref().is_some_and(|c| c.key == *key)
+            .find(h, |&e| {
+                let (slot, reply) = untag(e);
+                slots[slot as usize].as_ref().is_some_and(|c| {
+                    if reply {
+                        c.reply_key.as_ref() == Some(key)
+                    } else {
+                        c.key == *key
+                    }
+                })
             })
-            .copied()
+            .map(|&e| untag(e))
     }
 
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut Conn> {
@@ -307,14 +340,25 @@ impl ConnTable {
                 (self.slots.len() - 1) as u32
             }
         };
+        let reply = self.slots[slot as usize].as_ref().and_then(|c| c.reply_key);
         let slots = &self.slots;
         let hasher = &self.hasher;
-        self.index.insert_unique(h, slot, |&i| {
+        let rehash = |&e: &u32| {
             // Only called on growth, which capacity rules out; still correct if it happens.
-            slots[i as usize]
-                .as_ref()
-                .map_or(0, |c| hasher.hash_one(&c.key))
-        });
+            let (i, r) = untag(e);
+            slots[i as usize].as_ref().map_or(0, |c| {
+                if r {
+                    c.reply_key.map_or(0, |k| hasher.hash_one(k))
+                } else {
+                    hasher.hash_one(c.key)
+                }
+            })
+        };
+        self.index.insert_unique(h, slot, rehash);
+        if let Some(rk) = reply {
+            let hr = self.hasher.hash_one(rk);
+            self.index.insert_unique(hr, slot | REPLY_TAG, rehash);
+        }
         self.len += 1;
         Ok(slot)
     }
@@ -328,6 +372,12 @@ impl ConnTable {
         let h = self.hash(&conn.key);
         if let Ok(e) = self.index.find_entry(h, |&i| i == slot) {
             e.remove();
+        }
+        if let Some(rk) = conn.reply_key {
+            let hr = self.hash(&rk);
+            if let Ok(e) = self.index.find_entry(hr, |&i| i == slot | REPLY_TAG) {
+                e.remove();
+            }
         }
         self.free.push(slot);
         self.len -= 1;
@@ -474,6 +524,9 @@ mod tests {
                 svc: s.clone(),
                 dest: d.clone(),
                 tpl: Option::None,
+                reply_key: Option::None,
+                client_mac: [0; 6],
+                in_port: 0,
             })
             .unwrap();
         assert_eq!(d.inactive_conns.load(Relaxed), 1);
@@ -504,6 +557,9 @@ mod tests {
                 svc: s.clone(),
                 dest: d.clone(),
                 tpl: Option::None,
+                reply_key: Option::None,
+                client_mac: [0; 6],
+                in_port: 0,
             })
             .unwrap();
         }
@@ -514,6 +570,9 @@ mod tests {
             svc: s.clone(),
             dest: d.clone(),
             tpl: Option::None,
+            reply_key: Option::None,
+            client_mac: [0; 6],
+            in_port: 0,
         });
         assert!(r.is_err());
         assert!(t.lookup(&key(0)).is_some() && t.lookup(&key(1)).is_some());
@@ -528,6 +587,9 @@ mod tests {
                 svc: s,
                 dest: d.clone(),
                 tpl: Option::None,
+                reply_key: Option::None,
+                client_mac: [0; 6],
+                in_port: 0,
             })
             .is_ok());
         drop(t);
@@ -545,10 +607,70 @@ mod tests {
             svc: s.clone(),
             dest: d.clone(),
             tpl: Option::None,
+            reply_key: Option::None,
+            client_mac: [0; 6],
+            in_port: 0,
         })
         .unwrap();
         s.deleted.store(true, Relaxed);
         assert_eq!(t.expire(0, 8), 1);
         assert_eq!(d.active_conns.load(Relaxed), 0);
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::*;
+    use crate::model::{Forward, Protocol, ServiceKey};
+
+    #[test]
+    fn reply_key_finds_the_same_entry_and_is_removed_with_it() {
+        let svc = Arc::new(ServiceRt::new(
+            ServiceKey {
+                proto: Protocol::Tcp,
+                addr: "10.0.0.88".parse().unwrap(),
+                port: 80,
+            },
+            crate::sched::by_name("rr").unwrap(),
+        ));
+        let d = Arc::new(DestRt::new(
+            "192.168.80.10".parse().unwrap(),
+            8080,
+            Forward::Masq,
+            1,
+        ));
+        let req = FlowKey {
+            saddr: 1,
+            daddr: 2,
+            sport: 3000,
+            dport: 80,
+            proto: 6,
+        };
+        let rep = FlowKey {
+            saddr: 9,
+            daddr: 1,
+            sport: 8080,
+            dport: 3000,
+            proto: 6,
+        };
+        let mut t = ConnTable::with_capacity_and_keys(4, 2);
+        let s = t
+            .insert(Conn {
+                key: req,
+                state: ConnState::SynRecv,
+                expires_ms: 10,
+                svc,
+                dest: d,
+                tpl: None,
+                reply_key: Some(rep),
+                client_mac: [0; 6],
+                in_port: 0,
+            })
+            .unwrap();
+        assert_eq!(t.find(&req), Some((s, false)));
+        assert_eq!(t.find(&rep), Some((s, true)));
+        t.remove(s);
+        assert_eq!(t.find(&req), None);
+        assert_eq!(t.find(&rep), None);
     }
 }

@@ -1,14 +1,22 @@
 //! Per-frame forwarding logic: parse, find or create the connection, schedule, rewrite.
 //!
 //! Independent of AF_XDP so that it can be tested on plain buffers. Runs once per frame:
-//! no allocation, no lock except the per-service scheduler lock for a *new* connection, no
-//! logging; outcomes are counted in plain per-worker counters.
+//! no allocation, no logging, no lock except the per-service scheduler lock for a *new*
+//! connection and, for NAT, the lock of one shard of the shared NAT table; outcomes are
+//! counted in plain per-worker counters.
+//!
+//! DR and TUN connections live in the worker's own table: their packets always arrive on
+//! the same RX queue. NAT connections live in `NatConns`, shared by all workers, because a
+//! reply may arrive on another queue or interface than its request (see docs/architecture.md).
 
 use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, StateTimeouts};
-use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, EthernetFrame};
-use crate::runtime::{DestRt, ServiceRt};
+use crate::model::Forward;
+use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow, FlowKey};
+use crate::runtime::{DestRt, ServiceRt, NO_PORT};
+use crate::xmit;
+use crossbeam::utils::CachePadded;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What the data path needs from the configuration, published as an immutable snapshot.
 pub struct Snapshot {
@@ -31,11 +39,22 @@ pub fn service_lookup_key(daddr: u32, dport: u16, proto: u8) -> u64 {
     ((daddr as u64) << 32) | ((dport as u64) << 16) | proto as u64
 }
 
+/// Largest number of interfaces ("ports") one worker serves (external + internal, ...).
+pub const MAX_PORTS: usize = 4;
+
+/// An interface a worker transmits on, as the forwarder needs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortInfo {
+    pub mac: [u8; 6],
+    /// IP MTU of the interface, for the TUN size check.
+    pub mtu: u16,
+}
+
 /// The fate of one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Rewritten in place; transmit it.
-    Tx,
+    /// Rewritten in place; transmit it on this port.
+    Tx(u8),
     Drop(DropReason),
 }
 
@@ -45,130 +64,382 @@ pub struct FwdCounters {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub new_conns: u64,
+    /// ICMP "fragmentation needed" answers sent for oversized TUN packets.
+    pub icmp_frag_needed: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+/// Number of shards of the shared NAT table (power of two).
+const NAT_SHARDS: usize = 64;
+
+/// NAT connections, shared by all workers, sharded by the client's address and port, which
+/// both directions carry (request source, reply destination), so both keys of an entry live
+/// in one shard and a reply finds its entry from any worker.
+pub struct NatConns {
+    shards: Box<[CachePadded<Mutex<ConnTable>>]>,
+}
+
+impl NatConns {
+    pub fn with_capacity(total: usize) -> Self {
+        let per = (total / NAT_SHARDS).max(1);
+        NatConns {
+            shards: (0..NAT_SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(ConnTable::with_capacity_and_keys(per, 2))))
+                .collect(),
+        }
+    }
+
+    fn shard_of(client_addr: u32, client_port: u16) -> usize {
+        let x = (client_addr ^ ((client_port as u32) << 16) ^ client_port as u32)
+            .wrapping_mul(0x9e37_79b1);
+        (x >> 26) as usize & (NAT_SHARDS - 1)
+    }
+
+    /// Locks one shard. A poisoned shard (a panic while holding it) is still consistent.
+    pub fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, ConnTable> {
+        self.shards[i & (NAT_SHARDS - 1)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn shards(&self) -> usize {
+        NAT_SHARDS
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |t| t.capacity()))
+            .sum()
+    }
+}
+
+fn count_new(counters: &mut FwdCounters, worker_id: usize, c: Option<&Conn>) {
+    counters.new_conns += 1;
+    if let Some(c) = c {
+        c.svc.stats.add_conn(worker_id);
+        c.dest.stats.add_conn(worker_id);
+    }
 }
 
 pub struct Forwarder {
     /// Which stats slot this worker writes (see stats.rs).
     pub worker_id: usize,
+    /// DR and TUN connections of this worker.
     pub conns: ConnTable,
-    /// MAC of the interface frames leave through (the director's).
-    pub local_mac: [u8; 6],
+    pub nat: Arc<NatConns>,
+    pub ports: [PortInfo; MAX_PORTS],
     pub counters: FwdCounters,
+    sweep_shard: usize,
 }
 
 impl Forwarder {
-    pub fn new(worker_id: usize, conn_capacity: usize, local_mac: [u8; 6]) -> Self {
+    pub fn new(
+        worker_id: usize,
+        conn_capacity: usize,
+        ports: &[PortInfo],
+        nat: Arc<NatConns>,
+    ) -> Self {
+        let mut p = [PortInfo::default(); MAX_PORTS];
+        for (d, s) in p.iter_mut().zip(ports) {
+            *d = *s;
+        }
         Forwarder {
             worker_id,
             conns: ConnTable::with_capacity(conn_capacity),
-            local_mac,
+            nat,
+            ports: p,
             counters: FwdCounters::default(),
+            sweep_shard: worker_id,
         }
     }
 
-    /// Handles one frame in place.
-    pub fn process(&mut self, frame: &mut [u8], snap: &Snapshot, now_ms: u64) -> Verdict {
+    /// Handles one frame in place. `buf` is the whole frame buffer and `len` the frame's
+    /// length in it (TUN encapsulation and ICMP answers change it); `in_port` is the port
+    /// the frame arrived on.
+    pub fn process(
+        &mut self,
+        buf: &mut [u8],
+        len: &mut usize,
+        in_port: u8,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
         self.counters.rx_frames += 1;
-        let v = self.process_inner(frame, snap, now_ms);
+        let v = self.process_inner(buf, len, in_port, snap, now_ms);
         match v {
-            Verdict::Tx => self.counters.tx_frames += 1,
+            Verdict::Tx(_) => self.counters.tx_frames += 1,
             Verdict::Drop(r) => self.counters.drops[r as usize] += 1,
         }
         v
     }
 
-    fn process_inner(&mut self, frame: &mut [u8], snap: &Snapshot, now_ms: u64) -> Verdict {
-        let flow = match parse_flow(frame) {
+    /// Bounded expiry work for one loop iteration: a slice of the worker's table and of one
+    /// NAT shard (workers take turns over the shards).
+    pub fn expire(&mut self, now_ms: u64, budget: usize) {
+        self.conns.expire(now_ms, budget);
+        self.sweep_shard = (self.sweep_shard + 1) % self.nat.shards();
+        self.nat.shard(self.sweep_shard).expire(now_ms, budget);
+    }
+
+    fn process_inner(
+        &mut self,
+        buf: &mut [u8],
+        len: &mut usize,
+        in_port: u8,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
+        let flow = match parse_flow(&buf[..*len]) {
             Ok(f) => f,
             Err(r) => return Verdict::Drop(r),
         };
-        let is_tcp = flow.key.proto == ipv4::PROTO_TCP;
+        let k = flow.key;
 
-        let mut slot = self.conns.lookup(&flow.key);
-        if let Some(s) = slot {
-            // A deleted service's connections die with it (IPVS flushes them).
-            if self
+        // 1. An established DR/TUN connection of this worker.
+        if let Some(slot) = self.conns.lookup(&k) {
+            let dead = self
                 .conns
-                .get(s)
-                .is_some_and(|c| c.svc.deleted.load(Relaxed))
-            {
-                self.conns.remove(s);
-                slot = None;
+                .get(slot)
+                .is_none_or(|c| c.svc.deleted.load(Relaxed));
+            if !dead {
+                return self.forward_local(slot, buf, len, &flow, in_port, snap, now_ms);
             }
+            // A deleted service's connections die with it (IPVS flushes them).
+            self.conns.remove(slot);
         }
-        let slot = match slot {
-            Some(s) => s,
-            None => {
-                let k = &flow.key;
-                let Some(svc) = snap
-                    .services
-                    .get(&service_lookup_key(k.daddr, k.dport, k.proto))
-                else {
-                    return Verdict::Drop(DropReason::NoService);
-                };
-                // IPVS creates TCP connections only on SYN (sloppy_tcp off).
-                if is_tcp && flow.tcp_flags & tcp_flags::SYN == 0 {
-                    return Verdict::Drop(DropReason::NoConn);
-                }
-                let Some((dest, tpl)) = svc.schedule(k, now_ms) else {
-                    return Verdict::Drop(DropReason::NoDest);
-                };
-                let state = if is_tcp {
-                    ConnState::None
-                } else {
-                    ConnState::Udp
-                };
-                match self.conns.insert(Conn {
-                    key: *k,
-                    state,
-                    expires_ms: now_ms,
-                    svc: svc.clone(),
-                    dest,
-                    tpl,
-                }) {
-                    Ok(s) => {
-                        self.counters.new_conns += 1;
-                        if let Some(c) = self.conns.get(s) {
-                            c.svc.stats.add_conn(self.worker_id);
-                            c.dest.stats.add_conn(self.worker_id);
-                        }
-                        s
+
+        // 2. Addressed to a virtual service: an existing NAT connection or a new one.
+        // Exact port first, then an all-ports (port 0) persistent service.
+        let svc = snap
+            .services
+            .get(&service_lookup_key(k.daddr, k.dport, k.proto))
+            .or_else(|| snap.services.get(&service_lookup_key(k.daddr, 0, k.proto)));
+        if let Some(svc) = svc {
+            if svc.has_nat.load(Relaxed) {
+                let nat = self.nat.clone();
+                let mut shard = nat.shard(NatConns::shard_of(k.saddr, k.sport));
+                if let Some((slot, false)) = shard.find(&k) {
+                    if shard
+                        .get(slot)
+                        .is_some_and(|c| !c.svc.deleted.load(Relaxed))
+                    {
+                        return self.nat_request(&mut shard, slot, buf, &flow, snap, now_ms);
                     }
-                    Err(_) => return Verdict::Drop(DropReason::TableFull),
+                    shard.remove(slot);
                 }
             }
-        };
+            return self.new_conn(svc, buf, len, &flow, in_port, snap, now_ms);
+        }
 
+        // 3. A NAT reply from a real server (steered here by the XDP reply map).
+        let nat = self.nat.clone();
+        let mut shard = nat.shard(NatConns::shard_of(k.daddr, k.dport));
+        if let Some((slot, true)) = shard.find(&k) {
+            if shard
+                .get(slot)
+                .is_some_and(|c| !c.svc.deleted.load(Relaxed))
+            {
+                return self.nat_reply(&mut shard, slot, buf, &flow, snap, now_ms);
+            }
+            shard.remove(slot);
+        }
+        Verdict::Drop(DropReason::NoService)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_conn(
+        &mut self,
+        svc: &Arc<ServiceRt>,
+        buf: &mut [u8],
+        len: &mut usize,
+        flow: &Flow,
+        in_port: u8,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
+        let k = flow.key;
+        let is_tcp = k.proto == ipv4::PROTO_TCP;
+        // IPVS creates TCP connections only on SYN (sloppy_tcp off).
+        if is_tcp && flow.tcp_flags & tcp_flags::SYN == 0 {
+            return Verdict::Drop(DropReason::NoConn);
+        }
+        let Some((dest, tpl)) = svc.schedule(&k, now_ms) else {
+            return Verdict::Drop(DropReason::NoDest);
+        };
+        let state = if is_tcp {
+            ConnState::None
+        } else {
+            ConnState::Udp
+        };
+        let mut client_mac = [0u8; 6];
+        client_mac.copy_from_slice(&buf[6..12]);
+        let masq = dest.forward == Forward::Masq;
+        let reply_key = masq.then(|| FlowKey {
+            saddr: u32::from(dest.addr),
+            daddr: k.saddr,
+            sport: dest.port,
+            dport: k.sport,
+            proto: k.proto,
+        });
+        let conn = Conn {
+            key: k,
+            state,
+            expires_ms: now_ms,
+            svc: svc.clone(),
+            dest,
+            tpl,
+            reply_key,
+            client_mac,
+            in_port,
+        };
+        if masq {
+            let nat = self.nat.clone();
+            let mut shard = nat.shard(NatConns::shard_of(k.saddr, k.sport));
+            let Ok(slot) = shard.insert(conn) else {
+                return Verdict::Drop(DropReason::TableFull);
+            };
+            count_new(&mut self.counters, self.worker_id, shard.get(slot));
+            return self.nat_request(&mut shard, slot, buf, flow, snap, now_ms);
+        }
+        let Ok(slot) = self.conns.insert(conn) else {
+            return Verdict::Drop(DropReason::TableFull);
+        };
+        count_new(&mut self.counters, self.worker_id, self.conns.get(slot));
+        self.forward_local(slot, buf, len, flow, in_port, snap, now_ms)
+    }
+
+    /// Where frames to `dest` leave, and with which MACs; `None` while unresolved.
+    fn next_hop(&self, dest: &DestRt) -> Option<(u8, [u8; 6], PortInfo)> {
+        let port = dest.egress.load(Relaxed);
+        let Some(mac) = dest
+            .mac()
+            .filter(|_| port != NO_PORT && (port as usize) < MAX_PORTS)
+        else {
+            dest.wants_resolution.store(true, Relaxed);
+            return None;
+        };
+        Some((port as u8, mac, self.ports[port as usize]))
+    }
+
+    /// DR and TUN: client-to-server packets only (IPVS's input-only state table).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_local(
+        &mut self,
+        slot: u32,
+        buf: &mut [u8],
+        len: &mut usize,
+        flow: &Flow,
+        in_port: u8,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
         let Some(conn) = self.conns.get_mut(slot) else {
             return Verdict::Drop(DropReason::NoConn);
         };
-        if is_tcp {
-            // DR sees only client-to-server packets: IPVS's input-only table.
+        if flow.key.proto == ipv4::PROTO_TCP {
             let next = tcp_transition(conn.state, flow.tcp_flags, Direction::InputOnly);
             conn.set_state(next);
         }
         conn.expires_ms = now_ms + snap.timeouts.get(conn.state);
-        let v = dr_rewrite(frame, &conn.dest, self.local_mac);
-        if v == Verdict::Tx {
-            conn.svc.stats.add_in(self.worker_id, flow.ip_len as u64);
-            conn.dest.stats.add_in(self.worker_id, flow.ip_len as u64);
+        let dest = conn.dest.clone();
+        let svc = conn.svc.clone();
+        let Some((port, mac, pinfo)) = self.next_hop(&dest) else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        match dest.forward {
+            Forward::Tunnel => {
+                if flow.ip_len + xmit::IPIP_OVERHEAD > pinfo.mtu as usize {
+                    if !xmit::dont_fragment(buf, flow) {
+                        // IPVS would let the kernel fragment the outer packet; xvs does not
+                        // fragment (documented), so the packet is dropped and counted.
+                        return Verdict::Drop(DropReason::TooBig);
+                    }
+                    // ICMP "fragmentation needed" back to the client, as IPVS sends it.
+                    let our = self.ports[in_port as usize % MAX_PORTS];
+                    let mtu = (pinfo.mtu as usize - xmit::IPIP_OVERHEAD) as u16;
+                    return match xmit::icmp_frag_needed(buf, flow, flow.key.daddr, our.mac, mtu) {
+                        Some(n) => {
+                            *len = n;
+                            self.counters.icmp_frag_needed += 1;
+                            Verdict::Tx(in_port)
+                        }
+                        None => Verdict::Drop(DropReason::TooBig),
+                    };
+                }
+                let src = dest.tun_src.load(Relaxed);
+                match xmit::tun_encap(buf, flow, src, u32::from(dest.addr)) {
+                    Some(n) => *len = n,
+                    None => return Verdict::Drop(DropReason::TooBig),
+                }
+            }
+            // DR: the IP packet goes unchanged to the real server's MAC.
+            Forward::Route | Forward::Masq => {}
         }
-        v
+        xmit::set_macs(buf, mac, pinfo.mac);
+        svc.stats.add_in(self.worker_id, flow.ip_len as u64);
+        dest.stats.add_in(self.worker_id, flow.ip_len as u64);
+        Verdict::Tx(port)
     }
-}
 
-/// Direct routing: the frame goes unchanged to the real server's MAC.
-fn dr_rewrite(frame: &mut [u8], dest: &DestRt, local_mac: [u8; 6]) -> Verdict {
-    let Some(mac) = dest.mac() else {
-        dest.wants_resolution.store(true, Relaxed);
-        return Verdict::Drop(DropReason::NoNeighbour);
-    };
-    // parse_flow already checked the Ethernet header length.
-    let mut eth = EthernetFrame::new_unchecked(frame);
-    eth.set_dst_mac(mac);
-    eth.set_src_mac(local_mac);
-    Verdict::Tx
+    /// NAT, client to server: VIP:vport becomes RIP:rport.
+    fn nat_request(
+        &mut self,
+        shard: &mut ConnTable,
+        slot: u32,
+        buf: &mut [u8],
+        flow: &Flow,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
+        let Some(conn) = shard.get_mut(slot) else {
+            return Verdict::Drop(DropReason::NoConn);
+        };
+        if flow.key.proto == ipv4::PROTO_TCP {
+            let next = tcp_transition(conn.state, flow.tcp_flags, Direction::Input);
+            conn.set_state(next);
+        }
+        conn.expires_ms = now_ms + snap.timeouts.get(conn.state);
+        let dest = conn.dest.clone();
+        let svc = conn.svc.clone();
+        let Some((port, mac, pinfo)) = self.next_hop(&dest) else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        xmit::nat_in(buf, flow, u32::from(dest.addr), dest.port);
+        xmit::set_macs(buf, mac, pinfo.mac);
+        svc.stats.add_in(self.worker_id, flow.ip_len as u64);
+        dest.stats.add_in(self.worker_id, flow.ip_len as u64);
+        Verdict::Tx(port)
+    }
+
+    /// NAT, server to client: RIP:rport becomes VIP:vport, back out of the port the request
+    /// came in on, to the MAC it came from.
+    fn nat_reply(
+        &mut self,
+        shard: &mut ConnTable,
+        slot: u32,
+        buf: &mut [u8],
+        flow: &Flow,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
+        let Some(conn) = shard.get_mut(slot) else {
+            return Verdict::Drop(DropReason::NoConn);
+        };
+        if flow.key.proto == ipv4::PROTO_TCP {
+            let next = tcp_transition(conn.state, flow.tcp_flags, Direction::Output);
+            conn.set_state(next);
+        }
+        conn.expires_ms = now_ms + snap.timeouts.get(conn.state);
+        let (vip, vport) = (conn.key.daddr, conn.key.dport);
+        let (mac, port) = (conn.client_mac, conn.in_port);
+        conn.svc.stats.add_out(self.worker_id, flow.ip_len as u64);
+        conn.dest.stats.add_out(self.worker_id, flow.ip_len as u64);
+        let pinfo = self.ports[port as usize % MAX_PORTS];
+        xmit::nat_out(buf, flow, vip, vport);
+        xmit::set_macs(buf, mac, pinfo.mac);
+        Verdict::Tx(port)
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +470,7 @@ mod tests {
                     w,
                 ));
                 d.set_mac(Some([0x02, 0, 0, 0, 1, i as u8]));
+                d.egress.store(0, Relaxed);
                 d
             })
             .collect();
@@ -212,6 +484,30 @@ mod tests {
         snap.services
             .insert(service_lookup_key(u32::from(key.addr), 80, 6), svc.clone());
         (snap, dests, svc)
+    }
+
+    fn fwd(cap: usize) -> Forwarder {
+        Forwarder::new(
+            0,
+            cap,
+            &[PortInfo {
+                mac: LOCAL,
+                mtu: 1500,
+            }],
+            Arc::new(NatConns::with_capacity(64)),
+        )
+    }
+
+    /// Runs one frame through `f` in a 2 KiB buffer, as a worker would; the frame is
+    /// replaced by what would be transmitted.
+    fn run(f: &mut Forwarder, frame: &mut Vec<u8>, snap: &Snapshot, now: u64) -> Verdict {
+        let mut buf = vec![0u8; 2048];
+        buf[..frame.len()].copy_from_slice(frame);
+        let mut len = frame.len();
+        let v = f.process(&mut buf, &mut len, 0, snap, now);
+        frame.clear();
+        frame.extend_from_slice(&buf[..len]);
+        v
     }
 
     fn tcp(sport: u16, flags: &str) -> Vec<u8> {
@@ -235,10 +531,10 @@ mod tests {
     #[test]
     fn dr_rewrites_only_macs_and_follows_the_connection() {
         let (snap, dests, _svc) = setup(&[1, 1]);
-        let mut f = Forwarder::new(0, 16, LOCAL);
+        let mut f = fwd(16);
         let mut syn = tcp(1000, "S");
         let orig = syn.clone();
-        assert_eq!(f.process(&mut syn, &snap, 0), Verdict::Tx);
+        assert_eq!(run(&mut f, &mut syn, &snap, 0), Verdict::Tx(0));
         assert_eq!(&syn[0..6], &[0x02, 0, 0, 0, 1, 0]);
         assert_eq!(&syn[6..12], &LOCAL);
         assert_eq!(&syn[12..], &orig[12..], "DR must not touch the IP packet");
@@ -246,14 +542,14 @@ mod tests {
 
         // The ACK follows the connection (rr would otherwise pick the other server).
         let mut ack = tcp(1000, "A");
-        assert_eq!(f.process(&mut ack, &snap, 1), Verdict::Tx);
+        assert_eq!(run(&mut f, &mut ack, &snap, 1), Verdict::Tx(0));
         assert_eq!(&ack[0..6], &[0x02, 0, 0, 0, 1, 0]);
         assert_eq!(dests[0].active_conns.load(Relaxed), 1);
         assert_eq!(dests[0].inactive_conns.load(Relaxed), 0);
 
         // A new connection goes to the next server.
         let mut syn2 = tcp(1001, "S");
-        assert_eq!(f.process(&mut syn2, &snap, 2), Verdict::Tx);
+        assert_eq!(run(&mut f, &mut syn2, &snap, 2), Verdict::Tx(0));
         assert_eq!(&syn2[0..6], &[0x02, 0, 0, 0, 1, 1]);
         assert_eq!(f.counters.new_conns, 2);
         let st = dests[0].stats.read();
@@ -263,30 +559,30 @@ mod tests {
     #[test]
     fn drops_are_counted_not_fatal() {
         let (snap, dests, svc) = setup(&[1]);
-        let mut f = Forwarder::new(0, 1, LOCAL);
+        let mut f = fwd(1);
         // Non-SYN for an unknown connection.
         assert_eq!(
-            f.process(&mut tcp(7, "A"), &snap, 0),
+            run(&mut f, &mut tcp(7, "A"), &snap, 0),
             Verdict::Drop(DropReason::NoConn)
         );
         // Truncated frame.
         let mut short = tcp(7, "S");
         short.truncate(40);
         assert_eq!(
-            f.process(&mut short, &snap, 0),
+            run(&mut f, &mut short, &snap, 0),
             Verdict::Drop(DropReason::Truncated)
         );
         // Table full (capacity 1).
-        assert_eq!(f.process(&mut tcp(8, "S"), &snap, 0), Verdict::Tx);
+        assert_eq!(run(&mut f, &mut tcp(8, "S"), &snap, 0), Verdict::Tx(0));
         assert_eq!(
-            f.process(&mut tcp(9, "S"), &snap, 0),
+            run(&mut f, &mut tcp(9, "S"), &snap, 0),
             Verdict::Drop(DropReason::TableFull)
         );
         // Unresolved MAC: connection kept, frame dropped, resolution requested.
         dests[0].set_mac(None);
         dests[0].wants_resolution.store(false, Relaxed);
         assert_eq!(
-            f.process(&mut tcp(8, "A"), &snap, 0),
+            run(&mut f, &mut tcp(8, "A"), &snap, 0),
             Verdict::Drop(DropReason::NoNeighbour)
         );
         assert!(dests[0].wants_resolution.load(Relaxed));
@@ -294,17 +590,17 @@ mod tests {
         dests[0].weight.store(0, Relaxed);
         f.conns.clear();
         assert_eq!(
-            f.process(&mut tcp(10, "S"), &snap, 0),
+            run(&mut f, &mut tcp(10, "S"), &snap, 0),
             Verdict::Drop(DropReason::NoDest)
         );
         // Deleted service: its connection is dropped.
         dests[0].weight.store(1, Relaxed);
         dests[0].set_mac(Some([2, 0, 0, 0, 1, 0]));
-        assert_eq!(f.process(&mut tcp(11, "S"), &snap, 0), Verdict::Tx);
+        assert_eq!(run(&mut f, &mut tcp(11, "S"), &snap, 0), Verdict::Tx(0));
         svc.deleted.store(true, Relaxed);
         let empty = Snapshot::default();
         assert_eq!(
-            f.process(&mut tcp(11, "A"), &empty, 0),
+            run(&mut f, &mut tcp(11, "A"), &empty, 0),
             Verdict::Drop(DropReason::NoService)
         );
         assert_eq!(f.counters.rx_frames, 8);
@@ -314,17 +610,17 @@ mod tests {
     #[test]
     fn timeouts_follow_state() {
         let (snap, _d, _s) = setup(&[1]);
-        let mut f = Forwarder::new(0, 4, LOCAL);
-        f.process(&mut tcp(5, "S"), &snap, 1000);
+        let mut f = fwd(4);
+        run(&mut f, &mut tcp(5, "S"), &snap, 1000);
         let s = f
             .conns
             .lookup(&parse_flow(&tcp(5, "S")).unwrap().key)
             .unwrap();
         assert_eq!(f.conns.get(s).unwrap().state, ConnState::SynRecv);
         assert_eq!(f.conns.get(s).unwrap().expires_ms, 1000 + 60_000);
-        f.process(&mut tcp(5, "A"), &snap, 2000);
+        run(&mut f, &mut tcp(5, "A"), &snap, 2000);
         assert_eq!(f.conns.get(s).unwrap().expires_ms, 2000 + 900_000);
-        f.process(&mut tcp(5, "FA"), &snap, 3000);
+        run(&mut f, &mut tcp(5, "FA"), &snap, 3000);
         assert_eq!(f.conns.get(s).unwrap().state, ConnState::FinWait);
         assert_eq!(f.conns.get(s).unwrap().expires_ms, 3000 + 120_000);
     }

@@ -15,3 +15,4 @@ pub mod runtime;
 pub mod sched;
 pub mod stats;
 pub mod worker;
+pub mod xmit;

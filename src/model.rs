@@ -315,6 +315,9 @@ pub struct WorkerCounters {
     pub tx_frames: u64,
     pub new_conns: u64,
     pub conns: u64,
+    /// ICMP "fragmentation needed" answers sent for oversized TUN packets.
+    #[serde(default)]
+    pub icmp_frag_needed: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }
@@ -322,7 +325,11 @@ pub struct WorkerCounters {
 /// What `Request::DataPath` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataPathStats {
+    /// The interfaces served, comma-separated (external first).
     pub interface: String,
+    /// NAT connections (shared by all workers).
+    #[serde(default)]
+    pub nat_conns: u64,
     /// "native" or "generic".
     pub xdp_mode: String,
     pub xdp_redirected: u64,

@@ -37,7 +37,15 @@ pub struct DestRt {
     pub wants_resolution: AtomicBool,
     /// Packet/byte/connection counters and rates (`--stats`, `--rate`).
     pub stats: StatSlots,
+    /// Index of the worker port (interface) leading to this server, from the kernel's
+    /// routing table; `NO_PORT` until resolved.
+    pub egress: AtomicU32,
+    /// TUN: outer source address (the route's preferred source), network-order-free u32.
+    pub tun_src: AtomicU32,
 }
+
+/// `DestRt::egress` before the route is known.
+pub const NO_PORT: u32 = u32::MAX;
 
 impl DestRt {
     pub fn new(addr: Ipv4Addr, port: u16, forward: Forward, weight: u32) -> Self {
@@ -55,6 +63,8 @@ impl DestRt {
             mac: AtomicU64::new(0),
             wants_resolution: AtomicBool::new(true),
             stats: StatSlots::default(),
+            egress: AtomicU32::new(NO_PORT),
+            tun_src: AtomicU32::new(0),
         }
     }
 
@@ -205,6 +215,8 @@ pub struct ServiceRt {
     /// IPVS's per-service scheduling lock: taken only to schedule a *new* connection.
     pub core: Mutex<SchedCore>,
     pub stats: StatSlots,
+    /// Some real server uses NAT, so established connections may be in the NAT table.
+    pub has_nat: AtomicBool,
 }
 
 /// A scheduling decision: the server, and the template that chose it (persistent services).
@@ -223,6 +235,7 @@ impl ServiceRt {
                 templates: HashMap::with_hasher(ahash::RandomState::new()),
             }),
             stats: StatSlots::default(),
+            has_nat: AtomicBool::new(false),
         }
     }
 

@@ -1,10 +1,13 @@
 //! One AF_XDP worker per RX queue: the batched RX -> forward -> TX loop.
 //!
-//! Each worker owns its UMEM, rings, free-frame list and connection table; it shares only the
-//! configuration snapshot (read lock-free through `ArcSwap`) and the real servers' load
-//! counters. Frames are forwarded in place: the RX descriptor goes straight to the TX ring.
+//! A worker serves queue `q` of every interface xvsd runs on (one "port" each: external and
+//! internal for a two-armed director). All its sockets share one UMEM, so a frame received
+//! on one interface is transmitted on another by handing its descriptor over, without a
+//! copy. Each worker owns its UMEM, rings, free-frame list and DR/TUN connection table; it
+//! shares the configuration snapshot (read lock-free through `ArcSwap`), the NAT table
+//! (sharded locks) and the real servers' load counters.
 
-use crate::forward::{Forwarder, FwdCounters, Snapshot, Verdict};
+use crate::forward::{Forwarder, FwdCounters, NatConns, PortInfo, Snapshot, Verdict, MAX_PORTS};
 use crate::model::ConnStatus;
 use crate::packet::DropReason;
 use anyhow::{Context, Result};
@@ -17,10 +20,10 @@ use std::sync::{Arc, Mutex};
 use xsk_rs::config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-/// Frames per UMEM (2 KiB each): half for the fill ring, the rest in flight on TX.
-const FRAME_COUNT: u32 = 4096;
+/// Frames per port (2 KiB each): half for the fill ring, the rest in flight on TX.
+const FRAMES_PER_PORT: u32 = 4096;
 const RING_SIZE: u32 = 2048;
-/// Frames handled per loop iteration.
+/// Frames handled per port per loop iteration.
 const BATCH: usize = 64;
 /// Connection-table slots examined for expiry per iteration (bounded work, see conn.rs).
 const EXPIRE_BUDGET: usize = 64;
@@ -41,6 +44,7 @@ pub struct WorkerStats {
     pub rx_frames: AtomicU64,
     pub tx_frames: AtomicU64,
     pub new_conns: AtomicU64,
+    pub icmp_frag_needed: AtomicU64,
     pub conns: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
 }
@@ -50,6 +54,7 @@ impl WorkerStats {
         self.rx_frames.store(c.rx_frames, Relaxed);
         self.tx_frames.store(c.tx_frames, Relaxed);
         self.new_conns.store(c.new_conns, Relaxed);
+        self.icmp_frag_needed.store(c.icmp_frag_needed, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
             a.store(*v, Relaxed);
@@ -61,6 +66,7 @@ impl WorkerStats {
             rx_frames: self.rx_frames.load(Relaxed),
             tx_frames: self.tx_frames.load(Relaxed),
             new_conns: self.new_conns.load(Relaxed),
+            icmp_frag_needed: self.icmp_frag_needed.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
@@ -78,25 +84,31 @@ pub enum WorkerMsg {
     ListConns(crossbeam::channel::Sender<Vec<ConnStatus>>),
 }
 
-/// How the socket was bound.
+/// How a socket was bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindMode {
     ZeroCopy,
     Copy,
 }
 
-pub struct Worker {
-    pub queue: u32,
-    umem: Umem,
+/// One interface's socket and rings.
+struct Port {
     fq: FillQueue,
     cq: CompQueue,
     tx: TxQueue,
     rx: RxQueue,
+}
+
+pub struct Worker {
+    pub queue: u32,
+    umem: Umem,
+    ports: Vec<Port>,
     free: Vec<FrameDesc>,
     fwd: Forwarder,
     shared: Arc<Shared>,
     stats: Arc<CachePadded<WorkerStats>>,
-    pub mode: BindMode,
+    /// Bind mode per port.
+    pub modes: Vec<BindMode>,
     inbox: Arc<Mutex<Vec<WorkerMsg>>>,
     inbox_flag: Arc<AtomicBool>,
 }
@@ -117,78 +129,90 @@ impl WorkerHandle {
     }
 }
 
+/// Binds one AF_XDP socket on `ifname`/`queue` to `umem`: zero-copy if the driver supports
+/// it, copy mode otherwise (veth).
+fn bind(umem: &Umem, ifname: &str, queue: u32) -> Result<(Port, BindMode)> {
+    let ring = QueueSize::new(RING_SIZE).expect("power of two");
+    let iface: Interface = ifname
+        .parse()
+        .with_context(|| format!("interface name {ifname}"))?;
+    let mut last_err = None;
+    for (mode, flags) in [
+        (
+            BindMode::ZeroCopy,
+            BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_NEED_WAKEUP,
+        ),
+        (
+            BindMode::Copy,
+            BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP,
+        ),
+    ] {
+        let cfg = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            // Our own XDP program steers frames; libxdp must not load its default one.
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(flags)
+            .build();
+        // SAFETY: each (interface, queue) pair is bound once; sharing the UMEM across
+        // different interfaces gives every socket its own fill and completion rings.
+        match unsafe { Socket::new(cfg, umem, &iface, queue) } {
+            Ok((tx, rx, Some((fq, cq)))) => return Ok((Port { fq, cq, tx, rx }, mode)),
+            Ok(_) => {
+                return Err(anyhow::anyhow!(
+                    "AF_XDP socket on {ifname} queue {queue} came without fill/completion rings"
+                ))
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "creating the AF_XDP socket on {ifname} queue {queue}: {last_err:?}"
+    ))
+}
+
 impl Worker {
-    /// Creates the UMEM and AF_XDP socket for `queue` of `ifname`: zero-copy if the driver
-    /// supports it, copy mode otherwise (veth).
+    /// Creates the UMEM and one socket per interface for `queue`.
     pub fn new(
-        ifname: &str,
+        ifaces: &[(String, PortInfo)],
         queue: u32,
-        local_mac: [u8; 6],
         conn_capacity: usize,
+        nat: Arc<NatConns>,
         shared: Arc<Shared>,
     ) -> Result<(Worker, WorkerHandle)> {
+        assert!(!ifaces.is_empty() && ifaces.len() <= MAX_PORTS);
         let ring = QueueSize::new(RING_SIZE).expect("power of two");
         let umem_cfg = UmemConfig::builder()
             .fill_queue_size(ring)
             .comp_queue_size(ring)
             .build()
             .context("UMEM configuration")?;
-        let (umem, descs) = Umem::new(
-            umem_cfg,
-            NonZeroU32::new(FRAME_COUNT).expect("non-zero"),
-            false,
-        )
-        .with_context(|| {
-            format!("creating the UMEM for {ifname} queue {queue} (locked memory limit?)")
-        })?;
-        let iface: Interface = ifname
-            .parse()
-            .with_context(|| format!("interface name {ifname}"))?;
+        let frames = FRAMES_PER_PORT * ifaces.len() as u32;
+        let (umem, descs) = Umem::new(umem_cfg, NonZeroU32::new(frames).expect("non-zero"), false)
+            .with_context(|| {
+                format!("creating the UMEM for queue {queue} (locked memory limit?)")
+            })?;
 
-        let mut last_err = None;
-        let mut made = None;
-        for (mode, flags) in [
-            (
-                BindMode::ZeroCopy,
-                BindFlags::XDP_ZEROCOPY | BindFlags::XDP_USE_NEED_WAKEUP,
-            ),
-            (
-                BindMode::Copy,
-                BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP,
-            ),
-        ] {
-            let cfg = SocketConfig::builder()
-                .rx_queue_size(ring)
-                .tx_queue_size(ring)
-                // Our own XDP program steers frames; libxdp must not load its default one.
-                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-                .bind_flags(flags)
-                .build();
-            // SAFETY: the UMEM is not shared with another socket on this queue.
-            match unsafe { Socket::new(cfg, &umem, &iface, queue) } {
-                Ok(s) => {
-                    made = Some((mode, s));
-                    break;
-                }
-                Err(e) => last_err = Some(e),
-            }
+        let mut ports = Vec::new();
+        let mut modes = Vec::new();
+        for (name, _) in ifaces {
+            let (p, m) = bind(&umem, name, queue)?;
+            ports.push(p);
+            modes.push(m);
         }
-        let Some((mode, (tx, rx, fq_cq))) = made else {
-            return Err(anyhow::anyhow!(
-                "creating the AF_XDP socket on {ifname} queue {queue}: {last_err:?}"
-            ));
-        };
-        let (mut fq, cq) = fq_cq.context("AF_XDP socket came without fill/completion rings")?;
 
-        let mut free = Vec::with_capacity(FRAME_COUNT as usize);
+        let mut free = Vec::with_capacity(frames as usize);
         free.extend_from_slice(&descs);
-        // Give the kernel half the frames to receive into.
-        let give = (RING_SIZE as usize).min(free.len());
-        let start = free.len() - give;
-        // SAFETY: these frames belong to this UMEM and are not in use anywhere else.
-        let n = unsafe { fq.produce(&free[start..]) };
-        free.truncate(free.len() - n);
+        // Give each fill ring half of its port's frames to receive into.
+        for p in ports.iter_mut() {
+            let give = (RING_SIZE as usize).min(free.len());
+            let start = free.len() - give;
+            // SAFETY: these frames belong to this UMEM and are not in use anywhere else.
+            let n = unsafe { p.fq.produce(&free[start..]) };
+            free.truncate(free.len() - n);
+        }
 
+        let infos: Vec<PortInfo> = ifaces.iter().map(|(_, i)| *i).collect();
         let stats = Arc::new(CachePadded::new(WorkerStats::default()));
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let inbox_flag = Arc::new(AtomicBool::new(false));
@@ -202,15 +226,12 @@ impl Worker {
             Worker {
                 queue,
                 umem,
-                fq,
-                cq,
-                tx,
-                rx,
+                ports,
                 free,
-                fwd: Forwarder::new(queue as usize, conn_capacity, local_mac),
+                fwd: Forwarder::new(queue as usize, conn_capacity, &infos, nat),
                 shared,
                 stats,
-                mode,
+                modes,
                 inbox,
                 inbox_flag,
             },
@@ -218,15 +239,38 @@ impl Worker {
         ))
     }
 
-    /// The socket fd, for the XSKMAP.
-    pub fn fd(&self) -> RawFd {
-        self.rx.fd().as_raw_fd()
+    /// The socket fd of each port, for the XSKMAP.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
+    }
+
+    /// Sleeps in poll(2) until a port has frames or `IDLE_POLL_MS` passes.
+    fn idle_wait(&self) {
+        let mut pfds = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; MAX_PORTS];
+        for (pfd, p) in pfds.iter_mut().zip(&self.ports) {
+            pfd.fd = p.rx.fd().as_raw_fd();
+            pfd.events = libc::POLLIN;
+        }
+        // SAFETY: pfds is a valid array of pollfd with at least ports.len() entries.
+        unsafe {
+            libc::poll(
+                pfds.as_mut_ptr(),
+                self.ports.len() as libc::nfds_t,
+                IDLE_POLL_MS,
+            )
+        };
     }
 
     /// Runs until `shared.stop` is set.
     pub fn run(mut self) {
+        let nports = self.ports.len();
         let mut rx_descs = [FrameDesc::default(); BATCH];
-        let mut tx_descs = [FrameDesc::default(); BATCH];
+        let mut tx_descs = [[FrameDesc::default(); BATCH]; MAX_PORTS];
+        let mut ntx = [0usize; MAX_PORTS];
         let mut comp = [FrameDesc::default(); BATCH];
         let mut idle: u32 = 0;
 
@@ -238,84 +282,120 @@ impl Worker {
                 self.drain_inbox();
             }
 
-            // 1. Frames the kernel finished sending come back to the free list.
-            // SAFETY: completion descriptors are frames of this UMEM we submitted for TX.
-            let n = unsafe { self.cq.consume(&mut comp) };
-            self.free.extend_from_slice(&comp[..n]);
+            let now_ms = crate::clock::now_ms();
+            let snap = self.shared.snapshot.load();
+            let mut got = 0;
+            for pi in 0..nports {
+                let p = &mut self.ports[pi];
+                // 1. Frames the kernel finished sending come back to the free list.
+                // SAFETY: completion descriptors are frames of this UMEM we submitted.
+                let n = unsafe { p.cq.consume(&mut comp) };
+                self.free.extend_from_slice(&comp[..n]);
 
-            // 2. Keep the fill ring topped up.
-            if !self.free.is_empty() {
-                let want = self.fq.nb_free(self.free.len() as u32) as usize;
+                // 2. Keep the fill ring topped up.
+                let want = p.fq.nb_free(self.free.len() as u32) as usize;
                 let k = want.min(self.free.len());
                 if k > 0 {
                     let start = self.free.len() - k;
                     // SAFETY: free frames are owned by us and not queued anywhere.
-                    let done = unsafe { self.fq.produce(&self.free[start..]) };
+                    let done = unsafe { p.fq.produce(&self.free[start..]) };
                     self.free.truncate(self.free.len() - done);
+                }
+                if p.fq.needs_wakeup() {
+                    let _ = p.fq.wakeup(p.rx.fd_mut(), 0);
+                }
+
+                // 3. Receive a batch and forward it in place.
+                // SAFETY: rx_descs are plain descriptors the ring fills in.
+                let n = unsafe { p.rx.consume(&mut rx_descs) };
+                got += n;
+                for desc in rx_descs.iter_mut().take(n) {
+                    // SAFETY: the frame was just handed to us by the RX ring; nothing else
+                    // references it until we queue it for TX or back on the fill ring.
+                    let verdict = unsafe {
+                        let mut data = self.umem.data_mut(desc);
+                        let mut len = data.contents().len();
+                        // Expose the whole frame buffer: TUN and ICMP change the length.
+                        {
+                            let mut c = data.cursor();
+                            let cap = c.buf_len();
+                            c.set_pos(cap);
+                        }
+                        let v = self.fwd.process(
+                            data.contents_mut(),
+                            &mut len,
+                            pi as u8,
+                            &snap,
+                            now_ms,
+                        );
+                        data.cursor().set_pos(len);
+                        v
+                    };
+                    match verdict {
+                        Verdict::Tx(out) if (out as usize) < nports => {
+                            let o = out as usize;
+                            tx_descs[o][ntx[o]] = *desc;
+                            ntx[o] += 1;
+                            if ntx[o] == BATCH {
+                                self.flush_tx(o, &tx_descs[o][..BATCH]);
+                                ntx[o] = 0;
+                            }
+                        }
+                        Verdict::Tx(_) => {
+                            self.fwd.counters.tx_frames -= 1;
+                            self.fwd.counters.drops[DropReason::NoNeighbour as usize] += 1;
+                            self.free.push(*desc);
+                        }
+                        Verdict::Drop(_) => self.free.push(*desc),
+                    }
+                }
+            }
+            drop(snap);
+
+            // 4. Transmit what is pending on each port.
+            for (o, pending) in ntx.iter_mut().enumerate().take(nports) {
+                if *pending > 0 {
+                    let batch = tx_descs[o];
+                    self.flush_tx(o, &batch[..*pending]);
+                    *pending = 0;
                 }
             }
 
-            // 3. Receive a batch.
-            // SAFETY: rx_descs are plain descriptors the ring fills in.
-            let n = unsafe { self.rx.consume(&mut rx_descs) };
-            let now_ms = crate::clock::now_ms();
-            if n == 0 {
+            if got == 0 {
                 idle = idle.saturating_add(1);
-                if self.fq.needs_wakeup() || idle > SPIN_BEFORE_SLEEP {
-                    // Sleep in the kernel until frames arrive (also kicks the fill ring).
-                    let _ = self.rx.poll(IDLE_POLL_MS);
-                }
                 if idle > SPIN_BEFORE_SLEEP {
-                    self.fwd.conns.expire(now_ms, EXPIRE_BUDGET * 16);
+                    self.idle_wait();
+                    self.fwd.expire(crate::clock::now_ms(), EXPIRE_BUDGET * 16);
                     self.stats.publish(&self.fwd.counters, self.fwd.conns.len());
                 }
                 continue;
             }
             idle = 0;
-
-            // 4. Forward in place.
-            let snap = self.shared.snapshot.load();
-            let mut ntx = 0;
-            for desc in rx_descs.iter_mut().take(n) {
-                // SAFETY: the frame was just handed to us by the RX ring; nothing else
-                // references it until we queue it for TX or back on the fill ring.
-                let verdict = unsafe {
-                    let mut data = self.umem.data_mut(desc);
-                    self.fwd.process(data.contents_mut(), &snap, now_ms)
-                };
-                match verdict {
-                    Verdict::Tx => {
-                        tx_descs[ntx] = *desc;
-                        ntx += 1;
-                    }
-                    Verdict::Drop(_) => self.free.push(*desc),
-                }
-            }
-            drop(snap);
-
-            // 5. Transmit. Copy mode needs a sendto() kick for every batch.
-            if ntx > 0 {
-                let room = self.tx.nb_free(ntx as u32) as usize;
-                let k = room.min(ntx);
-                // SAFETY: these frames are ours and hold the rewritten packets.
-                let sent = if k > 0 {
-                    unsafe { self.tx.produce(&tx_descs[..k]) }
-                } else {
-                    0
-                };
-                if sent < ntx {
-                    self.fwd.counters.tx_frames -= (ntx - sent) as u64;
-                    self.fwd.counters.drops[DropReason::TxFull as usize] += (ntx - sent) as u64;
-                    self.free.extend_from_slice(&tx_descs[sent..ntx]);
-                }
-                let _ = self.tx.wakeup();
-            }
-
-            self.fwd.conns.expire(now_ms, EXPIRE_BUDGET);
+            self.fwd.expire(now_ms, EXPIRE_BUDGET);
             self.stats.publish(&self.fwd.counters, self.fwd.conns.len());
         }
         self.fwd.conns.clear();
         self.stats.publish(&self.fwd.counters, 0);
+    }
+
+    /// Queues frames for TX on port `o`; copy mode needs a sendto() kick for every batch.
+    fn flush_tx(&mut self, o: usize, descs: &[FrameDesc]) {
+        let p = &mut self.ports[o];
+        let room = p.tx.nb_free(descs.len() as u32) as usize;
+        let k = room.min(descs.len());
+        // SAFETY: these frames are ours and hold the rewritten packets.
+        let sent = if k > 0 {
+            unsafe { p.tx.produce(&descs[..k]) }
+        } else {
+            0
+        };
+        if sent < descs.len() {
+            let lost = (descs.len() - sent) as u64;
+            self.fwd.counters.tx_frames -= lost;
+            self.fwd.counters.drops[DropReason::TxFull as usize] += lost;
+            self.free.extend_from_slice(&descs[sent..]);
+        }
+        let _ = p.tx.wakeup();
     }
 
     fn drain_inbox(&mut self) {

@@ -8,9 +8,10 @@ use xvs::control::proto;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Interface carrying VIP traffic (the director's LAN side).
-    #[arg(long, short = 'i')]
-    interface: String,
+    /// Interface to serve. Once for DR, TUN and one-armed NAT; twice for a two-armed NAT
+    /// director: external (clients, VIPs) first, then internal (real servers).
+    #[arg(long, short = 'i', required = true)]
+    interface: Vec<String>,
     /// Control socket path (default /run/xvs/xvsd.sock, or $XVS_SOCKET).
     #[arg(long)]
     socket: Option<String>,
@@ -31,7 +32,7 @@ fn main() {
         .init();
     let a = Args::parse();
     let opts = xvs::daemon::DaemonOpts {
-        interface: a.interface,
+        interfaces: a.interface,
         socket: PathBuf::from(proto::socket_path(a.socket.as_deref())),
         workers: a.workers,
         conn_max: a.conn_max,

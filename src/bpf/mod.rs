@@ -41,11 +41,16 @@ impl fmt::Display for XdpMode {
     }
 }
 
-/// The loaded program and its maps, attached to at most one interface.
+/// Queues per interface slot in the XSKMAP (`XVS_MAX_QUEUES`).
+pub const MAX_QUEUES: u32 = 256;
+/// Interfaces the program can serve at once (`XVS_MAX_IFACES`).
+pub const MAX_IFACES: u32 = 4;
+
+/// The loaded program and its maps, attached to one or more interfaces.
 pub struct Steering {
     skel: skel::XvsSkel<'static>,
-    /// The BPF link: closing it (also when the process dies) detaches the program.
-    link: Option<OwnedFd>,
+    /// The BPF links: closing them (also when the process dies) detaches the program.
+    links: Vec<OwnedFd>,
 }
 
 impl Steering {
@@ -62,15 +67,25 @@ impl Steering {
         let skel = open
             .load()
             .context("loading the XDP steering program (is BPF available, are we root?)")?;
-        Ok(Steering { skel, link: None })
+        Ok(Steering {
+            skel,
+            links: Vec::new(),
+        })
     }
 
-    /// Attaches to `ifindex` in native mode, falling back to generic mode with a warning.
-    pub fn attach(&mut self, ifindex: u32, ifname: &str) -> Result<XdpMode> {
+    /// Attaches to `ifindex` as interface `slot` (its XSKMAP range) in native mode, falling
+    /// back to generic mode with a warning.
+    pub fn attach(&mut self, slot: u32, ifindex: u32, ifname: &str) -> Result<XdpMode> {
+        anyhow::ensure!(slot < MAX_IFACES, "at most {MAX_IFACES} interfaces");
+        self.skel
+            .maps
+            .xvs_ifaces
+            .update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("registering {ifname} in the interface map"))?;
         let prog_fd = self.skel.progs.xvs_steer.as_fd().as_raw_fd();
         match link_xdp(prog_fd, ifindex, libbpf_sys::XDP_FLAGS_DRV_MODE) {
             Ok(fd) => {
-                self.link = Some(fd);
+                self.links.push(fd);
                 Ok(XdpMode::Native)
             }
             Err(native_err) => {
@@ -86,7 +101,7 @@ impl Steering {
                         )
                     },
                 )?;
-                self.link = Some(fd);
+                self.links.push(fd);
                 Ok(XdpMode::Generic)
             }
         }
@@ -94,23 +109,58 @@ impl Steering {
 
     /// Detaches the program (also happens on drop and when the process exits).
     pub fn detach(&mut self) {
-        self.link = None;
+        self.links.clear();
     }
 
-    /// Puts an AF_XDP socket into the XSKMAP slot of RX queue `queue`.
-    pub fn set_xsk(&self, queue: u32, fd: RawFd) -> Result<()> {
+    /// Puts the AF_XDP socket of interface `slot`, RX queue `queue` into the XSKMAP.
+    pub fn set_xsk(&self, slot: u32, queue: u32, fd: RawFd) -> Result<()> {
+        anyhow::ensure!(
+            queue < MAX_QUEUES,
+            "queue {queue}: at most {MAX_QUEUES} queues"
+        );
+        let idx = slot * MAX_QUEUES + queue;
         let fd = fd as u32;
         self.skel
             .maps
             .xvs_xsks
-            .update(&queue.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
+            .update(&idx.to_ne_bytes(), &fd.to_ne_bytes(), MapFlags::ANY)
             .with_context(|| {
                 format!("registering the AF_XDP socket of queue {queue} in the XSKMAP")
             })
     }
 
-    pub fn clear_xsk(&self, queue: u32) {
-        let _ = self.skel.maps.xvs_xsks.delete(&queue.to_ne_bytes());
+    /// Steers NAT replies from this real server address and port to the workers.
+    pub fn add_nat_rs(&self, key: &SvcKey) -> Result<()> {
+        self.skel
+            .maps
+            .xvs_nat_rs
+            .update(key.as_bytes(), SvcVal::default().as_bytes(), MapFlags::ANY)
+            .map_err(|e| anyhow!("adding a real server to the NAT reply map: {e}"))
+    }
+
+    pub fn remove_nat_rs(&self, key: &SvcKey) -> Result<()> {
+        self.skel
+            .maps
+            .xvs_nat_rs
+            .delete(key.as_bytes())
+            .map_err(|e| anyhow!("removing a real server from the NAT reply map: {e}"))
+    }
+
+    /// Replaces the set of the director's own addresses.
+    pub fn set_local_addrs(&self, addrs: &[std::net::Ipv4Addr]) -> Result<()> {
+        let map = &self.skel.maps.xvs_local;
+        let want: Vec<[u8; 4]> = addrs.iter().map(|a| a.octets()).collect();
+        let have: Vec<Vec<u8>> = map.keys().collect();
+        for k in &have {
+            if !want.iter().any(|w| w[..] == k[..]) {
+                let _ = map.delete(k);
+            }
+        }
+        for w in &want {
+            map.update(w, &1u32.to_ne_bytes(), MapFlags::ANY)
+                .map_err(|e| anyhow!("updating the local address map: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Starts steering frames for this service to the workers.

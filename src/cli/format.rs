@@ -343,6 +343,7 @@ pub fn format_datapath(d: &DataPathStats) -> String {
         ("xdp_malformed", d.xdp_malformed),
         ("xdp_no_socket", d.xdp_no_socket),
         ("xdp_fragments", d.xdp_fragments),
+        ("nat_conns", d.nat_conns),
     ] {
         let _ = writeln!(out, "{name}: {v}");
     }
@@ -353,6 +354,7 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("tx_frames", w.tx_frames),
             ("new_conns", w.new_conns),
             ("conns", w.conns),
+            ("icmp_frag_needed", w.icmp_frag_needed),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1059,6 +1061,7 @@ TCP  10.0.0.88:80 wrr persistent 600
             xdp_malformed: 2,
             xdp_no_socket: 0,
             xdp_fragments: 1,
+            nat_conns: 5,
             workers: vec![WorkerCounters {
                 queue: 0,
                 bind_mode: "zero-copy".into(),
@@ -1066,6 +1069,7 @@ TCP  10.0.0.88:80 wrr persistent 600
                 tx_frames: 9,
                 new_conns: 2,
                 conns: 1,
+                icmp_frag_needed: 3,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1077,11 +1081,13 @@ xdp_passed: 3
 xdp_malformed: 2
 xdp_no_socket: 0
 xdp_fragments: 1
+nat_conns: 5
 queue 0 (zero-copy):
   rx_frames: 10
   tx_frames: 9
   new_conns: 2
   conns: 1
+  icmp_frag_needed: 3
   truncated: 4
   malformed: 0
 ";

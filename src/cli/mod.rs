@@ -603,6 +603,7 @@ mod tests {
     fn datapath_counters() {
         let o = run_with(&format!("{SOCK} --datapath"), "", |_| {
             Ok(Response::DataPath(crate::model::DataPathStats {
+                nat_conns: 0,
                 interface: "eth0".into(),
                 xdp_mode: "generic".into(),
                 xdp_redirected: 1,

@@ -34,17 +34,6 @@ pub struct ConfigModel {
     pub timeouts: Timeouts,
 }
 
-/// Forwarding methods the data path implements today.
-fn forward_supported(f: Forward) -> Result<(), String> {
-    match f {
-        Forward::Route => Ok(()),
-        Forward::Tunnel => {
-            Err("Forwarding method Tunnel (-i) is not implemented in xvs yet".into())
-        }
-        Forward::Masq => Err("Forwarding method Masq (-m) is not implemented in xvs yet".into()),
-    }
-}
-
 fn check_service_opts(key: &ServiceKey, o: &ServiceOpts) -> Result<(), String> {
     match sched::by_name(&o.scheduler) {
         Ok(_) => {}
@@ -129,7 +118,6 @@ impl ConfigModel {
                 Ok(())
             }
             Request::AddDest { service, dest } => {
-                forward_supported(dest.forward)?;
                 check_thresholds(dest.u_threshold, dest.l_threshold)?;
                 if dest.weight > MAX_WEIGHT {
                     return Err("Illegal weight specified".into());
@@ -157,9 +145,6 @@ impl ConfigModel {
                 Ok(())
             }
             Request::EditDest { service, dest } => {
-                if let Some(f) = dest.forward {
-                    forward_supported(f)?;
-                }
                 if dest.weight.is_some_and(|w| w > MAX_WEIGHT) {
                     return Err("Illegal weight specified".into());
                 }

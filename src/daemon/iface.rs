@@ -10,6 +10,8 @@ pub struct Iface {
     pub mac: [u8; 6],
     /// Number of RX queues: one worker each.
     pub rx_queues: u32,
+    /// IP MTU.
+    pub mtu: u16,
 }
 
 impl Iface {
@@ -30,11 +32,16 @@ impl Iface {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
             .count() as u32;
+        let mtu = std::fs::read_to_string(format!("{sys}/mtu"))
+            .ok()
+            .and_then(|m| m.trim().parse::<u16>().ok())
+            .unwrap_or(1500);
         Ok(Iface {
             name: name.to_string(),
             index,
             mac,
             rx_queues: rx_queues.max(1),
+            mtu,
         })
     }
 }

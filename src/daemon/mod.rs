@@ -8,15 +8,17 @@ pub mod server;
 pub mod state;
 
 use crate::bpf::Steering;
-use crate::forward::Snapshot;
+use crate::forward::{NatConns, PortInfo, Snapshot};
 use crate::model::{DataPathStats, WorkerCounters};
 use crate::packet::DropReason;
+use crate::runtime::{DestRt, NO_PORT};
 use crate::worker::{BindMode, Shared, Worker, WorkerHandle};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use iface::Iface;
 use state::DaemonState;
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -27,7 +29,9 @@ pub const DEFAULT_CONN_MAX: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct DaemonOpts {
-    pub interface: String,
+    /// Interfaces to serve: one for DR, TUN and one-armed NAT; external then internal for a
+    /// two-armed NAT director.
+    pub interfaces: Vec<String>,
     pub socket: PathBuf,
     /// Workers = RX queues served; `None` = all queues.
     pub workers: Option<u32>,
@@ -36,14 +40,16 @@ pub struct DaemonOpts {
 
 /// Everything the control socket needs besides the configuration.
 pub struct DataPathView {
-    pub iface: Iface,
+    pub ifaces: Vec<Iface>,
     pub xdp_mode: String,
     pub steering: Arc<Mutex<Steering>>,
-    pub workers: Vec<(WorkerHandle, BindMode)>,
+    pub workers: Vec<(WorkerHandle, Vec<BindMode>)>,
+    pub nat: Arc<NatConns>,
 }
 
 impl DataPathView {
-    /// Every worker's connection table (each answers between two batches).
+    /// Every connection: each worker's DR/TUN table (answered between two batches) and the
+    /// shared NAT table.
     pub fn connections(&self) -> Vec<crate::model::ConnStatus> {
         let mut out = Vec::new();
         let mut pending = Vec::new();
@@ -58,6 +64,10 @@ impl DataPathView {
                 out.extend(v);
             }
         }
+        let now = crate::clock::now_ms();
+        for i in 0..self.nat.shards() {
+            self.nat.shard(i).for_each(|c| out.push(c.status(now)));
+        }
         out
     }
 
@@ -68,8 +78,17 @@ impl DataPathView {
             .unwrap_or_else(|e| e.into_inner())
             .stats()
             .unwrap_or_default();
+        let nat_conns = (0..self.nat.shards())
+            .map(|i| self.nat.shard(i).len() as u64)
+            .sum();
         DataPathStats {
-            interface: self.iface.name.clone(),
+            interface: self
+                .ifaces
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            nat_conns,
             xdp_mode: self.xdp_mode.clone(),
             xdp_redirected: xdp.redirected,
             xdp_passed: xdp.passed,
@@ -79,18 +98,23 @@ impl DataPathView {
             workers: self
                 .workers
                 .iter()
-                .map(|(h, mode)| {
+                .map(|(h, modes)| {
                     let c = h.stats.read();
                     WorkerCounters {
                         queue: h.queue,
-                        bind_mode: match mode {
-                            BindMode::ZeroCopy => "zero-copy".into(),
-                            BindMode::Copy => "copy".into(),
-                        },
+                        bind_mode: modes
+                            .iter()
+                            .map(|m| match m {
+                                BindMode::ZeroCopy => "zero-copy",
+                                BindMode::Copy => "copy",
+                            })
+                            .collect::<Vec<_>>()
+                            .join(","),
                         rx_frames: c.rx_frames,
                         tx_frames: c.tx_frames,
                         new_conns: c.new_conns,
                         conns: h.stats.conns.load(Relaxed),
+                        icmp_frag_needed: c.icmp_frag_needed,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
@@ -102,33 +126,76 @@ impl DataPathView {
     }
 }
 
-/// Copies the kernel's neighbour entries into the real servers, and asks the kernel to
-/// resolve missing ones (at most every 500 ms per address: ARP has its own retries).
-fn refresh_neighbours(
-    neigh: &mut neigh::Neighbours,
-    ifindex: u32,
-    dests: &[Arc<crate::runtime::DestRt>],
-    last_trigger: &mut HashMap<std::net::Ipv4Addr, Instant>,
-) {
-    let table = match neigh.dump(ifindex) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!("reading the neighbour table: {e:#}");
-            return;
+/// Keeps the real servers' next hops current: the kernel's route to each (which of our
+/// interfaces, which gateway, which source address for TUN) and the next hop's MAC from the
+/// neighbour table, asking the kernel to resolve missing entries.
+struct Resolver {
+    neigh: neigh::Neighbours,
+    /// ifindex of each port, in port order.
+    port_ifindex: Vec<u32>,
+    routes: HashMap<Ipv4Addr, (Instant, Option<neigh::RouteInfo>)>,
+    last_trigger: HashMap<(u32, Ipv4Addr), Instant>,
+}
+
+/// How long a route lookup stays valid before it is asked again.
+const ROUTE_TTL: Duration = Duration::from_secs(5);
+
+impl Resolver {
+    fn route(&mut self, rip: Ipv4Addr) -> Option<neigh::RouteInfo> {
+        if let Some((at, r)) = self.routes.get(&rip) {
+            if at.elapsed() < ROUTE_TTL && r.is_some() {
+                return *r;
+            }
         }
-    };
-    for d in dests {
-        d.wants_resolution.store(false, Relaxed);
-        match table.get(&d.addr) {
-            Some(mac) => d.set_mac(Some(*mac)),
-            None => {
-                let due = last_trigger
-                    .get(&d.addr)
-                    .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
-                if due {
-                    last_trigger.insert(d.addr, Instant::now());
-                    if let Err(e) = neigh.trigger(ifindex, d.addr) {
-                        tracing::warn!(rs = %d.addr, "neighbour resolution: {e:#}");
+        let r = match self.neigh.route_get(rip) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(rs = %rip, "route lookup: {e:#}");
+                None
+            }
+        };
+        self.routes.insert(rip, (Instant::now(), r));
+        r
+    }
+
+    fn refresh(&mut self, dests: &[Arc<DestRt>]) {
+        let table = match self.neigh.dump_all() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("reading the neighbour table: {e:#}");
+                return;
+            }
+        };
+        for d in dests {
+            d.wants_resolution.store(false, Relaxed);
+            let Some(r) = self.route(d.addr) else {
+                d.set_mac(None);
+                continue;
+            };
+            let Some(port) = self.port_ifindex.iter().position(|&i| i == r.oif) else {
+                // The kernel routes this server through an interface xvsd does not serve.
+                d.egress.store(NO_PORT, Relaxed);
+                d.set_mac(None);
+                continue;
+            };
+            d.egress.store(port as u32, Relaxed);
+            if let Some(src) = r.prefsrc {
+                d.tun_src.store(u32::from(src), Relaxed);
+            }
+            let hop = r.next_hop(d.addr);
+            match table.get(&(r.oif, hop)) {
+                Some(mac) => d.set_mac(Some(*mac)),
+                None => {
+                    d.set_mac(None);
+                    let due = self
+                        .last_trigger
+                        .get(&(r.oif, hop))
+                        .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+                    if due {
+                        self.last_trigger.insert((r.oif, hop), Instant::now());
+                        if let Err(e) = self.neigh.trigger(r.oif, hop) {
+                            tracing::warn!(rs = %d.addr, next_hop = %hop, "neighbour resolution: {e:#}");
+                        }
                     }
                 }
             }
@@ -138,20 +205,34 @@ fn refresh_neighbours(
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOpts) -> Result<()> {
-    let iface = Iface::lookup(&opts.interface)?;
+    if opts.interfaces.is_empty() {
+        bail!("at least one --interface is needed");
+    }
+    if opts.interfaces.len() > crate::forward::MAX_PORTS.min(crate::bpf::MAX_IFACES as usize) {
+        bail!("at most {} interfaces", crate::forward::MAX_PORTS);
+    }
+    let ifaces: Vec<Iface> = opts
+        .interfaces
+        .iter()
+        .map(|n| Iface::lookup(n))
+        .collect::<Result<_>>()?;
+    let queues = ifaces.iter().map(|i| i.rx_queues).min().unwrap_or(1);
+    if ifaces.iter().any(|i| i.rx_queues != queues) {
+        tracing::warn!(
+            "interfaces have different RX queue counts; serving queues 0..{queues} of each: \
+             service traffic on higher queues goes to the kernel"
+        );
+    }
     let nworkers = match opts.workers {
-        None => iface.rx_queues,
+        None => queues,
         Some(0) => bail!("--workers must be at least 1"),
-        Some(n) if n > iface.rx_queues => bail!(
-            "--workers {n}: {} has only {} RX queue(s); one worker serves one queue",
-            iface.name,
-            iface.rx_queues
-        ),
+        Some(n) if n > queues => {
+            bail!("--workers {n}: only {queues} RX queue(s) to serve; one worker serves one queue")
+        }
         Some(n) => {
-            if n < iface.rx_queues {
+            if n < queues {
                 tracing::warn!(
-                    "serving {n} of {} RX queues: service traffic arriving on the others goes to the kernel",
-                    iface.rx_queues
+                    "serving {n} of {queues} RX queues: service traffic arriving on the others goes to the kernel"
                 );
             }
             n
@@ -164,22 +245,41 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     }
 
     let mut steering = Steering::load()?;
-    let mode = steering.attach(iface.index, &iface.name)?;
-    tracing::info!(interface = %iface.name, ifindex = iface.index, mode = %mode, queues = iface.rx_queues, "XDP steering program attached");
+    let mut modes = Vec::new();
+    for (slot, i) in ifaces.iter().enumerate() {
+        let mode = steering.attach(slot as u32, i.index, &i.name)?;
+        tracing::info!(interface = %i.name, ifindex = i.index, mode = %mode, queues = i.rx_queues, mtu = i.mtu, "XDP steering program attached");
+        modes.push(mode.to_string());
+    }
 
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(Snapshot::default()),
         stop: AtomicBool::new(false),
     });
     let per_worker = (opts.conn_max / nworkers as usize).max(1);
+    let nat = Arc::new(NatConns::with_capacity(opts.conn_max));
+    let ports: Vec<(String, PortInfo)> = ifaces
+        .iter()
+        .map(|i| {
+            (
+                i.name.clone(),
+                PortInfo {
+                    mac: i.mac,
+                    mtu: i.mtu,
+                },
+            )
+        })
+        .collect();
     let mut threads = Vec::new();
     let mut handles = Vec::new();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     for q in 0..nworkers {
-        let (w, h) = Worker::new(&iface.name, q, iface.mac, per_worker, shared.clone())?;
-        steering.set_xsk(q, w.fd())?;
-        tracing::info!(queue = q, mode = ?w.mode, "AF_XDP socket bound");
-        handles.push((h, w.mode));
+        let (w, h) = Worker::new(&ports, q, per_worker, nat.clone(), shared.clone())?;
+        for (slot, fd) in w.fds().into_iter().enumerate() {
+            steering.set_xsk(slot as u32, q, fd)?;
+        }
+        tracing::info!(queue = q, modes = ?w.modes, "AF_XDP sockets bound");
+        handles.push((h, w.modes.clone()));
         let core = cores.get(q as usize % cores.len().max(1)).copied();
         threads.push(
             std::thread::Builder::new()
@@ -195,17 +295,17 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     }
 
     let steering = Arc::new(Mutex::new(steering));
-    let steer_for_state = state::SharedSteer(steering.clone());
     let state = Arc::new(Mutex::new(DaemonState::new(
         shared.clone(),
-        Box::new(steer_for_state),
+        Box::new(state::SharedSteer(steering.clone())),
         (per_worker * nworkers as usize) as u64,
     )));
     let view = Arc::new(DataPathView {
-        iface: iface.clone(),
-        xdp_mode: mode.to_string(),
+        ifaces: ifaces.clone(),
+        xdp_mode: modes.join(","),
         steering: steering.clone(),
         workers: handles,
+        nat,
     });
     let listener = server::bind(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
@@ -217,10 +317,16 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             .context("spawning the control thread")?;
     }
 
-    // Housekeeping: neighbour resolution, until a signal arrives.
-    let mut neigh = neigh::Neighbours::open()?;
+    // Housekeeping until a signal arrives: next hops, local addresses, timers.
+    let mut resolver = Resolver {
+        neigh: neigh::Neighbours::open()?,
+        port_ifindex: ifaces.iter().map(|i| i.index).collect(),
+        routes: HashMap::new(),
+        last_trigger: HashMap::new(),
+    };
+    let mut local_neigh = neigh::Neighbours::open()?;
+    let mut local: Vec<Ipv4Addr> = Vec::new();
     let mut last_full = Instant::now() - Duration::from_secs(60);
-    let mut last_trigger: HashMap<std::net::Ipv4Addr, Instant> = HashMap::new();
     let mut last_tick = Instant::now();
     let mut ticks: u64 = 0;
     while !stop.load(Relaxed) {
@@ -234,6 +340,26 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .unwrap_or_else(|e| e.into_inner())
                 .tick(crate::clock::now_ms(), ticks % 2 == 0);
         }
+        if ticks % 5 == 0 || local.is_empty() {
+            // The director's own addresses: NAT-reply steering must leave their traffic
+            // (health checks, management) to the kernel.
+            match local_neigh.local_addrs() {
+                Ok(mut a) => {
+                    a.sort();
+                    if a != local {
+                        if let Err(e) = steering
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .set_local_addrs(&a)
+                        {
+                            tracing::warn!("{e:#}");
+                        }
+                        local = a;
+                    }
+                }
+                Err(e) => tracing::warn!("listing local addresses: {e:#}"),
+            }
+        }
         let dests = state.lock().unwrap_or_else(|e| e.into_inner()).dests();
         // Refresh every second; every 50 ms while some server's MAC is missing or a worker
         // asked for it, so that a newly added server is usable within milliseconds.
@@ -244,7 +370,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             continue;
         }
         last_full = Instant::now();
-        refresh_neighbours(&mut neigh, iface.index, &dests, &mut last_trigger);
+        resolver.refresh(&dests);
     }
 
     tracing::info!("stopping");

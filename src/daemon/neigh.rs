@@ -9,14 +9,31 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
+
+/// What `ip route get` says about a destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub oif: u32,
+    pub gateway: Option<Ipv4Addr>,
+    pub prefsrc: Option<Ipv4Addr>,
+}
+
+impl RouteInfo {
+    /// The address whose MAC a frame to the destination needs.
+    pub fn next_hop(&self, dst: Ipv4Addr) -> Ipv4Addr {
+        self.gateway.unwrap_or(dst)
+    }
+}
 
 pub struct Neighbours {
     sock: Socket,
@@ -99,8 +116,105 @@ impl Neighbours {
         bail!("rtnetlink reply did not end")
     }
 
+    /// The kernel's route to `dst` (`ip route get`): output interface, gateway if any, and
+    /// the preferred source address.
+    pub fn route_get(&mut self, dst: Ipv4Addr) -> Result<RouteInfo> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.destination_prefix_length = 32;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let seq = self.send(NLM_F_REQUEST, RouteNetlinkMessage::GetRoute(msg))?;
+        let mut info = None;
+        self.recv_until_done_or_one(seq, |m| {
+            if let RouteNetlinkMessage::NewRoute(r) = m {
+                let mut ri = RouteInfo::default();
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Oif(i) => ri.oif = *i,
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => ri.gateway = Some(*g),
+                        RouteAttribute::PrefSource(RouteAddress::Inet(p)) => ri.prefsrc = Some(*p),
+                        _ => {}
+                    }
+                }
+                info = Some(ri);
+            }
+        })
+        .with_context(|| format!("looking up the route to {dst}"))?;
+        info.with_context(|| format!("no route to {dst}"))
+    }
+
+    /// Every IPv4 address configured on this host (namespace).
+    pub fn local_addrs(&mut self) -> Result<Vec<Ipv4Addr>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let seq = self.send(
+            NLM_F_REQUEST | NLM_F_DUMP,
+            RouteNetlinkMessage::GetAddress(msg),
+        )?;
+        let mut out = Vec::new();
+        self.recv_until_done(seq, |m| {
+            if let RouteNetlinkMessage::NewAddress(a) = m {
+                for at in &a.attributes {
+                    if let AddressAttribute::Local(std::net::IpAddr::V4(v4))
+                    | AddressAttribute::Address(std::net::IpAddr::V4(v4)) = at
+                    {
+                        if !out.contains(v4) {
+                            out.push(*v4);
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Like `recv_until_done`, but a non-dump request ends after its one answer.
+    fn recv_until_done_or_one(
+        &mut self,
+        seq: u32,
+        mut f: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = self
+            .sock
+            .recv(&mut &mut buf[..], 0)
+            .context("reading rtnetlink reply")?;
+        let mut off = 0;
+        while off < n {
+            let msg: NetlinkMessage<RouteNetlinkMessage> =
+                NetlinkMessage::deserialize(&buf[off..n]).context("decoding rtnetlink reply")?;
+            let len = msg.header.length as usize;
+            if msg.header.sequence_number == seq {
+                match msg.payload {
+                    NetlinkPayload::Error(e) if e.code.is_some() => bail!("rtnetlink error: {e}"),
+                    NetlinkPayload::InnerMessage(m) => f(m),
+                    _ => {}
+                }
+            }
+            if len == 0 {
+                break;
+            }
+            off += len;
+        }
+        Ok(())
+    }
+
+    /// Resolved IPv4 neighbours on every interface: (ifindex, address) -> MAC.
+    pub fn dump_all(&mut self) -> Result<HashMap<(u32, Ipv4Addr), [u8; 6]>> {
+        self.dump_filtered(None)
+    }
+
     /// Resolved IPv4 neighbours on `ifindex`: address -> MAC.
     pub fn dump(&mut self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>> {
+        Ok(self
+            .dump_filtered(Some(ifindex))?
+            .into_iter()
+            .map(|((_, ip), mac)| (ip, mac))
+            .collect())
+    }
+
+    fn dump_filtered(&mut self, only: Option<u32>) -> Result<HashMap<(u32, Ipv4Addr), [u8; 6]>> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Inet;
         let seq = self.send(
@@ -112,9 +226,10 @@ impl Neighbours {
             let RouteNetlinkMessage::NewNeighbour(n) = m else {
                 return;
             };
-            if n.header.ifindex != ifindex {
+            if only.is_some_and(|i| i != n.header.ifindex) {
                 return;
             }
+            let ifindex = n.header.ifindex;
             let usable = matches!(
                 n.header.state,
                 NeighbourState::Reachable
@@ -141,7 +256,7 @@ impl Neighbours {
                 }
             }
             if let (Some(ip), Some(mac)) = (ip, mac) {
-                out.insert(ip, mac);
+                out.insert((ifindex, ip), mac);
             }
         })?;
         Ok(out)

@@ -18,6 +18,9 @@ use std::sync::Arc;
 pub trait ServiceSteer {
     fn add(&self, key: &ServiceKey) -> Result<()>;
     fn remove(&self, key: &ServiceKey) -> Result<()>;
+    /// NAT: steer replies from this real server (protocol, RIP, rport) to the workers.
+    fn add_nat_rs(&self, key: &ServiceKey) -> Result<()>;
+    fn remove_nat_rs(&self, key: &ServiceKey) -> Result<()>;
 }
 
 impl ServiceSteer for crate::bpf::Steering {
@@ -27,11 +30,19 @@ impl ServiceSteer for crate::bpf::Steering {
     fn remove(&self, key: &ServiceKey) -> Result<()> {
         self.remove_service(&SvcKey::new(key))
     }
+    fn add_nat_rs(&self, key: &ServiceKey) -> Result<()> {
+        crate::bpf::Steering::add_nat_rs(self, &SvcKey::new(key))
+    }
+    fn remove_nat_rs(&self, key: &ServiceKey) -> Result<()> {
+        crate::bpf::Steering::remove_nat_rs(self, &SvcKey::new(key))
+    }
 }
 
 pub struct DaemonState {
     pub model: ConfigModel,
     rt: HashMap<ServiceKey, Arc<ServiceRt>>,
+    /// NAT real servers whose replies the XDP program steers, as (proto, RIP, rport).
+    nat_rs: std::collections::HashSet<ServiceKey>,
     shared: Arc<Shared>,
     steer: Box<dyn ServiceSteer + Send>,
     /// Total connection capacity over all workers (ipvsadm's "size=").
@@ -47,6 +58,7 @@ impl DaemonState {
         DaemonState {
             model: ConfigModel::default(),
             rt: HashMap::new(),
+            nat_rs: Default::default(),
             shared,
             steer,
             conn_capacity,
@@ -198,6 +210,8 @@ impl DaemonState {
                     })
                     .collect();
                 let core = &mut *core;
+                rt.has_nat
+                    .store(dests.iter().any(|d| d.forward == Forward::Masq), Relaxed);
                 core.dests = dests;
                 core.sched.update(&core.dests);
                 let persist = sc.opts.persistent.map(|secs| Persistence {
@@ -216,6 +230,28 @@ impl DaemonState {
                 self.steer.add(k)?;
             }
         }
+        let nat_rs: std::collections::HashSet<ServiceKey> = self
+            .model
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.dests
+                    .iter()
+                    .filter(|d| d.forward == Forward::Masq)
+                    .map(move |d| ServiceKey {
+                        proto: s.key.proto,
+                        addr: d.addr,
+                        port: d.port,
+                    })
+            })
+            .collect();
+        for k in nat_rs.difference(&self.nat_rs) {
+            self.steer.add_nat_rs(k)?;
+        }
+        for k in self.nat_rs.difference(&nat_rs) {
+            self.steer.remove_nat_rs(k)?;
+        }
+        self.nat_rs = nat_rs;
         for (k, rt) in &self.rt {
             if !next.contains_key(k) {
                 self.steer.remove(k)?;
@@ -319,6 +355,12 @@ mod tests {
             self.0.lock().unwrap().retain(|k| k != key);
             Ok(())
         }
+        fn add_nat_rs(&self, _key: &ServiceKey) -> Result<()> {
+            Ok(())
+        }
+        fn remove_nat_rs(&self, _key: &ServiceKey) -> Result<()> {
+            Ok(())
+        }
     }
 
     fn key() -> ServiceKey {
@@ -403,5 +445,11 @@ impl ServiceSteer for SharedSteer {
     }
     fn remove(&self, key: &ServiceKey) -> Result<()> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
+    }
+    fn add_nat_rs(&self, key: &ServiceKey) -> Result<()> {
+        ServiceSteer::add_nat_rs(&*self.0.lock().unwrap_or_else(|e| e.into_inner()), key)
+    }
+    fn remove_nat_rs(&self, key: &ServiceKey) -> Result<()> {
+        ServiceSteer::remove_nat_rs(&*self.0.lock().unwrap_or_else(|e| e.into_inner()), key)
     }
 }

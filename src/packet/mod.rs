@@ -3,6 +3,7 @@
 //! Each header is a view over a caller-owned buffer with a checked constructor: once
 //! `new_checked` succeeds, no accessor panics. The data path never copies a frame.
 
+pub mod csum;
 pub mod ethernet;
 pub mod ipv4;
 pub mod l4;
@@ -34,10 +35,12 @@ pub enum DropReason {
     TxFull,
     /// A TCP segment without SYN for an unknown connection (IPVS schedules only on SYN).
     NoConn,
+    /// TUN: the encapsulated packet would exceed the egress MTU and DF is clear.
+    TooBig,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
         DropReason::Malformed,
@@ -49,6 +52,7 @@ impl DropReason {
         DropReason::TableFull,
         DropReason::TxFull,
         DropReason::NoConn,
+        DropReason::TooBig,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +67,7 @@ impl DropReason {
             DropReason::TableFull => "table_full",
             DropReason::TxFull => "tx_full",
             DropReason::NoConn => "no_conn",
+            DropReason::TooBig => "too_big",
         }
     }
 }
