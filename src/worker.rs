@@ -157,7 +157,16 @@ fn bind(umem: &Umem, ifname: &str, queue: u32) -> Result<(Port, BindMode)> {
         // SAFETY: each (interface, queue) pair is bound once; sharing the UMEM across
         // different interfaces gives every socket its own fill and completion rings.
         match unsafe { Socket::new(cfg, umem, &iface, queue) } {
-            Ok((tx, rx, Some((fq, cq)))) => return Ok((Port { fq, cq, tx, rx }, mode)),
+            Ok((tx, rx, Some((fq, cq)))) => {
+                // With a UMEM shared across devices the kernel may accept the zero-copy
+                // request yet run in copy mode: ask it what it actually does.
+                let actual = match zero_copy_in_use(rx.fd().as_raw_fd()) {
+                    Some(true) => BindMode::ZeroCopy,
+                    Some(false) => BindMode::Copy,
+                    None => mode,
+                };
+                return Ok((Port { fq, cq, tx, rx }, actual));
+            }
             Ok(_) => {
                 return Err(anyhow::anyhow!(
                     "AF_XDP socket on {ifname} queue {queue} came without fill/completion rings"
@@ -169,6 +178,26 @@ fn bind(umem: &Umem, ifname: &str, queue: u32) -> Result<(Port, BindMode)> {
     Err(anyhow::anyhow!(
         "creating the AF_XDP socket on {ifname} queue {queue}: {last_err:?}"
     ))
+}
+
+/// `getsockopt(XDP_OPTIONS)`: whether the socket runs in zero-copy mode.
+fn zero_copy_in_use(fd: RawFd) -> Option<bool> {
+    const SOL_XDP: libc::c_int = 283;
+    const XDP_OPTIONS: libc::c_int = 8;
+    const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+    let mut flags: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: flags and len are valid for writing and len holds flags' size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            SOL_XDP,
+            XDP_OPTIONS,
+            &mut flags as *mut u32 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(flags & XDP_OPTIONS_ZEROCOPY != 0)
 }
 
 impl Worker {

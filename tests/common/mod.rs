@@ -46,6 +46,11 @@ fn run(cmd: &mut Command) -> Output {
 impl Lab {
     /// Brings the harness up with `rs` real servers and `queues` director queues.
     pub fn up(prefix: &str, rs: u32, queues: u32) -> Lab {
+        Self::up_topology(prefix, "dr", rs, queues)
+    }
+
+    /// Like `up` with a `--topology` (dr, nat2, nat1, tun).
+    pub fn up_topology(prefix: &str, topology: &str, rs: u32, queues: u32) -> Lab {
         require_root();
         let lab = Lab {
             prefix: prefix.to_string(),
@@ -55,13 +60,8 @@ impl Lab {
         };
         let out = run(Command::new("bash")
             .arg(root().join("scripts/harness.sh"))
-            .args([
-                "up",
-                "--rs",
-                &rs.to_string(),
-                "--queues",
-                &queues.to_string(),
-            ])
+            .args(["up", "--topology", topology, "--rs", &rs.to_string()])
+            .args(["--queues", &queues.to_string()])
             .env("XVS_NS_PREFIX", prefix));
         assert!(
             out.status.success(),
@@ -77,14 +77,21 @@ impl Lab {
 
     /// Starts xvsd on the director's eth0 and waits for its control socket.
     pub fn start_xvsd(&mut self, extra: &[&str]) {
+        let mut args = vec!["--interface", "eth0"];
+        args.extend_from_slice(extra);
+        self.start_xvsd_args(&args);
+    }
+
+    /// Starts xvsd with exactly these arguments (plus the socket) in the director namespace.
+    pub fn start_xvsd_args(&mut self, args: &[&str]) {
         let _ = std::fs::remove_file(&self.socket);
         let log = std::fs::File::create(&self.log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns("dir")])
             .arg(env!("CARGO_BIN_EXE_xvsd"))
-            .args(["--interface", "eth0", "--socket"])
+            .args(args)
+            .arg("--socket")
             .arg(&self.socket)
-            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -178,6 +185,17 @@ impl Lab {
     /// or an empty string on failure.
     pub fn curl(&self, url: &str) -> String {
         let o = self.exec("client", &["curl", "-s", "--max-time", "3", url]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// One UDP request/response from the client; the reply text, or "" on timeout.
+    pub fn udp(&self, addr: &str, port: u16) -> String {
+        let py = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3)\n\
+             s.sendto(b'q',('{addr}',{port}))\ntry: print(s.recvfrom(100)[0].decode().strip())\n\
+             except Exception: print('')"
+        );
+        let o = self.exec("client", &["python3", "-c", &py]);
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
