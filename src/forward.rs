@@ -114,6 +114,18 @@ impl NatConns {
     }
 }
 
+/// Swaps source and destination MAC and sends the frame back.
+fn reflect(buf: &mut [u8], len: usize, in_port: u8) -> Verdict {
+    if len < 12 {
+        return Verdict::Drop(DropReason::Truncated);
+    }
+    let mut dst = [0u8; 6];
+    dst.copy_from_slice(&buf[6..12]);
+    buf.copy_within(0..6, 6);
+    buf[0..6].copy_from_slice(&dst);
+    Verdict::Tx(in_port)
+}
+
 fn count_new(counters: &mut FwdCounters, worker_id: usize, c: Option<&Conn>) {
     counters.new_conns += 1;
     if let Some(c) = c {
@@ -131,6 +143,9 @@ pub struct Forwarder {
     pub ports: [PortInfo; MAX_PORTS],
     pub counters: FwdCounters,
     sweep_shard: usize,
+    /// Benchmark reference mode (`xvsd --reflect`): every frame goes back out of the port it
+    /// came in on with its MACs swapped, with no parsing or load balancing: the I/O ceiling.
+    pub reflect: bool,
 }
 
 impl Forwarder {
@@ -151,6 +166,7 @@ impl Forwarder {
             ports: p,
             counters: FwdCounters::default(),
             sweep_shard: worker_id,
+            reflect: false,
         }
     }
 
@@ -166,6 +182,10 @@ impl Forwarder {
         now_ms: u64,
     ) -> Verdict {
         self.counters.rx_frames += 1;
+        if self.reflect {
+            self.counters.tx_frames += 1;
+            return reflect(buf, *len, in_port);
+        }
         let v = self.process_inner(buf, len, in_port, snap, now_ms);
         match v {
             Verdict::Tx(_) => self.counters.tx_frames += 1,

@@ -208,6 +208,7 @@ impl Worker {
         conn_capacity: usize,
         nat: Arc<NatConns>,
         shared: Arc<Shared>,
+        reflect: bool,
     ) -> Result<(Worker, WorkerHandle)> {
         assert!(!ifaces.is_empty() && ifaces.len() <= MAX_PORTS);
         let ring = QueueSize::new(RING_SIZE).expect("power of two");
@@ -242,6 +243,8 @@ impl Worker {
         }
 
         let infos: Vec<PortInfo> = ifaces.iter().map(|(_, i)| *i).collect();
+        let mut fwd = Forwarder::new(queue as usize, conn_capacity, &infos, nat);
+        fwd.reflect = reflect;
         let stats = Arc::new(CachePadded::new(WorkerStats::default()));
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let inbox_flag = Arc::new(AtomicBool::new(false));
@@ -257,7 +260,7 @@ impl Worker {
                 umem,
                 ports,
                 free,
-                fwd: Forwarder::new(queue as usize, conn_capacity, &infos, nat),
+                fwd,
                 shared,
                 stats,
                 modes,

@@ -21,6 +21,10 @@ struct Args {
     /// Connection table capacity over all workers; new connections beyond it are refused.
     #[arg(long, default_value_t = xvs::daemon::DEFAULT_CONN_MAX)]
     conn_max: usize,
+    /// Benchmark reference mode: send every service frame straight back with its MACs
+    /// swapped (no load balancing), to measure the AF_XDP I/O ceiling. Not for production.
+    #[arg(long)]
+    reflect: bool,
 }
 
 fn main() {
@@ -36,6 +40,7 @@ fn main() {
         socket: PathBuf::from(proto::socket_path(a.socket.as_deref())),
         workers: a.workers,
         conn_max: a.conn_max,
+        reflect: a.reflect,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

@@ -36,6 +36,8 @@ pub struct DaemonOpts {
     /// Workers = RX queues served; `None` = all queues.
     pub workers: Option<u32>,
     pub conn_max: usize,
+    /// Benchmark reference: reflect every steered frame back (see `Forwarder::reflect`).
+    pub reflect: bool,
 }
 
 /// Everything the control socket needs besides the configuration.
@@ -239,6 +241,11 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         }
     };
 
+    if opts.reflect {
+        tracing::warn!(
+            "--reflect: benchmark mode, every steered frame is sent back with its MACs swapped"
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
@@ -274,7 +281,14 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     let mut handles = Vec::new();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     for q in 0..nworkers {
-        let (w, h) = Worker::new(&ports, q, per_worker, nat.clone(), shared.clone())?;
+        let (w, h) = Worker::new(
+            &ports,
+            q,
+            per_worker,
+            nat.clone(),
+            shared.clone(),
+            opts.reflect,
+        )?;
         for (slot, fd) in w.fds().into_iter().enumerate() {
             steering.set_xsk(slot as u32, q, fd)?;
         }
