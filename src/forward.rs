@@ -126,14 +126,6 @@ fn reflect(buf: &mut [u8], len: usize, in_port: u8) -> Verdict {
     Verdict::Tx(in_port)
 }
 
-fn count_new(counters: &mut FwdCounters, worker_id: usize, c: Option<&Conn>) {
-    counters.new_conns += 1;
-    if let Some(c) = c {
-        c.svc.stats.add_conn(worker_id);
-        c.dest.stats.add_conn(worker_id);
-    }
-}
-
 pub struct Forwarder {
     /// Which stats slot this worker writes (see stats.rs).
     pub worker_id: usize,
@@ -215,18 +207,35 @@ impl Forwarder {
             Err(r) => return Verdict::Drop(r),
         };
         let k = flow.key;
+        // Split the borrows: the NAT shard guard borrows `nat` while `cx` is written.
+        let Forwarder {
+            worker_id,
+            conns,
+            nat,
+            ports,
+            counters,
+            ..
+        } = self;
+        let mut cx = Cx {
+            worker_id: *worker_id,
+            ports,
+            counters,
+            buf,
+            flow: &flow,
+            in_port,
+            snap,
+            now_ms,
+        };
 
         // 1. An established DR/TUN connection of this worker.
-        if let Some(slot) = self.conns.lookup(&k) {
-            let dead = self
-                .conns
-                .get(slot)
-                .is_none_or(|c| c.svc.deleted.load(Relaxed));
-            if !dead {
-                return self.forward_local(slot, buf, len, &flow, in_port, snap, now_ms);
+        if let Some(slot) = conns.lookup(&k) {
+            if let Some(conn) = conns.get_mut(slot) {
+                if !conn.svc.deleted.load(Relaxed) {
+                    return cx.forward_local(conn, len);
+                }
             }
             // A deleted service's connections die with it (IPVS flushes them).
-            self.conns.remove(slot);
+            conns.remove(slot);
         }
 
         // 2. Addressed to a virtual service: an existing NAT connection or a new one.
@@ -237,54 +246,60 @@ impl Forwarder {
             .or_else(|| snap.services.get(&service_lookup_key(k.daddr, 0, k.proto)));
         if let Some(svc) = svc {
             if svc.has_nat.load(Relaxed) {
-                let nat = self.nat.clone();
                 let mut shard = nat.shard(NatConns::shard_of(k.saddr, k.sport));
                 if let Some((slot, false)) = shard.find(&k) {
-                    if shard
-                        .get(slot)
-                        .is_some_and(|c| !c.svc.deleted.load(Relaxed))
-                    {
-                        return self.nat_request(&mut shard, slot, buf, &flow, snap, now_ms);
+                    if let Some(conn) = shard.get_mut(slot) {
+                        if !conn.svc.deleted.load(Relaxed) {
+                            return cx.nat_request(conn);
+                        }
                     }
                     shard.remove(slot);
                 }
             }
-            return self.new_conn(svc, buf, len, &flow, in_port, snap, now_ms);
+            return cx.new_conn(svc, conns, nat, len);
         }
 
         // 3. A NAT reply from a real server (steered here by the XDP reply map).
-        let nat = self.nat.clone();
         let mut shard = nat.shard(NatConns::shard_of(k.daddr, k.dport));
         if let Some((slot, true)) = shard.find(&k) {
-            if shard
-                .get(slot)
-                .is_some_and(|c| !c.svc.deleted.load(Relaxed))
-            {
-                return self.nat_reply(&mut shard, slot, buf, &flow, snap, now_ms);
+            if let Some(conn) = shard.get_mut(slot) {
+                if !conn.svc.deleted.load(Relaxed) {
+                    return cx.nat_reply(conn);
+                }
             }
             shard.remove(slot);
         }
         Verdict::Drop(DropReason::NoService)
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
+/// What handling one frame needs, borrowed apart from the connection tables.
+struct Cx<'a> {
+    worker_id: usize,
+    ports: &'a [PortInfo; MAX_PORTS],
+    counters: &'a mut FwdCounters,
+    buf: &'a mut [u8],
+    flow: &'a Flow,
+    in_port: u8,
+    snap: &'a Snapshot,
+    now_ms: u64,
+}
+
+impl Cx<'_> {
     fn new_conn(
         &mut self,
         svc: &Arc<ServiceRt>,
-        buf: &mut [u8],
+        conns: &mut ConnTable,
+        nat: &NatConns,
         len: &mut usize,
-        flow: &Flow,
-        in_port: u8,
-        snap: &Snapshot,
-        now_ms: u64,
     ) -> Verdict {
-        let k = flow.key;
+        let k = self.flow.key;
         let is_tcp = k.proto == ipv4::PROTO_TCP;
         // IPVS creates TCP connections only on SYN (sloppy_tcp off).
-        if is_tcp && flow.tcp_flags & tcp_flags::SYN == 0 {
+        if is_tcp && self.flow.tcp_flags & tcp_flags::SYN == 0 {
             return Verdict::Drop(DropReason::NoConn);
         }
-        let Some((dest, tpl)) = svc.schedule(&k, now_ms) else {
+        let Some((dest, tpl)) = svc.schedule(&k, self.now_ms) else {
             return Verdict::Drop(DropReason::NoDest);
         };
         let state = if is_tcp {
@@ -293,7 +308,7 @@ impl Forwarder {
             ConnState::Udp
         };
         let mut client_mac = [0u8; 6];
-        client_mac.copy_from_slice(&buf[6..12]);
+        client_mac.copy_from_slice(&self.buf[6..12]);
         let masq = dest.forward == Forward::Masq;
         let reply_key = masq.then(|| FlowKey {
             saddr: u32::from(dest.addr),
@@ -305,28 +320,48 @@ impl Forwarder {
         let conn = Conn {
             key: k,
             state,
-            expires_ms: now_ms,
+            expires_ms: self.now_ms,
             svc: svc.clone(),
             dest,
             tpl,
             reply_key,
             client_mac,
-            in_port,
+            in_port: self.in_port,
         };
         if masq {
-            let nat = self.nat.clone();
             let mut shard = nat.shard(NatConns::shard_of(k.saddr, k.sport));
             let Ok(slot) = shard.insert(conn) else {
                 return Verdict::Drop(DropReason::TableFull);
             };
-            count_new(&mut self.counters, self.worker_id, shard.get(slot));
-            return self.nat_request(&mut shard, slot, buf, flow, snap, now_ms);
+            let Some(c) = shard.get_mut(slot) else {
+                return Verdict::Drop(DropReason::NoConn);
+            };
+            self.count_new(c);
+            return self.nat_request(c);
         }
-        let Ok(slot) = self.conns.insert(conn) else {
+        let Ok(slot) = conns.insert(conn) else {
             return Verdict::Drop(DropReason::TableFull);
         };
-        count_new(&mut self.counters, self.worker_id, self.conns.get(slot));
-        self.forward_local(slot, buf, len, flow, in_port, snap, now_ms)
+        let Some(c) = conns.get_mut(slot) else {
+            return Verdict::Drop(DropReason::NoConn);
+        };
+        self.count_new(c);
+        self.forward_local(c, len)
+    }
+
+    fn count_new(&mut self, c: &Conn) {
+        self.counters.new_conns += 1;
+        c.svc.stats.add_conn(self.worker_id);
+        c.dest.stats.add_conn(self.worker_id);
+    }
+
+    /// Updates state and expiry of `conn` for this packet.
+    fn track(&self, conn: &mut Conn, dir: Direction) {
+        if self.flow.key.proto == ipv4::PROTO_TCP {
+            let next = tcp_transition(conn.state, self.flow.tcp_flags, dir);
+            conn.set_state(next);
+        }
+        conn.expires_ms = self.now_ms + self.snap.timeouts.get(conn.state);
     }
 
     /// Where frames to `dest` leave, and with which MACs; `None` while unresolved.
@@ -343,121 +378,76 @@ impl Forwarder {
     }
 
     /// DR and TUN: client-to-server packets only (IPVS's input-only state table).
-    #[allow(clippy::too_many_arguments)]
-    fn forward_local(
-        &mut self,
-        slot: u32,
-        buf: &mut [u8],
-        len: &mut usize,
-        flow: &Flow,
-        in_port: u8,
-        snap: &Snapshot,
-        now_ms: u64,
-    ) -> Verdict {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return Verdict::Drop(DropReason::NoConn);
-        };
-        if flow.key.proto == ipv4::PROTO_TCP {
-            let next = tcp_transition(conn.state, flow.tcp_flags, Direction::InputOnly);
-            conn.set_state(next);
-        }
-        conn.expires_ms = now_ms + snap.timeouts.get(conn.state);
-        let dest = conn.dest.clone();
-        let svc = conn.svc.clone();
-        let Some((port, mac, pinfo)) = self.next_hop(&dest) else {
+    fn forward_local(&mut self, conn: &mut Conn, len: &mut usize) -> Verdict {
+        self.track(conn, Direction::InputOnly);
+        let flow = self.flow;
+        let dest = &*conn.dest;
+        let Some((port, mac, pinfo)) = self.next_hop(dest) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
-        match dest.forward {
-            Forward::Tunnel => {
-                if flow.ip_len + xmit::IPIP_OVERHEAD > pinfo.mtu as usize {
-                    if !xmit::dont_fragment(buf, flow) {
-                        // IPVS would let the kernel fragment the outer packet; xvs does not
-                        // fragment (documented), so the packet is dropped and counted.
-                        return Verdict::Drop(DropReason::TooBig);
+        if dest.forward == Forward::Tunnel {
+            if flow.ip_len + xmit::IPIP_OVERHEAD > pinfo.mtu as usize {
+                if !xmit::dont_fragment(self.buf, flow) {
+                    // IPVS would let the kernel fragment the outer packet; xvs does not
+                    // fragment (documented), so the packet is dropped and counted.
+                    return Verdict::Drop(DropReason::TooBig);
+                }
+                // ICMP "fragmentation needed" back to the client, as IPVS sends it.
+                let our = self.ports[self.in_port as usize % MAX_PORTS];
+                let mtu = (pinfo.mtu as usize - xmit::IPIP_OVERHEAD) as u16;
+                return match xmit::icmp_frag_needed(self.buf, flow, flow.key.daddr, our.mac, mtu) {
+                    Some(n) => {
+                        *len = n;
+                        self.counters.icmp_frag_needed += 1;
+                        Verdict::Tx(self.in_port)
                     }
-                    // ICMP "fragmentation needed" back to the client, as IPVS sends it.
-                    let our = self.ports[in_port as usize % MAX_PORTS];
-                    let mtu = (pinfo.mtu as usize - xmit::IPIP_OVERHEAD) as u16;
-                    return match xmit::icmp_frag_needed(buf, flow, flow.key.daddr, our.mac, mtu) {
-                        Some(n) => {
-                            *len = n;
-                            self.counters.icmp_frag_needed += 1;
-                            Verdict::Tx(in_port)
-                        }
-                        None => Verdict::Drop(DropReason::TooBig),
-                    };
-                }
-                let src = dest.tun_src.load(Relaxed);
-                match xmit::tun_encap(buf, flow, src, u32::from(dest.addr)) {
-                    Some(n) => *len = n,
-                    None => return Verdict::Drop(DropReason::TooBig),
-                }
+                    None => Verdict::Drop(DropReason::TooBig),
+                };
             }
-            // DR: the IP packet goes unchanged to the real server's MAC.
-            Forward::Route | Forward::Masq => {}
+            let src = dest.tun_src.load(Relaxed);
+            match xmit::tun_encap(self.buf, flow, src, u32::from(dest.addr)) {
+                Some(n) => *len = n,
+                None => return Verdict::Drop(DropReason::TooBig),
+            }
         }
-        xmit::set_macs(buf, mac, pinfo.mac);
-        svc.stats.add_in(self.worker_id, flow.ip_len as u64);
+        // DR: the IP packet goes unchanged to the real server's MAC.
+        xmit::set_macs(self.buf, mac, pinfo.mac);
+        conn.svc.stats.add_in(self.worker_id, flow.ip_len as u64);
         dest.stats.add_in(self.worker_id, flow.ip_len as u64);
         Verdict::Tx(port)
     }
 
     /// NAT, client to server: VIP:vport becomes RIP:rport.
-    fn nat_request(
-        &mut self,
-        shard: &mut ConnTable,
-        slot: u32,
-        buf: &mut [u8],
-        flow: &Flow,
-        snap: &Snapshot,
-        now_ms: u64,
-    ) -> Verdict {
-        let Some(conn) = shard.get_mut(slot) else {
-            return Verdict::Drop(DropReason::NoConn);
-        };
-        if flow.key.proto == ipv4::PROTO_TCP {
-            let next = tcp_transition(conn.state, flow.tcp_flags, Direction::Input);
-            conn.set_state(next);
-        }
-        conn.expires_ms = now_ms + snap.timeouts.get(conn.state);
-        let dest = conn.dest.clone();
-        let svc = conn.svc.clone();
-        let Some((port, mac, pinfo)) = self.next_hop(&dest) else {
+    fn nat_request(&mut self, conn: &mut Conn) -> Verdict {
+        self.track(conn, Direction::Input);
+        let dest = &*conn.dest;
+        let Some((port, mac, pinfo)) = self.next_hop(dest) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
-        xmit::nat_in(buf, flow, u32::from(dest.addr), dest.port);
-        xmit::set_macs(buf, mac, pinfo.mac);
-        svc.stats.add_in(self.worker_id, flow.ip_len as u64);
-        dest.stats.add_in(self.worker_id, flow.ip_len as u64);
+        xmit::nat_in(self.buf, self.flow, u32::from(dest.addr), dest.port);
+        xmit::set_macs(self.buf, mac, pinfo.mac);
+        conn.svc
+            .stats
+            .add_in(self.worker_id, self.flow.ip_len as u64);
+        dest.stats.add_in(self.worker_id, self.flow.ip_len as u64);
         Verdict::Tx(port)
     }
 
     /// NAT, server to client: RIP:rport becomes VIP:vport, back out of the port the request
     /// came in on, to the MAC it came from.
-    fn nat_reply(
-        &mut self,
-        shard: &mut ConnTable,
-        slot: u32,
-        buf: &mut [u8],
-        flow: &Flow,
-        snap: &Snapshot,
-        now_ms: u64,
-    ) -> Verdict {
-        let Some(conn) = shard.get_mut(slot) else {
-            return Verdict::Drop(DropReason::NoConn);
-        };
-        if flow.key.proto == ipv4::PROTO_TCP {
-            let next = tcp_transition(conn.state, flow.tcp_flags, Direction::Output);
-            conn.set_state(next);
-        }
-        conn.expires_ms = now_ms + snap.timeouts.get(conn.state);
+    fn nat_reply(&mut self, conn: &mut Conn) -> Verdict {
+        self.track(conn, Direction::Output);
         let (vip, vport) = (conn.key.daddr, conn.key.dport);
-        let (mac, port) = (conn.client_mac, conn.in_port);
-        conn.svc.stats.add_out(self.worker_id, flow.ip_len as u64);
-        conn.dest.stats.add_out(self.worker_id, flow.ip_len as u64);
+        let port = conn.in_port;
+        conn.svc
+            .stats
+            .add_out(self.worker_id, self.flow.ip_len as u64);
+        conn.dest
+            .stats
+            .add_out(self.worker_id, self.flow.ip_len as u64);
         let pinfo = self.ports[port as usize % MAX_PORTS];
-        xmit::nat_out(buf, flow, vip, vport);
-        xmit::set_macs(buf, mac, pinfo.mac);
+        xmit::nat_out(self.buf, self.flow, vip, vport);
+        xmit::set_macs(self.buf, conn.client_mac, pinfo.mac);
         Verdict::Tx(port)
     }
 }

@@ -427,7 +427,11 @@ impl Worker {
             self.fwd.counters.drops[DropReason::TxFull as usize] += lost;
             self.free.extend_from_slice(&descs[sent..]);
         }
-        let _ = p.tx.wakeup();
+        // Copy mode needs a sendto() for every batch whatever need_wakeup says; zero-copy
+        // drivers only when they ask.
+        if self.modes[o] == BindMode::Copy || p.tx.needs_wakeup() {
+            let _ = p.tx.wakeup();
+        }
     }
 
     fn drain_inbox(&mut self) {
