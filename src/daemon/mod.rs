@@ -340,6 +340,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     };
     let mut local_neigh = neigh::Neighbours::open()?;
     let mut local: Vec<Ipv4Addr> = Vec::new();
+    let mut last_local = Instant::now();
     let mut last_full = Instant::now() - Duration::from_secs(60);
     let mut last_tick = Instant::now();
     let mut ticks: u64 = 0;
@@ -352,9 +353,10 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             state
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .tick(crate::clock::now_ms(), ticks % 2 == 0);
+                .tick(crate::clock::now_ms(), ticks.is_multiple_of(2));
         }
-        if ticks % 5 == 0 || local.is_empty() {
+        if local.is_empty() || last_local.elapsed() >= Duration::from_secs(5) {
+            last_local = Instant::now();
             // The director's own addresses: NAT-reply steering must leave their traffic
             // (health checks, management) to the kernel.
             match local_neigh.local_addrs() {

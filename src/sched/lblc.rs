@@ -133,7 +133,7 @@ impl Collector {
             Some(t) if now_ms < t => return,
             Some(_) => self.next_ms = Some(now_ms + CHECK_EXPIRE_INTERVAL_MS),
         }
-        if self.counter % COUNT_FOR_FULL_EXPIRATION == 0 {
+        if self.counter.is_multiple_of(COUNT_FOR_FULL_EXPIRATION) {
             // Full sweep; it walks every bucket, so the rover ends where it began.
             table.retain(|_, e| now_ms < e.lastuse().saturating_add(DEFAULT_EXPIRATION_MS));
             self.counter = 1;
