@@ -89,6 +89,26 @@ fn nat_two_armed_http_port_mapping_udp_and_bulk() {
     );
     assert!(lab.counter("nat_conns") > 0);
 
+    // An established NAT connection survives its real server's deletion (IPVS keeps a
+    // deleted server's connections until they end): its replies are still rewritten.
+    let mut ka = KeepAlive::open(&lab);
+    let who = ka.get();
+    let rip = match who.as_str() {
+        "rs1" => "192.168.80.10:8080",
+        "rs2" => "192.168.80.11:8080",
+        "rs3" => "192.168.80.12:80",
+        other => panic!("keep-alive got {other:?}"),
+    };
+    lab.adm_ok(&["-d", "-t", "10.0.0.88:80", "-r", rip]);
+    for _ in 0..3 {
+        assert_eq!(
+            ka.get(),
+            who,
+            "NAT connection broke when its server was deleted"
+        );
+    }
+    drop(ka);
+
     // Without xvsd nothing passes: the director does not forward on its own.
     assert!(lab.stop_xvsd());
     assert_eq!(lab.curl("http://10.0.0.88/"), "");

@@ -43,6 +43,10 @@ pub struct DaemonState {
     rt: HashMap<ServiceKey, Arc<ServiceRt>>,
     /// NAT real servers whose replies the XDP program steers, as (proto, RIP, rport).
     nat_rs: std::collections::HashSet<ServiceKey>,
+    /// NAT real servers removed from the configuration while connections still use them:
+    /// their replies must keep being steered until those connections end (IPVS keeps a
+    /// deleted server's connections alive until they expire).
+    retired_nat: Vec<(ServiceKey, Arc<DestRt>)>,
     shared: Arc<Shared>,
     steer: Box<dyn ServiceSteer + Send>,
     /// Total connection capacity over all workers (ipvsadm's "size=").
@@ -59,6 +63,7 @@ impl DaemonState {
             model: ConfigModel::default(),
             rt: HashMap::new(),
             nat_rs: Default::default(),
+            retired_nat: Vec::new(),
             shared,
             steer,
             conn_capacity,
@@ -119,7 +124,12 @@ impl DaemonState {
 
     /// Periodic work off the packet path: persistence-template and scheduler-table expiry
     /// (every call, ~1 s) and a rate-estimator sample (when `sample` is set, every 2 s).
-    pub fn tick(&self, now_ms: u64, sample: bool) {
+    pub fn tick(&mut self, now_ms: u64, sample: bool) {
+        if !self.retired_nat.is_empty() {
+            if let Err(e) = self.sync_nat_rs() {
+                tracing::warn!("updating the NAT reply map: {e:#}");
+            }
+        }
         for rt in self.rt.values() {
             rt.expire(now_ms);
             if sample {
@@ -169,6 +179,37 @@ impl DaemonState {
         out
     }
 
+    /// Makes the XDP NAT reply map hold exactly the configured NAT real servers plus the
+    /// retired ones that connections still use.
+    fn sync_nat_rs(&mut self) -> Result<()> {
+        // Only the retired list and connections hold a retired server: count 1 = unused.
+        self.retired_nat.retain(|(_, d)| Arc::strong_count(d) > 1);
+        let nat_rs: std::collections::HashSet<ServiceKey> = self
+            .model
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.dests
+                    .iter()
+                    .filter(|d| d.forward == Forward::Masq)
+                    .map(move |d| ServiceKey {
+                        proto: s.key.proto,
+                        addr: d.addr,
+                        port: d.port,
+                    })
+            })
+            .chain(self.retired_nat.iter().map(|(k, _)| *k))
+            .collect();
+        for k in nat_rs.difference(&self.nat_rs) {
+            self.steer.add_nat_rs(k)?;
+        }
+        for k in self.nat_rs.difference(&nat_rs) {
+            self.steer.remove_nat_rs(k)?;
+        }
+        self.nat_rs = nat_rs;
+        Ok(())
+    }
+
     /// Brings the runtime objects, the XDP services map and the workers' snapshot in line
     /// with the model. Existing real servers keep their objects (and so their counters and
     /// connections); the scheduler is told about every list or weight change.
@@ -210,8 +251,21 @@ impl DaemonState {
                     })
                     .collect();
                 let core = &mut *core;
-                rt.has_nat
-                    .store(dests.iter().any(|d| d.forward == Forward::Masq), Relaxed);
+                for old in &core.dests {
+                    if old.forward == Forward::Masq && !dests.iter().any(|d| Arc::ptr_eq(d, old)) {
+                        let k = ServiceKey {
+                            proto: sc.key.proto,
+                            addr: old.addr,
+                            port: old.port,
+                        };
+                        self.retired_nat.push((k, old.clone()));
+                    }
+                }
+                // Sticky: once a service has had NAT servers, their connections may still
+                // be in the NAT table, so the workers keep looking there.
+                if dests.iter().any(|d| d.forward == Forward::Masq) {
+                    rt.has_nat.store(true, Relaxed);
+                }
                 core.dests = dests;
                 core.sched.update(&core.dests);
                 let persist = sc.opts.persistent.map(|secs| Persistence {
@@ -230,28 +284,7 @@ impl DaemonState {
                 self.steer.add(k)?;
             }
         }
-        let nat_rs: std::collections::HashSet<ServiceKey> = self
-            .model
-            .services
-            .iter()
-            .flat_map(|s| {
-                s.dests
-                    .iter()
-                    .filter(|d| d.forward == Forward::Masq)
-                    .map(move |d| ServiceKey {
-                        proto: s.key.proto,
-                        addr: d.addr,
-                        port: d.port,
-                    })
-            })
-            .collect();
-        for k in nat_rs.difference(&self.nat_rs) {
-            self.steer.add_nat_rs(k)?;
-        }
-        for k in self.nat_rs.difference(&nat_rs) {
-            self.steer.remove_nat_rs(k)?;
-        }
-        self.nat_rs = nat_rs;
+        self.sync_nat_rs()?;
         for (k, rt) in &self.rt {
             if !next.contains_key(k) {
                 self.steer.remove(k)?;
