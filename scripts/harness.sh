@@ -1,33 +1,94 @@
 #!/usr/bin/env bash
-# The classic LVS-DR lab on one L2 segment, built from network namespaces.
+# LVS labs built from network namespaces: DR (the default), two-armed NAT,
+# one-armed NAT and routed TUN.
 #
-# Usage: scripts/harness.sh up [--rs N] [--queues Q]
+# Usage: scripts/harness.sh up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras]
 #        scripts/harness.sh down
 #        scripts/harness.sh status   (exit 0 when up and every RS listens)
 #
-# Topology (P = $XVS_NS_PREFIX, default "xvs"):
+# Names below: P = $XVS_NS_PREFIX (default "xvs"). Every bridge lives in its
+# own namespace as br0 (STP off, forward_delay 0, bridge netfilter off); its
+# ports are named after the namespace they lead to. Every MAC is 02:00
+# (locally administered) followed by the four octets of the interface's first
+# IPv4 address, e.g. 10.0.0.12 -> 02:00:0a:00:00:0c.
 #
-#   P-sw      bridge br0 (STP off, forward_delay 0); one port per namespace below
-#   P-client  eth0 02:00:0a:00:00:64  10.0.0.100/24, also 10.0.0.101-104/24
-#   P-dir     eth0 02:00:0a:00:00:0c  DIP 10.0.0.12/24, VIP 10.0.0.88/32
-#             (Q rx/tx queues on both ends of its veth, --queues, default 1)
-#   P-rsK     eth0 02:00:0a:00:00:XX  RIP 10.0.0.9 (rs1), 10.0.0.20 (rs2),
-#             10.0.0.21 (rs3), 10.0.0.22 ... (rsK = 10.0.0.(18+K) for K >= 2);
-#             VIP on lo via scripts/rs-dr.sh, and scripts/rs-http.py rsK 80 5353
-#             (HTTP on :80, UDP on :5353, both answer "rsK\n").
+# --topology dr (default): classic LVS-DR, one L2 segment.
+#   P-sw      bridge: ports client, dir, rsK
+#   P-client  eth0  10.0.0.100/24, also 10.0.0.101-104/24
+#   P-dir     eth0  DIP 10.0.0.12/24, VIP 10.0.0.88/32 (Q queues, --queues)
+#   P-rsK     eth0  RIP 10.0.0.9 (rs1), 10.0.0.20 (rs2), 10.0.0.21 (rs3),
+#                   10.0.0.22 ... (rsK = 10.0.0.(18+K) for K >= 2); no default
+#                   route; VIP on lo via scripts/rs-dr.sh
+#
+# --topology nat2: classic two-armed LVS-NAT.
+#   P-swx     external bridge: ports client, dir
+#   P-swi     internal bridge: ports dir, rsK
+#   P-client  eth0  10.0.0.100/24, also 10.0.0.101-104/24
+#   P-dir     eth0  10.0.0.12/24, VIP 10.0.0.88/32   (on P-swx)
+#             eth1  192.168.80.1/24                  (on P-swi)
+#             Q queues on both; net.ipv4.ip_forward=0: only xvs forwards
+#   P-rsK     eth0  RIP 192.168.80.(9+K)/24 (.10, .11, .12, ...), default
+#                   route via 192.168.80.1; no VIP
+#
+# --topology nat1: one-armed LVS-NAT, one L2 segment, two subnets.
+#   P-sw      bridge: ports client, dir, rsK
+#   P-client  eth0  172.16.0.100/24, also 172.16.0.101-104/24; route
+#                   10.0.0.88/32 via 172.16.0.1
+#   P-dir     eth0  10.0.0.12/24, VIP 10.0.0.88/32, 172.16.0.1/24;
+#                   net.ipv4.ip_forward=0
+#   P-rsK     eth0  RIP as in dr (10.0.0.9, 10.0.0.20, ...), default route via
+#                   10.0.0.12 (so replies to the client go back through the
+#                   director); no VIP
+#
+# --topology tun: routed LVS-TUN; real servers one router hop away.
+#   P-sw      LAN bridge: ports client, dir, rtr
+#   P-swr     RS bridge: ports rtr, rsK
+#   P-client  eth0  10.0.0.100/24, also 10.0.0.101-104/24; default route via
+#                   10.0.0.1
+#   P-dir     eth0  DIP 10.0.0.12/24, VIP 10.0.0.88/32; route 10.0.1.0/24
+#                   via 10.0.0.1; net.ipv4.ip_forward=0
+#   P-rtr     eth0  10.0.0.1/24 (on P-sw), eth1 10.0.1.1/24 (on P-swr);
+#             ip_forward=1, rp_filter=0 (RS replies come from the VIP, which
+#             is on the LAN side: a strict reverse-path check would drop them)
+#   P-rsK     eth0  RIP 10.0.1.(9+K)/24 (.10, .11, .12, ...), default route via
+#                   10.0.1.1; scripts/rs-tun.sh start 10.0.0.88 (VIP on lo,
+#                   IPIP decapsulation by the ipip module or, without it, the
+#                   tc-BPF program bpf/xvs_decap.bpf.c on eth0 ingress)
+#   All MTUs are 1500: a full-size client packet plus the 20-byte IPIP
+#   header does not fit, as on a real Ethernet.
+#
+# Real servers run scripts/rs-http.py rsK 80 5353 (HTTP on :80, UDP on :5353,
+# both answer "rsK\n"). With --extras, the default for every topology but dr,
+# they also serve HTTP on :8080 (port-mapping tests: a service on :80 with
+# real servers RIP:8080) and run `iperf3 -s` on :5201 (bulk TCP).
+#
+# TX checksum offload is off (ethtool -K ethX tx off) on every interface whose
+# local stack sends frames that xvs forwards or rewrites: the client (all
+# topologies) and the real servers of nat1/nat2 (xvs rewrites their replies).
+# A veth stack leaves such checksums partial, for the "hardware" to finish;
+# a frame that arrives over a wire always has a full checksum, so this makes
+# the lab behave like a real deployment (see docs/real-servers.md). DR and TUN
+# replies go from the real server to the client without xvs, so the real
+# servers' offload stays on there.
 #
 # IPv6 is disabled in every namespace so that router solicitations, MLD and
 # DAD frames do not show up as noise in the director's traffic.
 #
 # State (pidfiles, server logs, a sourceable topology file) lives in
-# /run/xvs-harness/P/: rsK.pid, rsK.log, topology. `up` first removes what an
+# /run/xvs-harness/P/: rsK.pid, rsK.log, rsK-iperf.pid, rsK-iperf.log,
+# topology. The topology file records TOPOLOGY and every namespace,
+# interface, address and MAC (keys listed in write_topology; a key that does
+# not apply to the topology is present and empty). `up` first removes what an
 # earlier run with the same prefix left behind; `down` tolerates any partial
 # state and always succeeds. `down` stops every process still running inside
 # the prefix's namespaces (for example an xvsd started in P-dir) before it
-# deletes them.
+# deletes them, whichever topology they belong to.
 #
 # Environment:
 #   XVS_NS_PREFIX  namespace name prefix (default xvs); letters, digits, _ and -
+#   XVS_DECAP_OBJ  tun: compiled bpf/xvs_decap.bpf.c to use (default: built
+#                  with clang into the state directory)
+#   XVS_RS_TUN_METHOD  tun: passed on to rs-tun.sh (auto, ipip or bpf)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,23 +97,94 @@ STATE_BASE=/run/xvs-harness
 STATE=$STATE_BASE/$P
 
 VIP=10.0.0.88
-DIP=10.0.0.12
-CLIENT_IP=10.0.0.100
-CLIENT_EXTRA=(10.0.0.101 10.0.0.102 10.0.0.103 10.0.0.104)
-PREFIXLEN=24
 HTTP_PORT=80
 UDP_PORT=5353
-MAX_RS=60 # rsK = 10.0.0.(18+K): stays below the VIP (.88) and the clients (.100+)
+ALT_HTTP_PORT=8080
+IPERF_PORT=5201
+MAX_RS=60 # dr/nat1: rsK = 10.0.0.(18+K) stays below the VIP (.88) and the clients (.100+)
+
+# Set by set_topology: addresses of the chosen topology. Interfaces are
+# eth0 everywhere, plus eth1 on the nat2 director and on the router.
+TOPOLOGY=dr
+CLIENT_IP=10.0.0.100
+CLIENT_EXTRA=(10.0.0.101 10.0.0.102 10.0.0.103 10.0.0.104)
+CLIENT_PREFIXLEN=24
+CLIENT_GW=""     # client's default route (tun)
+DIP=10.0.0.12    # director's address on the client side (eth0)
+DIR_INT_IF=eth0  # director's interface towards the real servers
+DIR_INT_IP=10.0.0.12
+DIR_CLIENT_GW="" # nat1: the director's address in the client's subnet
+RS_PREFIXLEN=24
+RS_GW=""         # real servers' default route
+RTR_LAN_IP=""
+RTR_RS_IP=""
+PREFIXLEN=24
+
+set_topology() {
+    TOPOLOGY=$1
+    case "$TOPOLOGY" in
+        dr) ;;
+        nat2)
+            DIR_INT_IF=eth1
+            DIR_INT_IP=192.168.80.1
+            RS_GW=192.168.80.1
+            ;;
+        nat1)
+            CLIENT_IP=172.16.0.100
+            CLIENT_EXTRA=(172.16.0.101 172.16.0.102 172.16.0.103 172.16.0.104)
+            DIR_CLIENT_GW=172.16.0.1
+            RS_GW=$DIP
+            ;;
+        tun)
+            RTR_LAN_IP=10.0.0.1
+            RTR_RS_IP=10.0.1.1
+            CLIENT_GW=$RTR_LAN_IP
+            RS_GW=$RTR_RS_IP
+            ;;
+        *) return 1 ;;
+    esac
+}
+
+rs_ip() {
+    local k=$1
+    case "$TOPOLOGY" in
+        nat2) echo "192.168.80.$((9 + k))" ;;
+        tun) echo "10.0.1.$((9 + k))" ;;
+        *) if ((k == 1)); then echo 10.0.0.9; else echo "10.0.0.$((18 + k))"; fi ;;
+    esac
+}
+
+# The bridge namespace the real servers hang off.
+rs_switch() {
+    case "$TOPOLOGY" in
+        nat2) echo "$P-swi" ;;
+        tun) echo "$P-swr" ;;
+        *) echo "$P-sw" ;;
+    esac
+}
+
+# The bridge namespace of the client (and the director's eth0).
+client_switch() {
+    case "$TOPOLOGY" in
+        nat2) echo "$P-swx" ;;
+        *) echo "$P-sw" ;;
+    esac
+}
 
 usage() {
     cat >&2 <<EOF
-usage: $0 up [--rs N] [--queues Q]
+usage: $0 up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras]
        $0 down
        $0 status
-  Builds (up), removes (down) or shows (status) the LVS-DR namespace lab:
-  ${P}-sw (bridge), ${P}-client, ${P}-dir, ${P}-rs1..N.
+  Builds (up), removes (down) or shows (status) an LVS namespace lab:
+  dr   (default) ${P}-sw, ${P}-client, ${P}-dir, ${P}-rs1..N on one segment
+  nat2 ${P}-swx (client side) and ${P}-swi (RS side, 192.168.80.0/24)
+  nat1 one segment; client in 172.16.0.0/24, RS routed via the director
+  tun  ${P}-sw LAN, router ${P}-rtr, RS behind it on ${P}-swr (10.0.1.0/24)
   --rs N       number of real servers (default 3, at most $MAX_RS)
-  --queues Q   rx/tx queues of the director's veth (default 1)
+  --queues Q   rx/tx queues of the director's veths (default 1)
+  --extras     also HTTP :$ALT_HTTP_PORT and iperf3 :$IPERF_PORT on each RS
+               (always on for nat2, nat1 and tun)
   env XVS_NS_PREFIX   namespace prefix (now: $P)
 EOF
 }
@@ -70,23 +202,19 @@ nsx() {
     ip netns exec "$ns" "$@"
 }
 
-rs_ip() {
-    local k=$1
-    if ((k == 1)); then echo 10.0.0.9; else echo "10.0.0.$((18 + k))"; fi
-}
-
 # Deterministic MACs make captures and packet assertions easy to read:
-# 02:00 (locally administered) + the IPv4 address's last three octets.
+# 02:00 (locally administered) + the IPv4 address's four octets.
 mac_for() {
     local a b c d
     IFS=. read -r a b c d <<<"$1"
     printf '02:00:%02x:%02x:%02x:%02x\n' "$a" "$b" "$c" "$d"
 }
 
-# Every namespace that belongs to this prefix, including leftovers.
+# Every namespace that belongs to this prefix, including leftovers of any
+# topology.
 our_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' |
-        grep -E "^${P}-(sw|client|dir|rs[0-9]+)\$" || true
+        grep -E "^${P}-(sw|swx|swi|swr|rtr|client|dir|rs[0-9]+)\$" || true
 }
 
 # Send TERM (then KILL) to a list of pids; bounded wait, never fails.
@@ -115,7 +243,7 @@ do_down() {
         for pidfile in "$STATE"/*.pid; do
             [[ -f $pidfile ]] || continue
             pid=$(cat "$pidfile" 2>/dev/null)
-            if [[ $pid =~ ^[0-9]+$ ]] && grep -qa rs-http.py "/proc/$pid/cmdline" 2>/dev/null; then
+            if [[ $pid =~ ^[0-9]+$ ]] && grep -qaE 'rs-http.py|iperf3' "/proc/$pid/cmdline" 2>/dev/null; then
                 pids+=("$pid")
             fi
             rm -f "$pidfile"
@@ -128,10 +256,11 @@ do_down() {
         mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
         kill_pids "${pids[@]}"
     done
-    # 3. Undo rs-dr.sh (drops its saved-sysctl file), then delete namespaces;
-    #    the veths and the bridge go with them.
+    # 3. Undo rs-tun.sh / rs-dr.sh (drops their per-namespace state files),
+    #    then delete namespaces; the veths and the bridges go with them.
     for ns in $(our_namespaces); do
         if [[ $ns == "$P"-rs* ]]; then
+            nsx "$ns" bash "$ROOT/scripts/rs-tun.sh" stop >/dev/null 2>&1
             nsx "$ns" bash "$ROOT/scripts/rs-dr.sh" stop >/dev/null 2>&1
         fi
         ip netns del "$ns" 2>/dev/null || log "warning: could not delete namespace $ns"
@@ -141,40 +270,80 @@ do_down() {
     return 0
 }
 
-# Wait (bounded) until a TCP and a UDP listener exist on the ports in a
-# namespace; give up early if the server process $2 has died.
+# Wait (bounded) until TCP listeners on the ports in $3 (space separated) and
+# a UDP listener on $UDP_PORT exist in namespace $1; give up early if the
+# server process $2 has died.
 wait_listening() {
-    local ns=$1 pid=$2 i
+    local ns=$1 pid=$2 tcp_ports=$3 i port ok
     for ((i = 0; i < 100; i++)); do # 100 x 0.1 s = 10 s
-        if [[ -n $(nsx "$ns" ss -Hltn "sport = :$HTTP_PORT") && -n $(nsx "$ns" ss -Hlun "sport = :$UDP_PORT") ]]; then
-            return 0
-        fi
+        ok=1
+        for port in $tcp_ports; do
+            [[ -n $(nsx "$ns" ss -Hltn "sport = :$port") ]] || { ok=0; break; }
+        done
+        [[ $ok == 1 && -n $(nsx "$ns" ss -Hlun "sport = :$UDP_PORT") ]] && return 0
         kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.1
     done
     return 1
 }
 
-# curl from namespace $1 to http://$2/ and expect body $3; a few tries.
-check_http() {
-    local ns=$1 ip=$2 want=$3 got="" i
-    for ((i = 0; i < 3; i++)); do
-        got=$(nsx "$ns" curl -s --max-time 2 "http://$ip:$HTTP_PORT/" 2>/dev/null || true)
-        [[ $got == "$want" ]] && return 0
-        sleep 0.2
+# Wait (bounded) until a TCP listener on port $2 exists in namespace $1.
+wait_tcp_port() {
+    local ns=$1 port=$2 i
+    for ((i = 0; i < 100; i++)); do # 100 x 0.1 s = 10 s
+        [[ -n $(nsx "$ns" ss -Hltn "sport = :$port") ]] && return 0
+        sleep 0.1
     done
-    log "$ns: http://$ip:$HTTP_PORT/ answered '${got}', expected '$want'"
     return 1
 }
 
-# Create a veth whose bridge end is "$2" in the switch namespace and whose
-# other end is eth0 in namespace $1; optional $3 = queue count.
+# curl from namespace $1 to http://$2:$4/ (port default $HTTP_PORT) and expect
+# body $3; a few tries.
+check_http() {
+    local ns=$1 ip=$2 want=$3 port=${4:-$HTTP_PORT} got="" i
+    for ((i = 0; i < 3; i++)); do
+        got=$(nsx "$ns" curl -s --max-time 2 "http://$ip:$port/" 2>/dev/null || true)
+        [[ $got == "$want" ]] && return 0
+        sleep 0.2
+    done
+    log "$ns: http://$ip:$port/ answered '${got}', expected '$want'"
+    return 1
+}
+
+# ping from namespace $1 to $2; a few tries.
+check_ping() {
+    local ns=$1 ip=$2 i
+    for ((i = 0; i < 3; i++)); do
+        nsx "$ns" ping -c 1 -W 1 -q "$ip" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    log "$ns: no ping answer from $ip"
+    return 1
+}
+
+new_switch() {
+    local ns=$1 t
+    new_ns "$ns"
+    # forward_delay 0: the default (15 s, even with STP off) keeps new ports in
+    # the learning state and black-holes traffic for about 30 s.
+    ip -n "$ns" link add br0 type bridge forward_delay 0 stp_state 0
+    # A switch forwards frames without looking at them. With br_netfilter loaded the
+    # bridge would run bridged IPv4 through netfilter and drop malformed IP headers,
+    # so tests could never deliver a bad frame to the director: switch that off here.
+    for t in iptables ip6tables arptables; do
+        ip netns exec "$ns" sysctl -qw "net.bridge.bridge-nf-call-$t=0" 2>/dev/null || true
+    done
+    ip -n "$ns" link set br0 up
+}
+
+# Create a veth whose bridge end is port $2 of br0 in switch namespace $1 and
+# whose other end is $4 in namespace $3, with $5 queues and MAC $6.
 add_port() {
-    local ns=$1 port=$2 q=${3:-1} mac=$4
-    ip -n "$P-sw" link add "$port" numrxqueues "$q" numtxqueues "$q" type veth \
-        peer name eth0 netns "$ns" numrxqueues "$q" numtxqueues "$q" address "$mac"
-    ip -n "$P-sw" link set "$port" master br0
-    ip -n "$P-sw" link set "$port" up
+    local sw=$1 port=$2 ns=$3 ifname=$4 q=$5 mac=$6
+    ip -n "$sw" link add "$port" numrxqueues "$q" numtxqueues "$q" type veth \
+        peer name "$ifname" netns "$ns" numrxqueues "$q" numtxqueues "$q" address "$mac"
+    ip -n "$sw" link set "$port" master br0
+    ip -n "$sw" link set "$port" up
 }
 
 new_ns() {
@@ -184,8 +353,170 @@ new_ns() {
     nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 }
 
+setup_client() {
+    local ip
+    new_ns "$P-client"
+    add_port "$(client_switch)" client "$P-client" eth0 1 "$(mac_for "$CLIENT_IP")"
+    nsx "$P-client" ip addr add "$CLIENT_IP/$CLIENT_PREFIXLEN" dev eth0
+    for ip in "${CLIENT_EXTRA[@]}"; do
+        nsx "$P-client" ip addr add "$ip/$CLIENT_PREFIXLEN" dev eth0
+    done
+    # xvs forwards frames byte-for-byte with AF_XDP. A local TCP/UDP stack on
+    # veth leaves checksums partial (checksum offload: the "hardware" is
+    # expected to finish them), and such frames would reach the real servers
+    # with broken checksums. A real client's frames arrive over a wire with
+    # full checksums; turning TX checksum offload off here makes the client
+    # behave like one, so the harness reflects a real deployment.
+    nsx "$P-client" ethtool -K eth0 tx off >/dev/null
+    nsx "$P-client" ip link set eth0 up
+    if [[ -n $CLIENT_GW ]]; then
+        nsx "$P-client" ip route add default via "$CLIENT_GW" dev eth0
+    fi
+    if [[ -n $DIR_CLIENT_GW ]]; then
+        # nat1: the VIP is in the real servers' subnet, one hop away.
+        nsx "$P-client" ip route add "$VIP/32" via "$DIR_CLIENT_GW" dev eth0
+    fi
+}
+
+setup_director() {
+    local queues=$1
+    new_ns "$P-dir"
+    # Only xvs may move packets between client and real servers: if xvsd is
+    # not running, nothing must leak through the director's kernel (this is the
+    # namespace default; set anyway so the lab states it).
+    nsx "$P-dir" sysctl -qw net.ipv4.ip_forward=0
+    # DIP on eth0, VIP as /32 on eth0 so the director answers ARP for it.
+    add_port "$(client_switch)" dir "$P-dir" eth0 "$queues" "$(mac_for "$DIP")"
+    nsx "$P-dir" ip addr add "$DIP/$PREFIXLEN" dev eth0
+    nsx "$P-dir" ip addr add "$VIP/32" dev eth0
+    if [[ -n $DIR_CLIENT_GW ]]; then
+        nsx "$P-dir" ip addr add "$DIR_CLIENT_GW/$CLIENT_PREFIXLEN" dev eth0
+    fi
+    nsx "$P-dir" ip link set eth0 up
+    if [[ $DIR_INT_IF != eth0 ]]; then
+        add_port "$(rs_switch)" dir "$P-dir" "$DIR_INT_IF" "$queues" "$(mac_for "$DIR_INT_IP")"
+        nsx "$P-dir" ip addr add "$DIR_INT_IP/$RS_PREFIXLEN" dev "$DIR_INT_IF"
+        nsx "$P-dir" ip link set "$DIR_INT_IF" up
+    fi
+}
+
+setup_router() {
+    new_ns "$P-rtr"
+    nsx "$P-rtr" sysctl -qw net.ipv4.ip_forward=1
+    add_port "$P-sw" rtr "$P-rtr" eth0 1 "$(mac_for "$RTR_LAN_IP")"
+    add_port "$P-swr" rtr "$P-rtr" eth1 1 "$(mac_for "$RTR_RS_IP")"
+    nsx "$P-rtr" ip addr add "$RTR_LAN_IP/$PREFIXLEN" dev eth0
+    nsx "$P-rtr" ip addr add "$RTR_RS_IP/$RS_PREFIXLEN" dev eth1
+    # TUN replies come from the VIP (a LAN-side address) but arrive on eth1:
+    # strict reverse-path filtering (kernel: max(all, interface)) would drop
+    # them. Routers inside a site rarely check that; this one does not.
+    local key
+    for key in all default eth0 eth1; do
+        nsx "$P-rtr" sysctl -qw "net.ipv4.conf.$key.rp_filter=0"
+    done
+    nsx "$P-rtr" ip link set eth0 up
+    nsx "$P-rtr" ip link set eth1 up
+    nsx "$P-dir" ip route add "${RTR_RS_IP%.*}.0/$RS_PREFIXLEN" via "$RTR_LAN_IP" dev eth0
+}
+
+# Real server k: namespace, address, routes, LVS real-server configuration
+# (DR: VIP on lo; TUN: decapsulation + VIP on lo; NAT: nothing), servers.
+setup_rs() {
+    local k=$1 extras=$2 ns="$P-rs$1" ip also=()
+    ip=$(rs_ip "$k")
+    new_ns "$ns"
+    add_port "$(rs_switch)" "rs$k" "$ns" eth0 1 "$(mac_for "$ip")"
+    nsx "$ns" ip addr add "$ip/$RS_PREFIXLEN" dev eth0
+    case "$TOPOLOGY" in
+        dr) nsx "$ns" bash "$ROOT/scripts/rs-dr.sh" start "$VIP" ;;
+        nat1 | nat2)
+            # xvs rewrites these replies and sends them on byte-for-byte: they
+            # must carry full checksums, as frames from a wire do (see the client).
+            nsx "$ns" ethtool -K eth0 tx off >/dev/null
+            ;;
+    esac
+    nsx "$ns" ip link set eth0 up
+    if [[ -n $RS_GW ]]; then
+        nsx "$ns" ip route add default via "$RS_GW" dev eth0
+    fi
+    if [[ $TOPOLOGY == tun ]]; then
+        # rs-tun.sh finds eth0 through the default route, as on a real host.
+        XVS_DECAP_OBJ=$DECAP_OBJ nsx "$ns" bash "$ROOT/scripts/rs-tun.sh" start "$VIP" >/dev/null ||
+            die "rs$k: rs-tun.sh start $VIP failed"
+    fi
+    [[ $extras == 1 ]] && also=(--also-http "$ALT_HTTP_PORT")
+    # setsid: not in the caller's process group (a ctrl-C aimed at a test
+    # run must not kill the servers behind the harness's back); all three
+    # stdio streams redirected so callers that capture our output don't
+    # wait for the servers' end of the pipe.
+    setsid ip netns exec "$ns" python3 "$ROOT/scripts/rs-http.py" "rs$k" "$HTTP_PORT" "$UDP_PORT" "${also[@]}" \
+        </dev/null >"$STATE/rs$k.log" 2>&1 9>&- &
+    echo $! >"$STATE/rs$k.pid"
+    if [[ $extras == 1 ]]; then
+        # -D daemonizes (its own session) and writes the pidfile itself.
+        nsx "$ns" iperf3 -s -D -p "$IPERF_PORT" -I "$STATE/rs$k-iperf.pid" \
+            --logfile "$STATE/rs$k-iperf.log" </dev/null >/dev/null 2>&1 9>&- ||
+            die "rs$k: iperf3 -s failed to start"
+    fi
+}
+
+# The director's view of where a real server is, for the reachability checks.
+check_topology() {
+    local nrs=$1 extras=$2 k ip tcp_ports="$HTTP_PORT" rt
+    [[ $extras == 1 ]] && tcp_ports="$HTTP_PORT $ALT_HTTP_PORT"
+    for ((k = 1; k <= nrs; k++)); do
+        wait_listening "$P-rs$k" "$(cat "$STATE/rs$k.pid")" "$tcp_ports" || {
+            cat "$STATE/rs$k.log" >&2 || true
+            die "rs$k: no listener on tcp :${tcp_ports// /, :} / udp :$UDP_PORT (server died or 10 s passed)"
+        }
+        if [[ $extras == 1 ]]; then
+            wait_tcp_port "$P-rs$k" "$IPERF_PORT" || {
+                cat "$STATE/rs$k-iperf.log" >&2 || true
+                die "rs$k: iperf3 not listening on tcp :$IPERF_PORT after 10 s"
+            }
+        fi
+    done
+    case "$TOPOLOGY" in
+        dr)
+            for ((k = 1; k <= nrs; k++)); do
+                ip=$(rs_ip "$k")
+                check_http "$P-client" "$ip" "rs$k" || die "client cannot reach rs$k at $ip"
+                check_http "$P-dir" "$ip" "rs$k" || die "director cannot reach rs$k at $ip"
+                nsx "$P-rs$k" bash "$ROOT/scripts/rs-dr.sh" status "$VIP" >/dev/null ||
+                    die "rs$k: rs-dr.sh status says not configured"
+            done
+            ;;
+        nat2 | nat1 | tun)
+            for ((k = 1; k <= nrs; k++)); do
+                ip=$(rs_ip "$k")
+                check_http "$P-dir" "$ip" "rs$k" || die "director cannot reach rs$k at $ip"
+                if [[ $extras == 1 ]]; then
+                    check_http "$P-dir" "$ip" "rs$k" "$ALT_HTTP_PORT" ||
+                        die "director cannot reach rs$k at $ip:$ALT_HTTP_PORT"
+                fi
+                rt=$(nsx "$P-rs$k" ip -4 route show default)
+                [[ $rt == "default via $RS_GW dev eth0"* ]] ||
+                    die "rs$k: default route is '$rt', expected via $RS_GW"
+                if [[ $TOPOLOGY == tun ]]; then
+                    nsx "$P-rs$k" bash "$ROOT/scripts/rs-tun.sh" status "$VIP" >/dev/null ||
+                        die "rs$k: rs-tun.sh status says not configured"
+                elif [[ -n $(nsx "$P-rs$k" ip -4 -o addr show to "$VIP/32") ]]; then
+                    die "rs$k: holds the VIP, a NAT real server must not"
+                fi
+            done
+            if [[ $TOPOLOGY == nat1 ]]; then
+                check_ping "$P-client" "$DIR_CLIENT_GW" || die "client cannot reach the director at $DIR_CLIENT_GW"
+                check_ping "$P-client" "$VIP" || die "client cannot reach the VIP $VIP through its route"
+            else
+                check_ping "$P-client" "$DIP" || die "client cannot reach the director at $DIP"
+            fi
+            [[ $(nsx "$P-dir" sysctl -n net.ipv4.ip_forward) == 0 ]] || die "director forwards (ip_forward=1)"
+            ;;
+    esac
+}
+
 do_up() {
-    local nrs=3 queues=1
+    local nrs=3 queues=1 extras="" topo=dr
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --rs)
@@ -198,15 +529,45 @@ do_up() {
                 queues=$2
                 shift 2
                 ;;
+            --topology)
+                [[ $# -ge 2 ]] || { usage; exit 2; }
+                topo=$2
+                shift 2
+                ;;
+            --topology=*)
+                topo=${1#*=}
+                shift
+                ;;
+            --extras)
+                extras=1
+                shift
+                ;;
             -h | --help) usage; exit 0 ;;
             *) usage; exit 2 ;;
         esac
     done
-    [[ $nrs =~ ^[0-9]+$ ]] && ((nrs >= 1 && nrs <= MAX_RS)) || die "--rs must be 1..$MAX_RS (got $nrs)"
-    [[ $queues =~ ^[0-9]+$ ]] && ((queues >= 1 && queues <= 64)) || die "--queues must be 1..64 (got $queues)"
-    for tool in ip ss curl ethtool python3 sysctl; do
+    set_topology "$topo" || die "--topology must be dr, nat2, nat1 or tun (got '$topo')"
+    if [[ -z $extras ]]; then
+        # Extra listeners change nothing DR tests see, but keep dr as it was.
+        if [[ $TOPOLOGY == dr ]]; then extras=0; else extras=1; fi
+    fi
+    if ! [[ $nrs =~ ^[0-9]+$ ]] || ((nrs < 1 || nrs > MAX_RS)); then
+        die "--rs must be 1..$MAX_RS (got $nrs)"
+    fi
+    if ! [[ $queues =~ ^[0-9]+$ ]] || ((queues < 1 || queues > 64)); then
+        die "--queues must be 1..64 (got $queues)"
+    fi
+    local tools=(ip ss curl ethtool python3 sysctl) tool
+    [[ $TOPOLOGY == dr ]] || tools+=(ping)
+    [[ $extras == 1 ]] && tools+=(iperf3)
+    [[ $TOPOLOGY == tun ]] && tools+=(tc)
+    [[ $TOPOLOGY == tun && -z ${XVS_DECAP_OBJ:-} ]] && tools+=(clang)
+    for tool in "${tools[@]}"; do
         command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/deps.sh)"
     done
+    if [[ $TOPOLOGY == tun && -n ${XVS_DECAP_OBJ:-} && ! -f $XVS_DECAP_OBJ ]]; then
+        die "XVS_DECAP_OBJ=$XVS_DECAP_OBJ: no such file"
+    fi
 
     do_down
     mkdir -p "$STATE"
@@ -218,144 +579,182 @@ do_up() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
 
-    local k ns ip
-    new_ns "$P-sw"
-    # forward_delay 0: the default (15 s, even with STP off) keeps new ports in
-    # the learning state and black-holes traffic for about 30 s.
-    ip -n "$P-sw" link add br0 type bridge forward_delay 0 stp_state 0
-    # A switch forwards frames without looking at them. With br_netfilter loaded the
-    # bridge would run bridged IPv4 through netfilter and drop malformed IP headers,
-    # so tests could never deliver a bad frame to the director: switch that off here.
-    for t in iptables ip6tables arptables; do
-        ip netns exec "$P-sw" sysctl -qw "net.bridge.bridge-nf-call-$t=0" 2>/dev/null || true
-    done
-    ip -n "$P-sw" link set br0 up
+    DECAP_OBJ=""
+    if [[ $TOPOLOGY == tun ]]; then
+        # Build the decapsulation program once for all real servers (rs-tun.sh
+        # would otherwise build it on its own; it is only used without ipip).
+        if [[ -n ${XVS_DECAP_OBJ:-} ]]; then
+            DECAP_OBJ=$XVS_DECAP_OBJ
+        else
+            DECAP_OBJ="$STATE/xvs_decap.o"
+            clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+                -c "$ROOT/bpf/xvs_decap.bpf.c" -o "$DECAP_OBJ" || die "clang failed to build bpf/xvs_decap.bpf.c"
+        fi
+    fi
 
-    # Client.
-    new_ns "$P-client"
-    add_port "$P-client" client 1 "$(mac_for $CLIENT_IP)"
-    nsx "$P-client" ip addr add "$CLIENT_IP/$PREFIXLEN" dev eth0
-    for ip in "${CLIENT_EXTRA[@]}"; do
-        nsx "$P-client" ip addr add "$ip/$PREFIXLEN" dev eth0
-    done
-    # xvs forwards frames byte-for-byte with AF_XDP. A local TCP/UDP stack on
-    # veth leaves checksums partial (checksum offload: the "hardware" is
-    # expected to finish them), and such frames would reach the real servers
-    # with broken checksums. A real client's frames arrive over a wire with
-    # full checksums; turning TX checksum offload off here makes the client
-    # behave like one, so the harness reflects a real deployment. (Only the
-    # client's frames go through the director; replies go RS -> client direct.)
-    nsx "$P-client" ethtool -K eth0 tx off >/dev/null
-    nsx "$P-client" ip link set eth0 up
-
-    # Director: DIP on eth0, VIP as /32 on eth0 so the director answers ARP for it.
-    new_ns "$P-dir"
-    add_port "$P-dir" dir "$queues" "$(mac_for $DIP)"
-    nsx "$P-dir" ip addr add "$DIP/$PREFIXLEN" dev eth0
-    nsx "$P-dir" ip addr add "$VIP/32" dev eth0
-    nsx "$P-dir" ip link set eth0 up
-
-    # Real servers.
+    local k
+    new_switch "$(client_switch)"
+    [[ $(rs_switch) == "$(client_switch)" ]] || new_switch "$(rs_switch)"
+    setup_client
+    setup_director "$queues"
+    [[ $TOPOLOGY == tun ]] && setup_router
     for ((k = 1; k <= nrs; k++)); do
-        ns="$P-rs$k"
-        ip=$(rs_ip "$k")
-        new_ns "$ns"
-        add_port "$ns" "rs$k" 1 "$(mac_for "$ip")"
-        nsx "$ns" ip addr add "$ip/$PREFIXLEN" dev eth0
-        nsx "$ns" bash "$ROOT/scripts/rs-dr.sh" start "$VIP"
-        nsx "$ns" ip link set eth0 up
-        # setsid: not in the caller's process group (a ctrl-C aimed at a test
-        # run must not kill the servers behind the harness's back); all three
-        # stdio streams redirected so callers that capture our output don't
-        # wait for the servers' end of the pipe.
-        setsid ip netns exec "$ns" python3 "$ROOT/scripts/rs-http.py" "rs$k" "$HTTP_PORT" "$UDP_PORT" \
-            </dev/null >"$STATE/rs$k.log" 2>&1 9>&- &
-        echo $! >"$STATE/rs$k.pid"
+        setup_rs "$k" "$extras"
     done
 
-    for ((k = 1; k <= nrs; k++)); do
-        wait_listening "$P-rs$k" "$(cat "$STATE/rs$k.pid")" || {
-            cat "$STATE/rs$k.log" >&2 || true
-            die "rs$k: no listener on tcp :$HTTP_PORT / udp :$UDP_PORT (server died or 10 s passed)"
-        }
-    done
-    for ((k = 1; k <= nrs; k++)); do
-        ip=$(rs_ip "$k")
-        check_http "$P-client" "$ip" "rs$k" || die "client cannot reach rs$k at $ip"
-        check_http "$P-dir" "$ip" "rs$k" || die "director cannot reach rs$k at $ip"
-        nsx "$P-rs$k" bash "$ROOT/scripts/rs-dr.sh" status "$VIP" >/dev/null ||
-            die "rs$k: rs-dr.sh status says not configured"
-    done
-    # The director check above filled its neighbour cache; empty it so xvsd
-    # starts like on a freshly booted director and must resolve RS MACs itself.
-    nsx "$P-dir" ip neigh flush dev eth0 >/dev/null 2>&1 || true
+    check_topology "$nrs" "$extras"
+    # The checks above filled the director's neighbour cache; empty it so xvsd
+    # starts like on a freshly booted director and must resolve MACs itself.
+    nsx "$P-dir" ip neigh flush all >/dev/null 2>&1 || true
 
-    write_topology "$nrs" "$queues"
+    write_topology "$nrs" "$queues" "$extras"
     UP_DONE=1
     print_topology
 }
 
+mac_of() { nsx "$1" cat "/sys/class/net/$2/address"; }
+
 write_topology() {
-    local nrs=$1 queues=$2 k ip
+    local nrs=$1 queues=$2 extras=$3 k ip method=""
+    if [[ $TOPOLOGY == tun ]]; then
+        method=$(nsx "$P-rs1" bash "$ROOT/scripts/rs-tun.sh" status "$VIP" 2>/dev/null |
+            sed -n 's/^method: *\([a-z]*\).*/\1/p')
+    fi
     {
         echo "PREFIX=$P"
-        echo "SW_NS=$P-sw"
+        echo "TOPOLOGY=$TOPOLOGY"
+        echo "SW_NS=$(client_switch)"
+        echo "SW_INT_NS=$(rs_switch)"
         echo "CLIENT_NS=$P-client"
         echo "CLIENT_IF=eth0"
         echo "CLIENT_IP=$CLIENT_IP"
+        echo "CLIENT_PREFIXLEN=$CLIENT_PREFIXLEN"
         echo "CLIENT_EXTRA_IPS=\"${CLIENT_EXTRA[*]}\""
-        echo "CLIENT_MAC=$(nsx "$P-client" cat /sys/class/net/eth0/address)"
+        echo "CLIENT_MAC=$(mac_of "$P-client" eth0)"
+        echo "CLIENT_GW=$CLIENT_GW"
+        echo "CLIENT_VIP_VIA=$DIR_CLIENT_GW"
         echo "DIR_NS=$P-dir"
         echo "DIR_IF=eth0"
         echo "DIR_IP=$DIP"
-        echo "DIR_MAC=$(nsx "$P-dir" cat /sys/class/net/eth0/address)"
+        echo "DIR_MAC=$(mac_of "$P-dir" eth0)"
+        echo "DIR_EXT_IF=eth0"
+        echo "DIR_EXT_IP=$DIP"
+        echo "DIR_EXT_MAC=$(mac_of "$P-dir" eth0)"
+        echo "DIR_INT_IF=$DIR_INT_IF"
+        echo "DIR_INT_IP=$DIR_INT_IP"
+        echo "DIR_INT_MAC=$(mac_of "$P-dir" "$DIR_INT_IF")"
+        echo "DIR_CLIENT_GW_IP=$DIR_CLIENT_GW"
         echo "DIR_QUEUES=$queues"
         echo "VIP=$VIP"
         echo "HTTP_PORT=$HTTP_PORT"
         echo "UDP_PORT=$UDP_PORT"
+        if [[ $extras == 1 ]]; then
+            echo "ALT_HTTP_PORT=$ALT_HTTP_PORT"
+            echo "IPERF_PORT=$IPERF_PORT"
+        else
+            echo "ALT_HTTP_PORT="
+            echo "IPERF_PORT="
+        fi
+        if [[ $TOPOLOGY == tun ]]; then
+            echo "RTR_NS=$P-rtr"
+            echo "RTR_LAN_IF=eth0"
+            echo "RTR_LAN_IP=$RTR_LAN_IP"
+            echo "RTR_LAN_MAC=$(mac_of "$P-rtr" eth0)"
+            echo "RTR_RS_IF=eth1"
+            echo "RTR_RS_IP=$RTR_RS_IP"
+            echo "RTR_RS_MAC=$(mac_of "$P-rtr" eth1)"
+        else
+            echo "RTR_NS="
+            echo "RTR_LAN_IF="
+            echo "RTR_LAN_IP="
+            echo "RTR_LAN_MAC="
+            echo "RTR_RS_IF="
+            echo "RTR_RS_IP="
+            echo "RTR_RS_MAC="
+        fi
+        echo "TUN_DECAP=$method"
+        echo "RS_PREFIXLEN=$RS_PREFIXLEN"
+        echo "RS_GW=$RS_GW"
         echo "RS_COUNT=$nrs"
         for ((k = 1; k <= nrs; k++)); do
             ip=$(rs_ip "$k")
             echo "RS${k}_NS=$P-rs$k"
             echo "RS${k}_IP=$ip"
-            echo "RS${k}_MAC=$(nsx "$P-rs$k" cat /sys/class/net/eth0/address)"
+            echo "RS${k}_MAC=$(mac_of "$P-rs$k" eth0)"
             echo "RS${k}_PID=$(cat "$STATE/rs$k.pid")"
+            echo "RS${k}_IPERF_PID=$(cat "$STATE/rs$k-iperf.pid" 2>/dev/null || true)"
         done
     } >"$STATE/topology"
 }
 
+# shellcheck disable=SC2153 # the variables come from the sourced topology file
 print_topology() {
     # shellcheck disable=SC1091
     . "$STATE/topology"
-    local k ns ip mac
-    echo "harness $P up: $RS_COUNT real servers, director queues $DIR_QUEUES, state in $STATE"
-    printf '  %-7s %-12s %-4s %-18s %s\n' role netns if mac addresses
-    printf '  %-7s %-12s %-4s %-18s %s\n' client "$CLIENT_NS" eth0 "$CLIENT_MAC" "$CLIENT_IP/$PREFIXLEN + ${CLIENT_EXTRA[*]}"
-    printf '  %-7s %-12s %-4s %-18s %s\n' dir "$DIR_NS" eth0 "$DIR_MAC" "DIP $DIR_IP/$PREFIXLEN, VIP $VIP/32"
-    for ((k = 1; k <= RS_COUNT; k++)); do
-        eval "ns=\$RS${k}_NS ip=\$RS${k}_IP mac=\$RS${k}_MAC"
-        printf '  %-7s %-12s %-4s %-18s %s\n' "rs$k" "$ns" eth0 "$mac" "RIP $ip/$PREFIXLEN, VIP $VIP/32 on lo, http :$HTTP_PORT udp :$UDP_PORT"
-    done
+    local k ns ip mac f='  %-7s %-12s %-4s %-18s %s\n' rsdesc servers
+    echo "harness $P up: topology $TOPOLOGY, $RS_COUNT real servers, director queues $DIR_QUEUES, state in $STATE"
+    # shellcheck disable=SC2059
+    {
+        printf "$f" role netns if mac addresses
+        printf "$f" client "$CLIENT_NS" eth0 "$CLIENT_MAC" "$CLIENT_IP/$CLIENT_PREFIXLEN + ${CLIENT_EXTRA[*]}${CLIENT_GW:+, default via $CLIENT_GW}${CLIENT_VIP_VIA:+, $VIP via $CLIENT_VIP_VIA}"
+        case "$TOPOLOGY" in
+            nat2)
+                printf "$f" dir "$DIR_NS" eth0 "$DIR_EXT_MAC" "$DIR_EXT_IP/$PREFIXLEN, VIP $VIP/32 (on $SW_NS)"
+                printf "$f" dir "$DIR_NS" eth1 "$DIR_INT_MAC" "$DIR_INT_IP/$RS_PREFIXLEN (on $SW_INT_NS)"
+                ;;
+            nat1)
+                printf "$f" dir "$DIR_NS" eth0 "$DIR_MAC" "DIP $DIR_IP/$PREFIXLEN, VIP $VIP/32, $DIR_CLIENT_GW_IP/$CLIENT_PREFIXLEN"
+                ;;
+            *)
+                printf "$f" dir "$DIR_NS" eth0 "$DIR_MAC" "DIP $DIR_IP/$PREFIXLEN, VIP $VIP/32"
+                ;;
+        esac
+        if [[ $TOPOLOGY == tun ]]; then
+            printf "$f" rtr "$RTR_NS" eth0 "$RTR_LAN_MAC" "$RTR_LAN_IP/$PREFIXLEN (on $SW_NS), forwarding"
+            printf "$f" rtr "$RTR_NS" eth1 "$RTR_RS_MAC" "$RTR_RS_IP/$RS_PREFIXLEN (on $SW_INT_NS)"
+        fi
+        servers="http :$HTTP_PORT${ALT_HTTP_PORT:+ :$ALT_HTTP_PORT} udp :$UDP_PORT${IPERF_PORT:+ iperf3 :$IPERF_PORT}"
+        case "$TOPOLOGY" in
+            dr) rsdesc="VIP $VIP/32 on lo" ;;
+            tun) rsdesc="default via $RS_GW, VIP $VIP/32 on lo, decap $TUN_DECAP" ;;
+            *) rsdesc="default via $RS_GW" ;;
+        esac
+        for ((k = 1; k <= RS_COUNT; k++)); do
+            eval "ns=\$RS${k}_NS ip=\$RS${k}_IP mac=\$RS${k}_MAC"
+            printf "$f" "rs$k" "$ns" eth0 "$mac" "RIP $ip/$RS_PREFIXLEN, $rsdesc, $servers"
+        done
+    }
 }
 
 do_status() {
-    local nss ns ok=0 pid
+    local nss ns ok=0 pid tcp_ports="$HTTP_PORT" topo=""
     mapfile -t nss < <(our_namespaces)
     if [[ ${#nss[@]} -eq 0 ]]; then
         echo "harness $P: down (no namespaces)"
         return 1
     fi
-    echo "harness $P: namespaces: ${nss[*]}"
+    if [[ -f $STATE/topology ]]; then
+        topo=$(sed -n 's/^TOPOLOGY=//p' "$STATE/topology")
+        local alt iperf
+        alt=$(sed -n 's/^ALT_HTTP_PORT=//p' "$STATE/topology")
+        iperf=$(sed -n 's/^IPERF_PORT=//p' "$STATE/topology")
+        tcp_ports="$HTTP_PORT${alt:+ $alt}${iperf:+ $iperf}"
+    fi
+    echo "harness $P: ${topo:+topology $topo, }namespaces: ${nss[*]}"
     for ns in "${nss[@]}"; do
         case "$ns" in
             "$P"-rs*)
-                local k=${ns#"$P"-rs} tcp udp
-                tcp=$(nsx "$ns" ss -Hltn "sport = :$HTTP_PORT" 2>/dev/null | awk '{print $4}' | paste -sd' ')
+                local k=${ns#"$P"-rs} tcp="" udp port l
+                for port in $tcp_ports; do
+                    l=$(nsx "$ns" ss -Hltn "sport = :$port" 2>/dev/null | awk '{print $4}' | paste -sd' ')
+                    [[ -n $l ]] || ok=1
+                    tcp+="${tcp:+ }${l:-none(:$port)}"
+                done
                 udp=$(nsx "$ns" ss -Hlun "sport = :$UDP_PORT" 2>/dev/null | awk '{print $4}' | paste -sd' ')
                 pid=$(cat "$STATE/rs$k.pid" 2>/dev/null || echo -)
                 printf '  %-12s %-18s tcp[%s] udp[%s] pid %s\n' "$ns" \
-                    "$(nsx "$ns" ip -4 -br addr show dev eth0 2>/dev/null | awk '{print $3}')" "${tcp:-none}" "${udp:-none}" "$pid"
-                [[ -n $tcp && -n $udp ]] || ok=1
+                    "$(nsx "$ns" ip -4 -br addr show dev eth0 2>/dev/null | awk '{print $3}')" "$tcp" "${udp:-none}" "$pid"
+                [[ -n $udp ]] || ok=1
                 ;;
             *)
                 printf '  %-12s %s\n' "$ns" "$(nsx "$ns" ip -4 -br addr show 2>/dev/null | awk '$1 != "lo" {$2=""; print}' | paste -sd';')"
