@@ -9,6 +9,8 @@ pub mod conn;
 pub mod control;
 pub mod daemon;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod packet;
 pub mod runtime;
