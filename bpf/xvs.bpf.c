@@ -138,8 +138,15 @@ int xvs_steer(struct xdp_md *ctx)
 			 */
 			key.addr = iph->saddr;
 			key.port = ports[0];
-			if (!bpf_map_lookup_elem(&xvs_nat_rs, &key) ||
-			    bpf_map_lookup_elem(&xvs_local, &iph->daddr)) {
+			if (!bpf_map_lookup_elem(&xvs_nat_rs, &key)) {
+				/* Real servers of all-ports (port 0) services answer from any port. */
+				key.port = 0;
+				if (!bpf_map_lookup_elem(&xvs_nat_rs, &key)) {
+					st->passed++;
+					return XDP_PASS;
+				}
+			}
+			if (bpf_map_lookup_elem(&xvs_local, &iph->daddr)) {
 				st->passed++;
 				return XDP_PASS;
 			}

@@ -310,10 +310,17 @@ impl Cx<'_> {
         let mut client_mac = [0u8; 6];
         client_mac.copy_from_slice(&self.buf[6..12]);
         let masq = dest.forward == Forward::Masq;
+        // The real port: the server's, except for an all-ports service or a server without
+        // a port, where the client's destination port is kept (as IPVS does).
+        let rport = if svc.key.port == 0 || dest.port == 0 {
+            k.dport
+        } else {
+            dest.port
+        };
         let reply_key = masq.then(|| FlowKey {
             saddr: u32::from(dest.addr),
             daddr: k.saddr,
-            sport: dest.port,
+            sport: rport,
             dport: k.sport,
             proto: k.proto,
         });
@@ -424,7 +431,9 @@ impl Cx<'_> {
         let Some((port, mac, pinfo)) = self.next_hop(dest) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
-        xmit::nat_in(self.buf, self.flow, u32::from(dest.addr), dest.port);
+        // The reply key holds the real port chosen at scheduling time.
+        let rport = conn.reply_key.map_or(dest.port, |r| r.sport);
+        xmit::nat_in(self.buf, self.flow, u32::from(dest.addr), rport);
         xmit::set_macs(self.buf, mac, pinfo.mac);
         conn.svc
             .stats

@@ -30,6 +30,23 @@ fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }
 
+thread_local! {
+    /// Per-thread IPv4 identification counter for packets we originate without DF (each
+    /// worker is one thread: no shared cache line on the data path).
+    static IP_ID: std::cell::Cell<u16> = std::cell::Cell::new(
+        // Different threads start at different points of the 16-bit space.
+        (std::process::id() as u16) ^ ((crate::clock::now_ms() as u16).rotate_left(7))
+    );
+}
+
+fn next_ip_id() -> u16 {
+    IP_ID.with(|c| {
+        let v = c.get().wrapping_add(1);
+        c.set(v);
+        v
+    })
+}
+
 /// Sets destination and source MAC.
 pub fn set_macs(frame: &mut [u8], dst: [u8; 6], src: [u8; 6]) {
     frame[0..6].copy_from_slice(&dst);
@@ -114,7 +131,9 @@ pub fn tun_encap(buf: &mut [u8], flow: &Flow, outer_src: u32, outer_dst: u32) ->
     h[0] = 0x45;
     h[1] = tos;
     put16(h, 2, (inner_len + IPIP_OVERHEAD) as u16);
-    put16(h, 4, 0); // identification: unused when DF is set; IPVS leaves it to ip_select_ident
+    // Identification: any value for an atomic (DF) datagram; a fragmentable one needs an ID
+    // unique per source/destination for the reassembly lifetime (RFC 6864 section 4.1).
+    put16(h, 4, if df != 0 { 0 } else { next_ip_id() });
     put16(h, 6, df);
     h[8] = 64;
     h[9] = PROTO_IPIP;
