@@ -1163,7 +1163,7 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known bugs (failing tests, ignored until fixed in src/)
+// Regressions: bugs these tests found (fixed in src/)
 // ---------------------------------------------------------------------------------------
 
 /// A persistent all-ports (port 0) NAT service: the real server's port defaults to the
