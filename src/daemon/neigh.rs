@@ -18,7 +18,6 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 /// What `ip route get` says about a destination.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,7 +79,18 @@ impl Neighbours {
     }
 
     /// Reads replies to `seq` until DONE / ACK, handing each message to `f`.
-    fn recv_until_done(&mut self, seq: u32, mut f: impl FnMut(RouteNetlinkMessage)) -> Result<()> {
+    fn recv_until_done(&mut self, seq: u32, f: impl FnMut(RouteNetlinkMessage)) -> Result<()> {
+        self.recv(seq, false, f)
+    }
+
+    /// Reads replies to `seq`, handing each message to `f`, until DONE / ACK or, for a
+    /// request answered in one message (`single`), after the first datagram.
+    fn recv(
+        &mut self,
+        seq: u32,
+        single: bool,
+        mut f: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
         // Bounded: a dump of a huge table still ends; 10k datagrams is far beyond any.
         for _ in 0..10_000 {
@@ -112,6 +122,9 @@ impl Neighbours {
                 }
                 off += len;
             }
+            if single {
+                return Ok(());
+            }
         }
         bail!("rtnetlink reply did not end")
     }
@@ -126,7 +139,7 @@ impl Neighbours {
             .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
         let seq = self.send(NLM_F_REQUEST, RouteNetlinkMessage::GetRoute(msg))?;
         let mut info = None;
-        self.recv_until_done_or_one(seq, |m| {
+        self.recv(seq, true, |m| {
             if let RouteNetlinkMessage::NewRoute(r) = m {
                 let mut ri = RouteInfo::default();
                 for a in &r.attributes {
@@ -169,52 +182,8 @@ impl Neighbours {
         Ok(out)
     }
 
-    /// Like `recv_until_done`, but a non-dump request ends after its one answer.
-    fn recv_until_done_or_one(
-        &mut self,
-        seq: u32,
-        mut f: impl FnMut(RouteNetlinkMessage),
-    ) -> Result<()> {
-        let mut buf = vec![0u8; 64 * 1024];
-        let n = self
-            .sock
-            .recv(&mut &mut buf[..], 0)
-            .context("reading rtnetlink reply")?;
-        let mut off = 0;
-        while off < n {
-            let msg: NetlinkMessage<RouteNetlinkMessage> =
-                NetlinkMessage::deserialize(&buf[off..n]).context("decoding rtnetlink reply")?;
-            let len = msg.header.length as usize;
-            if msg.header.sequence_number == seq {
-                match msg.payload {
-                    NetlinkPayload::Error(e) if e.code.is_some() => bail!("rtnetlink error: {e}"),
-                    NetlinkPayload::InnerMessage(m) => f(m),
-                    _ => {}
-                }
-            }
-            if len == 0 {
-                break;
-            }
-            off += len;
-        }
-        Ok(())
-    }
-
     /// Resolved IPv4 neighbours on every interface: (ifindex, address) -> MAC.
     pub fn dump_all(&mut self) -> Result<HashMap<(u32, Ipv4Addr), [u8; 6]>> {
-        self.dump_filtered(None)
-    }
-
-    /// Resolved IPv4 neighbours on `ifindex`: address -> MAC.
-    pub fn dump(&mut self, ifindex: u32) -> Result<HashMap<Ipv4Addr, [u8; 6]>> {
-        Ok(self
-            .dump_filtered(Some(ifindex))?
-            .into_iter()
-            .map(|((_, ip), mac)| (ip, mac))
-            .collect())
-    }
-
-    fn dump_filtered(&mut self, only: Option<u32>) -> Result<HashMap<(u32, Ipv4Addr), [u8; 6]>> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Inet;
         let seq = self.send(
@@ -226,9 +195,6 @@ impl Neighbours {
             let RouteNetlinkMessage::NewNeighbour(n) = m else {
                 return;
             };
-            if only.is_some_and(|i| i != n.header.ifindex) {
-                return;
-            }
             let ifindex = n.header.ifindex;
             let usable = matches!(
                 n.header.state,
@@ -277,26 +243,5 @@ impl Neighbours {
         )?;
         self.recv_until_done(seq, |_| {})
             .with_context(|| format!("asking the kernel to resolve {ip}"))
-    }
-
-    /// Resolves `ip`, triggering resolution and waiting up to `wait` for the answer.
-    pub fn resolve(
-        &mut self,
-        ifindex: u32,
-        ip: Ipv4Addr,
-        wait: Duration,
-    ) -> Result<Option<[u8; 6]>> {
-        if let Some(m) = self.dump(ifindex)?.get(&ip) {
-            return Ok(Some(*m));
-        }
-        self.trigger(ifindex, ip)?;
-        let deadline = std::time::Instant::now() + wait;
-        while std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-            if let Some(m) = self.dump(ifindex)?.get(&ip) {
-                return Ok(Some(*m));
-            }
-        }
-        Ok(None)
     }
 }
