@@ -267,7 +267,10 @@ impl ConnTable {
         ConnTable {
             slots: Vec::with_capacity(capacity),
             free: Vec::with_capacity(capacity),
-            index: HashTable::with_capacity(capacity * keys_per_entry),
+            // Twice the keys: hashbrown then always rehashes in place when deletions have
+            // used up its growth budget (it only allocates when more than half full), so a
+            // table kept full under churn never allocates on the packet path.
+            index: HashTable::with_capacity(capacity * keys_per_entry * 2),
             hasher: ahash::RandomState::new(),
             capacity,
             len: 0,

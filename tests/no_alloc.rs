@@ -322,14 +322,11 @@ fn the_counter_sees_allocations() {
 /// Churn in a table kept at its capacity: every insert follows a removal, as when a SYN
 /// flood keeps the table full and the sweep frees one slot at a time.
 ///
-/// Known to fail: the slab and free list stay within their capacity, but the hash index
-/// (hashbrown, sized for `capacity` at 7/8 load) accumulates tombstones; once they use up
-/// its spare room while it is more than half full it resizes (one allocation, doubling the
-/// index) instead of rehashing in place. Sizing the index for twice the capacity in
-/// `ConnTable::with_capacity` keeps it at most half full, where hashbrown always rehashes
-/// in place.
+/// The slab and free list stay within their capacity; the hash index accumulates
+/// tombstones, and hashbrown would resize (allocate) if it were more than half full when they
+/// use up its spare room. `ConnTable` sizes the index for twice its capacity, so it always
+/// rehashes in place instead (this test failed before that).
 #[test]
-#[ignore = "ConnTable's index resizes under churn at full load (see the comment)"]
 fn churn_at_capacity_does_not_allocate() {
     use std::collections::VecDeque;
     use xvs::conn::{Conn, ConnState, ConnTable};

@@ -8,9 +8,14 @@ use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct RoundRobin {
-    /// The server chosen last, by identity, so that list edits keep the position as IPVS
-    /// does (it keeps a pointer into the list). `None`: start from the list head.
-    last: Option<Arc<DestRt>>,
+    /// The server chosen last: its index and its identity (address of its `DestRt`, only
+    /// compared, never dereferenced), so that list edits keep the position as IPVS does (it
+    /// keeps a pointer into the list) while a pick stays O(1). `None`: start from the head.
+    last: Option<(usize, usize)>,
+}
+
+fn ident(d: &Arc<DestRt>) -> usize {
+    Arc::as_ptr(d) as usize
 }
 
 impl Scheduler for RoundRobin {
@@ -21,10 +26,8 @@ impl Scheduler for RoundRobin {
     fn update(&mut self, dests: &[Arc<DestRt>]) {
         // ip_vs_rr_del_dest moves the pointer back when its server goes; we approximate by
         // restarting from the head only when the last server left the list.
-        if let Some(last) = &self.last {
-            if !dests.iter().any(|d| Arc::ptr_eq(d, last)) {
-                self.last = None;
-            }
+        if let Some((_, id)) = self.last {
+            self.last = dests.iter().position(|d| ident(d) == id).map(|i| (i, id));
         }
     }
 
@@ -33,17 +36,19 @@ impl Scheduler for RoundRobin {
         if n == 0 {
             return None;
         }
-        let start = match &self.last {
-            Some(last) => dests
+        let start = match self.last {
+            // The list is the one `update` saw, so the index is normally still right.
+            Some((i, id)) if dests.get(i).is_some_and(|d| ident(d) == id) => i + 1,
+            Some((_, id)) => dests
                 .iter()
-                .position(|d| Arc::ptr_eq(d, last))
+                .position(|d| ident(d) == id)
                 .map_or(0, |i| i + 1),
             None => 0,
         };
         let pick = (0..n)
             .map(|k| (start + k) % n)
             .find(|&i| dests[i].available())?;
-        self.last = Some(dests[pick].clone());
+        self.last = Some((pick, ident(&dests[pick])));
         Some(pick)
     }
 }
