@@ -370,6 +370,24 @@ impl DaemonState {
     }
 }
 
+/// The steering program behind the daemon's mutex (the control socket and stats share it).
+pub struct SharedSteer(pub Arc<std::sync::Mutex<crate::bpf::Steering>>);
+
+impl ServiceSteer for SharedSteer {
+    fn add(&self, key: &ServiceKey) -> Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).add(key)
+    }
+    fn remove(&self, key: &ServiceKey) -> Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
+    }
+    fn add_nat_rs(&self, key: &ServiceKey) -> Result<()> {
+        ServiceSteer::add_nat_rs(&*self.0.lock().unwrap_or_else(|e| e.into_inner()), key)
+    }
+    fn remove_nat_rs(&self, key: &ServiceKey) -> Result<()> {
+        ServiceSteer::remove_nat_rs(&*self.0.lock().unwrap_or_else(|e| e.into_inner()), key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,23 +484,5 @@ mod tests {
         assert!(rt.deleted.load(Relaxed));
         assert!(steer.0.lock().unwrap().is_empty());
         assert!(shared.snapshot.load().services.is_empty());
-    }
-}
-
-/// The steering program behind the daemon's mutex (the control socket and stats share it).
-pub struct SharedSteer(pub Arc<std::sync::Mutex<crate::bpf::Steering>>);
-
-impl ServiceSteer for SharedSteer {
-    fn add(&self, key: &ServiceKey) -> Result<()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).add(key)
-    }
-    fn remove(&self, key: &ServiceKey) -> Result<()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key)
-    }
-    fn add_nat_rs(&self, key: &ServiceKey) -> Result<()> {
-        ServiceSteer::add_nat_rs(&*self.0.lock().unwrap_or_else(|e| e.into_inner()), key)
-    }
-    fn remove_nat_rs(&self, key: &ServiceKey) -> Result<()> {
-        ServiceSteer::remove_nat_rs(&*self.0.lock().unwrap_or_else(|e| e.into_inner()), key)
     }
 }
