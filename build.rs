@@ -1,10 +1,20 @@
-//! Compiles the XDP steering program in `bpf/` and generates its libbpf-rs skeleton.
+//! Compiles the XDP programs in `bpf/` and generates their libbpf-rs skeletons: the steering
+//! program of xvsd, and the load generator and sink of the bench tool (`src/bench/`).
 
 use libbpf_cargo::SkeletonBuilder;
 use std::env;
 use std::path::PathBuf;
 
-const SRC: &str = "bpf/xvs.bpf.c";
+/// (source, skeleton file in OUT_DIR, headers it includes).
+const PROGRAMS: &[(&str, &str, &[&str])] = &[
+    ("bpf/xvs.bpf.c", "xvs.skel.rs", &["bpf/xvs_shared.h"]),
+    ("bpf/xvs_gen.bpf.c", "xvs_gen.skel.rs", &["bpf/xvs_bench.h"]),
+    (
+        "bpf/xvs_sink.bpf.c",
+        "xvs_sink.skel.rs",
+        &["bpf/xvs_bench.h"],
+    ),
+];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -12,13 +22,17 @@ fn main() {
     // Debian keeps <asm/types.h> under the multiarch directory, which `clang -target bpf` does
     // not search on its own.
     let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
-    SkeletonBuilder::new()
-        .source(SRC)
-        .clang_args(["-Wall", "-O2", "-Ibpf", multiarch.as_str()])
-        .build_and_generate(out.join("xvs.skel.rs"))
-        .unwrap_or_else(|e| {
-            panic!("building {SRC} failed (are clang and libbpf-dev installed? run scripts/deps.sh): {e:#}")
-        });
-    println!("cargo:rerun-if-changed={SRC}");
-    println!("cargo:rerun-if-changed=bpf/xvs_shared.h");
+    for (src, skel, headers) in PROGRAMS {
+        SkeletonBuilder::new()
+            .source(src)
+            .clang_args(["-Wall", "-O2", "-Ibpf", multiarch.as_str()])
+            .build_and_generate(out.join(skel))
+            .unwrap_or_else(|e| {
+                panic!("building {src} failed (are clang and libbpf-dev installed? run scripts/deps.sh): {e:#}")
+            });
+        println!("cargo:rerun-if-changed={src}");
+        for h in *headers {
+            println!("cargo:rerun-if-changed={h}");
+        }
+    }
 }

@@ -1,0 +1,477 @@
+#!/usr/bin/env bash
+# Forwarding benchmarks of xvs on a veth topology, with two references
+# measured in the same run: xvs's own AF_XDP reflect path and the kernel doing
+# the job with nftables DNAT. Prints a table and writes it into the
+# "Forwarding (scripts/bench.sh)" section of docs/benchmarks.md.
+#
+# Usage: scripts/bench.sh [--smoke] [--rounds N] [--rows LIST] [--conns]
+#                         [--no-build] [--no-docs] [--size BYTES] [--flows N]
+#
+#   --smoke     one short round of every row (about 30 s after the build),
+#               table printed, docs/benchmarks.md left alone (for CI)
+#   --rounds N  clean rounds wanted (default 5); every round runs every row
+#               once, so the VM's fast and slow phases hit all rows alike. A
+#               round during which other load ran on the machine is repeated
+#               (at most 2N rounds in all) and left out of the table.
+#   --rows LIST comma-separated subset of: reflect,dr,loss,nat,tun,new,nft,mq,lat
+#               (default: all)
+#   --conns     also the connection-table rows: DR with 10M live entries vs
+#               1k (same table size), and bytes per entry (about 2 minutes)
+#   --no-build  use the binaries in target/release as they are
+#   --no-docs   do not write docs/benchmarks.md
+#   --size B    frame size on the wire, FCS included (default 64)
+#   --flows N   established flows (default 1024)
+#
+# Rows (UDP, established flows, unless noted). The generator is xvs-bench
+# (BPF_PROG_RUN live frames) on CPU 1; xvsd's worker and the director's NAPI
+# kthreads on CPU 0; the sink (an XDP counter) counts forwarded frames per real
+# server where they arrive (scripts/bench-topo.sh):
+#   reflect  xvsd --reflect: AF_XDP receive and send back, no LB work
+#   dr       -g, 4 real servers, rr
+#   loss     dr at a fixed offered rate of 50% of the round's dr peak
+#   nat      two-armed -m (eth0 in, eth1 out), 4 real servers
+#   tun      -i (IPIP), 4 real servers
+#   new      dr, TCP, every frame a SYN of a new flow: new connections/s
+#   nft      xvsd stopped; kernel forwarding with nftables DNAT numgen inc mod 4
+#   mq       dr with a generator thread on each CPU: 1 queue/1 worker (mq1) and
+#            2 queues/2 workers (mq2, a second topology with --queues 2)
+#   lat      UDP RTT p50/p99 through the director (DR) vs direct to a real
+#            server, on scripts/harness.sh's DR lab (real UDP responders)
+# Each rate row is xvs-bench peak: one window flat out, then a search over
+# offered rates; the table quotes the highest forwarded rate of any window
+# (and the flat-out one: what an overload leaves). CPU ns/packet: CPU time of
+# xvsd's threads plus the director's NAPI kthreads (and ksoftirqd on its CPU)
+# over that window, divided by the packets the sink counted in it.
+#
+# Results: target/bench/results-DATE.jsonl (one JSON line per measurement),
+# log with every search step, xvsd's output and its datapath counters:
+# target/bench/bench-DATE.log. Topologies: scripts/bench-topo.sh (prefixes xb,
+# xb2), latency lab: scripts/harness.sh (prefix xbl); all torn down on exit,
+# also on failure or ctrl-C.
+#
+# Needs root and 2+ CPUs, and an otherwise idle machine: each round first
+# waits (bounded) for other load to settle.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+SMOKE=0
+ROUNDS=5
+ROWS=reflect,dr,loss,nat,tun,new,nft,mq,lat
+CONNS=0
+BUILD=1
+DOCS=1
+SIZE=64
+FLOWS=1024
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' >&2; }
+die() {
+    echo "bench.sh: error: $*" >&2
+    exit 1
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --smoke) SMOKE=1; shift ;;
+        --rounds) [[ $# -ge 2 ]] || { usage; exit 2; }; ROUNDS=$2; shift 2 ;;
+        --rows) [[ $# -ge 2 ]] || { usage; exit 2; }; ROWS=$2; shift 2 ;;
+        --conns) CONNS=1; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --no-docs) DOCS=0; shift ;;
+        --size) [[ $# -ge 2 ]] || { usage; exit 2; }; SIZE=$2; shift 2 ;;
+        --flows) [[ $# -ge 2 ]] || { usage; exit 2; }; FLOWS=$2; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage; exit 2 ;;
+    esac
+done
+[[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 50)) || die "--rounds must be 1..50"
+[[ $SIZE =~ ^[0-9]+$ ]] && ((SIZE >= 64 && SIZE <= 1518)) || die "--size must be 64..1518"
+[[ $FLOWS =~ ^[0-9]+$ ]] && ((FLOWS >= 1 && FLOWS <= 1000000)) || die "--flows must be 1..1000000"
+[[ $(id -u) -eq 0 ]] || die "must run as root (namespaces, XDP)"
+NCPU=$(nproc)
+((NCPU >= 2)) || die "needs at least 2 CPUs (generator and director on separate cores)"
+
+# Seconds: warm-up before measuring, measurement window, fixed-rate run.
+# Peak search (xvs-bench peak): flat-out warm-up, window per step, settle time
+# after each rate change, steps after the flat-out window.
+FOREIGN_MAX=0.15 # CPUs of other load above which a round counts as skewed
+if ((SMOKE)); then
+    ROUNDS=1
+    MAX_ATTEMPTS=1
+    DOCS=0
+    PEAK_ARGS=(--warmup 0.3 --window 0.3 --settle 0.15 --steps 2)
+    LOSS_SECS=1
+    LAT_COUNT=300
+    QUIET_WAIT=5
+else
+    MAX_ATTEMPTS=$((ROUNDS * 2))
+    PEAK_ARGS=(--warmup 0.5 --window 0.8 --settle 0.3 --steps 6)
+    LOSS_SECS=3
+    LAT_COUNT=2000
+    QUIET_WAIT=60
+fi
+GEN_CPU=1
+DIR_CPU=0
+
+want() { [[ ,$ROWS, == *,$1,* ]]; }
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUTDIR=$ROOT/target/bench
+mkdir -p "$OUTDIR"
+RESULTS=$OUTDIR/results-$STAMP.jsonl
+LOG=$OUTDIR/bench-$STAMP.log
+: >"$RESULTS"
+: >"$LOG"
+T_START=$(date +%s)
+
+log() { echo "bench.sh: $*" | tee -a "$LOG" >&2; }
+
+BIN=$ROOT/target/release
+BENCH=$BIN/xvs-bench
+XVSD=$BIN/xvsd
+XVSADM=$BIN/xvsadm
+P1=xb
+P2=xb2
+PL=xbl
+VIP=10.0.0.88
+DIR_MAC=02:00:0a:00:00:0c
+DR_RIPS=(10.0.0.21 10.0.0.22 10.0.0.23 10.0.0.24)
+TUN_RIPS=(10.0.0.31 10.0.0.32 10.0.0.33 10.0.0.34)
+NAT_RIPS=(192.168.80.10 192.168.80.11 192.168.80.12 192.168.80.13)
+SOCK_DIR=/run/xvs-bench
+XVSD_PID=""
+GEN_PID=""
+
+# --- cleanup -----------------------------------------------------------------
+
+stop_pid() {
+    local pid=$1 i
+    [[ -n $pid ]] || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do # 5 s
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    set +e
+    stop_pid "$GEN_PID"
+    stop_pid "$XVSD_PID"
+    ip netns exec "$P1-dir" nft delete table ip xvsbench 2>/dev/null
+    XVS_BENCH_PREFIX=$P1 scripts/bench-topo.sh down >/dev/null 2>&1
+    XVS_BENCH_PREFIX=$P2 scripts/bench-topo.sh down >/dev/null 2>&1
+    XVS_NS_PREFIX=$PL scripts/harness.sh down >/dev/null 2>&1
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- build and tools ---------------------------------------------------------
+
+scripts/deps.sh
+if ! command -v cargo >/dev/null 2>&1 && [[ -f ${CARGO_HOME:-$HOME/.cargo}/env ]]; then
+    # shellcheck disable=SC1091
+    . "${CARGO_HOME:-$HOME/.cargo}/env"
+fi
+if ((BUILD)); then
+    log "building release binaries"
+    T0=$(date +%s)
+    cargo build --release --bins 2>&1 | tail -n 3 | tee -a "$LOG" >&2
+    log "build took $(($(date +%s) - T0)) s"
+fi
+for b in "$BENCH" "$XVSD" "$XVSADM"; do
+    [[ -x $b ]] || die "$b missing (cargo build --release --bins)"
+done
+"$XVSD" --help 2>/dev/null | grep -q -- --reflect || die "this xvsd has no --reflect"
+if want nft && ! command -v nft >/dev/null 2>&1; then
+    log "installing nftables (the kernel reference row needs nft)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nftables >>"$LOG" 2>&1 ||
+        { apt-get update -q >>"$LOG" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nftables >>"$LOG" 2>&1; } ||
+        die "nft missing and apt-get could not install nftables"
+fi
+
+# --- machine -----------------------------------------------------------------
+
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+KERNEL=$(uname -r)
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then COMMIT+="+dirty"; fi
+MODE=full
+((SMOKE)) && MODE=smoke
+printf '{"kind":"meta","cpu_model":"%s","nproc":"%s","kernel":"%s","date":"%s","commit":"%s","mode":"%s","rounds":"%s","size":"%s","flows":"%s"}\n' \
+    "$CPU_MODEL" "$NCPU" "$KERNEL" "$(date -u +%Y-%m-%d)" "$COMMIT" "$MODE" "$ROUNDS" "$SIZE" "$FLOWS" >>"$RESULTS"
+note() { printf '{"kind":"note","text":"%s"}\n' "$*" >>"$RESULTS"; log "note: $*"; }
+
+# --- topologies --------------------------------------------------------------
+
+log "topology $P1 (1 queue)"
+XVS_BENCH_PREFIX=$P1 scripts/bench-topo.sh up --gen-cpu $GEN_CPU --dir-cpu $DIR_CPU >>"$LOG" 2>&1 ||
+    die "bench-topo.sh up failed (see $LOG)"
+if want mq; then
+    log "topology $P2 (2 queues)"
+    XVS_BENCH_PREFIX=$P2 scripts/bench-topo.sh up --queues 2 >>"$LOG" 2>&1 ||
+        die "bench-topo.sh up --queues 2 failed (see $LOG)"
+fi
+if want lat; then
+    log "latency lab $PL (scripts/harness.sh, DR, 2 real servers)"
+    XVS_NS_PREFIX=$PL scripts/harness.sh up --rs 2 >>"$LOG" 2>&1 || die "harness.sh up failed (see $LOG)"
+fi
+
+# --- xvsd --------------------------------------------------------------------
+
+# xvsd_start PREFIX MODE [XVSD ARGS...]: MODE reflect|dr|nat|tun|new|lat.
+xvsd_start() {
+    local p=$1 mode=$2 sock=$SOCK_DIR/$1.sock i
+    shift 2
+    local args=(--interface eth0 --socket "$sock")
+    [[ $mode == nat ]] && args+=(--interface eth1)
+    [[ $mode == reflect ]] && args+=(--reflect)
+    rm -f "$sock"
+    echo "--- xvsd $p $mode ${args[*]} $*" >>"$LOG"
+    ip netns exec "$p-dir" "$XVSD" "${args[@]}" "$@" >>"$LOG" 2>&1 &
+    XVSD_PID=$!
+    for ((i = 0; i < 100; i++)); do # 10 s
+        [[ -S $sock ]] && break
+        kill -0 "$XVSD_PID" 2>/dev/null || die "xvsd ($mode) exited at start (see $LOG)"
+        sleep 0.1
+    done
+    [[ -S $sock ]] || die "xvsd ($mode): no control socket after 10 s"
+    local A=("$XVSADM" --socket "$sock") rip
+    case "$mode" in
+        reflect) "${A[@]}" -A -u "$VIP:80" -s rr ;;
+        dr)
+            "${A[@]}" -A -u "$VIP:80" -s rr
+            for rip in "${DR_RIPS[@]}"; do "${A[@]}" -a -u "$VIP:80" -r "$rip:80" -g; done
+            ;;
+        new)
+            "${A[@]}" -A -t "$VIP:80" -s rr
+            for rip in "${DR_RIPS[@]}"; do "${A[@]}" -a -t "$VIP:80" -r "$rip:80" -g; done
+            ;;
+        tun)
+            "${A[@]}" -A -u "$VIP:80" -s rr
+            for rip in "${TUN_RIPS[@]}"; do "${A[@]}" -a -u "$VIP:80" -r "$rip:80" -i; done
+            ;;
+        nat)
+            "${A[@]}" -A -u "$VIP:80" -s rr
+            for rip in "${NAT_RIPS[@]}"; do "${A[@]}" -a -u "$VIP:80" -r "$rip:80" -m; done
+            ;;
+        lat)
+            "${A[@]}" -A -u "$VIP:5353" -s rr
+            "${A[@]}" -a -u "$VIP:5353" -r 10.0.0.9:5353 -g
+            "${A[@]}" -a -u "$VIP:5353" -r 10.0.0.20:5353 -g
+            ;;
+    esac >>"$LOG" 2>&1 || die "configuring xvsd ($mode) failed (see $LOG)"
+}
+
+xvsd_stop() {
+    local p=$1
+    if [[ -n $XVSD_PID ]]; then
+        "$XVSADM" --socket "$SOCK_DIR/$p.sock" --datapath >>"$LOG" 2>&1 || true
+        stop_pid "$XVSD_PID"
+        wait "$XVSD_PID" 2>/dev/null || true
+        XVSD_PID=""
+    fi
+}
+
+# --- measurements --------------------------------------------------------------
+
+# gen_start PREFIX SECONDS [GEN ARGS...]: generator in the background.
+gen_start() {
+    local p=$1 secs=$2
+    shift 2
+    ip netns exec "$p-gen" "$BENCH" gen --ifname g0 --dst-mac "$DIR_MAC" --dst-ip "$VIP" \
+        --size "$SIZE" --duration "$secs" --quiet "$@" >>"$LOG" 2>&1 &
+    GEN_PID=$!
+}
+
+gen_wait() {
+    [[ -n $GEN_PID ]] || return 0
+    wait "$GEN_PID" || log "warning: generator exited with an error (see $LOG)"
+    GEN_PID=""
+}
+
+# peak ROW ROUND PREFIX SINK DESC [GEN ARGS...]: the peak search (xvs-bench peak)
+# with the generator in PREFIX-gen; appends a rate line, sets LAST_PPS.
+peak() {
+    local row=$1 round=$2 p=$3 sink=$4 desc=$5 pps
+    shift 5
+    local tasks=(--napi "$p-dir:eth0" --napi "$p-dir:eth1" --kthread "ksoftirqd/$DIR_CPU")
+    [[ $p == "$P2" ]] && tasks+=(--kthread "ksoftirqd/")
+    [[ -n $XVSD_PID ]] && tasks+=(--pid "$XVSD_PID")
+    echo "--- $row round $round" >>"$LOG"
+    local out pps foreign
+    out=$("$BENCH" peak --netns "$p-gen" --ifname g0 --dst-mac "$DIR_MAC" --dst-ip "$VIP" \
+        --size "$SIZE" "$@" --sink "$sink" "${tasks[@]}" "${PEAK_ARGS[@]}" --verbose \
+        --tag "row=$row" --tag "round=$round" --tag "desc=$desc" --out "$RESULTS" \
+        --value pps,foreign_busy_max 2> >(tee -a "$LOG" | grep '^peak' | sed "s/ |.*//; s/^/bench.sh: $row round $round: /" >&2)) ||
+        { log "warning: $row round $round: measurement failed (see $LOG)"; out="0 0"; }
+    read -r pps foreign <<<"$out"
+    LAST_PPS=${pps%.*}
+    # Other load on the machine during this row: the round is skewed.
+    if awk -v f="$foreign" -v m="$FOREIGN_MAX" 'BEGIN{exit !(f > m)}'; then
+        log "$row round $round: $foreign CPU of other load on the machine"
+        ROUND_DIRTY=1
+    fi
+}
+
+# rate_row ROW ROUND PREFIX MODE SINK DESC [GEN ARGS...]: xvsd in MODE, then peak.
+rate_row() {
+    local row=$1 round=$2 p=$3 mode=$4 sink=$5 desc=$6
+    shift 6
+    local extra=()
+    # Every frame a new connection: room for all of them (SYN_RECV entries live 60 s).
+    [[ $mode == new ]] && extra=(--conn-max 8388608)
+    xvsd_start "$p" "$mode" "${extra[@]}"
+    peak "$row" "$round" "$p" "$sink" "$desc" "$@"
+}
+
+# loss_row ROUND PPS: DR (xvsd still running) at a fixed rate of PPS.
+loss_row() {
+    local round=$1 rate=$2 before after sent recv
+    ((rate > 0)) || { log "loss: no DR rate this round; skipped"; return 0; }
+    sleep 0.5 # let the frames of the previous run drain out of the rings
+    before=$("$BENCH" sink read "$P1-gen:g0" --value packets 2>>"$LOG")
+    sent=$(ip netns exec "$P1-gen" "$BENCH" gen --ifname g0 --dst-mac "$DIR_MAC" --dst-ip "$VIP" \
+        --size "$SIZE" --flows "$FLOWS" --rate "$rate" --duration "$LOSS_SECS" --quiet --value sent 2>>"$LOG")
+    sleep 0.3 # frames in flight
+    after=$("$BENCH" sink read "$P1-gen:g0" --value packets 2>>"$LOG")
+    if [[ -z $before || -z $after || -z $sent || $sent == 0 ]]; then
+        log "warning: loss round $round: could not read the counters"
+        return 0
+    fi
+    recv=$((after - before))
+    local pct
+    pct=$(awk -v s="$sent" -v r="$recv" 'BEGIN{l=(s-r)/s*100; if (l<0) l=0; printf "%.4f", l}')
+    printf '{"kind":"loss","row":"loss","round":"%s","offered_pps":%s,"percent_of_dr":50,"sent":%s,"received":%s,"loss_pct":%s}\n' \
+        "$round" "$rate" "$sent" "$recv" "$pct" >>"$RESULTS"
+    log "loss round $round: offered $rate pps, sent $sent, arrived $recv: $pct% lost"
+}
+
+nft_row() {
+    local round=$1 d=$P1-dir
+    ip netns exec "$d" sysctl -qw net.ipv4.ip_forward=1
+    ip netns exec "$d" nft -f - <<EOF
+table ip xvsbench {
+    chain pre {
+        type nat hook prerouting priority dstnat; policy accept;
+        ip daddr $VIP udp dport 80 dnat to numgen inc mod 4 map { 0 : ${DR_RIPS[0]}, 1 : ${DR_RIPS[1]}, 2 : ${DR_RIPS[2]}, 3 : ${DR_RIPS[3]} }
+    }
+}
+EOF
+    peak nft "$round" "$P1" "$P1-gen:g0" \
+        "Linux nftables DNAT numgen inc mod 4, kernel forwarding (ip_forward=1, conntrack)" --flows "$FLOWS"
+    ip netns exec "$d" nft delete table ip xvsbench
+    ip netns exec "$d" sysctl -qw net.ipv4.ip_forward=0
+}
+
+lat_row() {
+    local round=$1 c=$PL-client
+    xvsd_start "$PL" lat
+    # Requests in one go, through the director and directly, alternating.
+    ip netns exec "$c" "$BENCH" latency --dst 10.0.0.9:5353 --count "$LAT_COUNT" \
+        --tag row=lat_direct --tag "round=$round" --out "$RESULTS" 2>>"$LOG" | tee -a "$LOG" | sed 's/^/bench.sh: lat direct: /' >&2
+    ip netns exec "$c" "$BENCH" latency --dst "$VIP:5353" --count "$LAT_COUNT" \
+        --tag row=lat_via --tag "round=$round" --out "$RESULTS" 2>>"$LOG" | tee -a "$LOG" | sed 's/^/bench.sh: lat via director: /' >&2
+    xvsd_stop "$PL"
+}
+
+# conns_rows RATE: DR with 10M live connections (populated at RATE frames/s,
+# then the peak search cycles over all of them) and with 1k (same table size).
+conns_rows() {
+    local rate=$1 target=10000000 rss0 rss1 i conns=0 secs
+    ((rate >= 50000)) || rate=50000
+    secs=$((target / rate * 2 + 10))
+    ((secs <= 600)) || secs=600
+    log "connection table: populating $target entries at $rate frames/s"
+    xvsd_start "$P1" dr --conn-max 12000000
+    rss0=$(awk '/^VmRSS/ {print $2}' "/proc/$XVSD_PID/status")
+    gen_start "$P1" "$secs" --flows "$target" --rate "$rate"
+    for ((i = 0; i < secs * 2; i++)); do # bounded by the generator's duration
+        sleep 0.5
+        conns=$("$XVSADM" --socket "$SOCK_DIR/$P1.sock" --datapath 2>/dev/null | awk '/^  conns:/ {s += $2} END {print s+0}')
+        ((conns >= target)) && break
+        kill -0 "$GEN_PID" 2>/dev/null || break
+    done
+    stop_pid "$GEN_PID"
+    wait "$GEN_PID" 2>/dev/null || true
+    GEN_PID=""
+    log "connection table: $conns entries after $((i / 2)) s"
+    rss1=$(awk '/^VmRSS/ {print $2}' "/proc/$XVSD_PID/status")
+    printf '{"kind":"conns","row":"c10m","round":"0","entries":%s,"rss_before_kb":%s,"rss_after_kb":%s,"bytes_per_entry":%s}\n' \
+        "$conns" "$rss0" "$rss1" "$(awk -v a="$rss0" -v b="$rss1" -v n="$conns" 'BEGIN{printf "%.1f", (b-a)*1024/(n>0?n:1)}')" >>"$RESULTS"
+    peak c10m 0 "$P1" "$P1-gen:g0" "DR, 10M live connections (each frame another entry)" --flows "$target"
+    xvsd_stop "$P1"
+    xvsd_start "$P1" dr --conn-max 12000000
+    peak c1k 0 "$P1" "$P1-gen:g0" "DR, 1k live connections (same table size)" --flows 1000
+    xvsd_stop "$P1"
+}
+
+# --- rounds ------------------------------------------------------------------
+
+# Rounds until ROUNDS of them ran without other load on the machine (at most
+# MAX_ATTEMPTS); the report leaves skewed rounds out.
+clean=0
+DR_PEAKS=()
+for ((r = 1; r <= MAX_ATTEMPTS && clean < ROUNDS; r++)); do
+    q=$("$BENCH" quiet --max-busy 0.3 --timeout "$QUIET_WAIT")
+    log "round $r ($clean of $ROUNDS clean so far): $q"
+    ROUND_DIRTY=0
+    if want reflect; then
+        rate_row reflect "$r" "$P1" reflect "$P1-gen:g0" \
+            "xvs reflect: AF_XDP receive + send back, MACs swapped, no LB work" --flows "$FLOWS"
+        xvsd_stop "$P1"
+    fi
+    if want dr || want loss; then
+        rate_row dr "$r" "$P1" dr "$P1-gen:g0" "DR, 4 real servers, rr" --flows "$FLOWS"
+        DR_PEAKS+=("$LAST_PPS")
+        want loss && loss_row "$r" "$((LAST_PPS / 2))"
+        xvsd_stop "$P1"
+    fi
+    if want nat; then
+        rate_row nat "$r" "$P1" nat "$P1-sink:s0" "NAT two-armed (eth0 -> eth1), 4 real servers, rr" --flows "$FLOWS"
+        xvsd_stop "$P1"
+    fi
+    if want tun; then
+        rate_row tun "$r" "$P1" tun "$P1-gen:g0" "TUN (IPIP), 4 real servers, rr" --flows "$FLOWS"
+        xvsd_stop "$P1"
+    fi
+    if want new; then
+        rate_row new "$r" "$P1" new "$P1-gen:g0" "DR, TCP, every frame a SYN of a new flow (new connections/s)" \
+            --proto tcp --mode new
+        xvsd_stop "$P1"
+    fi
+    want nft && nft_row "$r"
+    if want mq; then
+        rate_row mq1 "$r" "$P1" dr "$P1-gen:g0" "DR, generator on CPUs 0+1, 1 queue / 1 worker" --flows "$FLOWS" --cpus 0,1
+        xvsd_stop "$P1"
+        rate_row mq2 "$r" "$P2" dr "$P2-gen:g0" "DR, generator on CPUs 0+1, 2 queues / 2 workers" --flows "$FLOWS" --cpus 0,1
+        xvsd_stop "$P2"
+    fi
+    want lat && lat_row "$r"
+    if ((ROUND_DIRTY)); then
+        note "round $r had other load on the machine"
+    else
+        clean=$((clean + 1))
+    fi
+done
+((clean >= ROUNDS)) || note "only $clean of $ROUNDS rounds ran without other load on the machine"
+if ((CONNS)); then
+    # Populate at 60% of the median DR peak of this run (a rate the director handles).
+    dr_median=$(printf '%s\n' "${DR_PEAKS[@]:-0}" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]+0}')
+    conns_rows "$((dr_median * 6 / 10))"
+fi
+
+# --- report ------------------------------------------------------------------
+
+T_TOTAL=$(($(date +%s) - T_START))
+note "bench.sh $MODE run took $T_TOTAL s (build included); results $(basename "$RESULTS")"
+echo
+if ((DOCS)); then
+    "$BENCH" report --results "$RESULTS" --write-docs docs/benchmarks.md
+else
+    "$BENCH" report --results "$RESULTS"
+fi
+log "results: $RESULTS; log: $LOG; $T_TOTAL s"

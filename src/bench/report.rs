@@ -1,0 +1,607 @@
+//! The report of `scripts/bench.sh`: reads the JSON lines the run recorded (one per
+//! measurement, tagged with `row` and `round`), prints the table and writes it into its own
+//! section of `docs/benchmarks.md`, between markers, leaving the rest of the file alone.
+//!
+//! Every rate is quoted as median and min–max over the rounds. Ratios against a reference
+//! row are computed per round (both measured within minutes of each other, in the same VM
+//! mode; see docs) and their median is compared with the target.
+
+use super::stats::{self, Spread};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+pub const BEGIN: &str = "<!-- bench.sh:begin -->";
+pub const END: &str = "<!-- bench.sh:end -->";
+pub const HEADING: &str = "## Forwarding (scripts/bench.sh)";
+
+/// Rows in table order: id, what is measured, unit of `pps` (frames or connections).
+const ROWS: &[(&str, &str, &str)] = &[
+    (
+        "reflect",
+        "xvs reflect: AF_XDP receive and send back, no load balancing",
+        "Mpps",
+    ),
+    ("dr", "DR, 4 real servers, rr", "Mpps"),
+    ("nat", "NAT two-armed, 4 real servers, rr", "Mpps"),
+    ("tun", "TUN (IPIP), 4 real servers, rr", "Mpps"),
+    (
+        "new",
+        "DR, new connections: every frame a TCP SYN of a new flow",
+        "M conn/s",
+    ),
+    (
+        "nft",
+        "Linux nftables DNAT `numgen inc mod 4` (kernel forwarding)",
+        "Mpps",
+    ),
+    ("mq1", "DR, 2 generator CPUs, 1 queue / 1 worker", "Mpps"),
+    ("mq2", "DR, 2 generator CPUs, 2 queues / 2 workers", "Mpps"),
+    ("c1k", "DR, 1k live connections", "Mpps"),
+    ("c10m", "DR, 10M live connections", "Mpps"),
+];
+
+/// (row, reference row, minimum ratio, how the target reads).
+const TARGETS: &[(&str, &str, f64, &str)] = &[
+    ("dr", "reflect", 0.90, "DR ≥ 90% of reflect"),
+    ("nat", "reflect", 0.80, "NAT ≥ 80% of reflect"),
+    ("tun", "reflect", 0.80, "TUN ≥ 80% of reflect"),
+    (
+        "new",
+        "dr",
+        0.60,
+        "new conn/s ≥ 60% of the DR established rate",
+    ),
+    ("dr", "nft", 1.60, "DR ≥ 1.6× nftables DNAT"),
+    (
+        "mq2",
+        "dr",
+        1.0,
+        "two workers (2 queues) forward more than one with a CPU to itself (dr) (> 1.0×)",
+    ),
+    (
+        "c10m",
+        "c1k",
+        0.0,
+        "rate with 10M live entries vs 1k (no target)",
+    ),
+];
+
+/// All recorded lines, grouped.
+#[derive(Debug, Default)]
+pub struct Results {
+    pub meta: Option<Value>,
+    /// row → round → line (kind "rate").
+    pub rates: BTreeMap<String, BTreeMap<u32, Value>>,
+    pub loss: Vec<Value>,
+    /// row → lines (kind "latency").
+    pub latency: BTreeMap<String, Vec<Value>>,
+    pub conns: Vec<Value>,
+    pub notes: Vec<String>,
+}
+
+fn round_of(v: &Value) -> u32 {
+    v["round"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v["round"].as_u64().map(|x| x as u32))
+        .unwrap_or(0)
+}
+
+/// Parses JSON lines; lines that are not JSON objects are reported in `notes` and skipped.
+pub fn parse(text: &str) -> Results {
+    let mut r = Results::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let v: Value = match serde_json::from_str(line) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                r.notes
+                    .push(format!("line {}: not a JSON object, skipped", i + 1));
+                continue;
+            }
+        };
+        let row = v["row"].as_str().unwrap_or("").to_string();
+        match v["kind"].as_str().unwrap_or("") {
+            "meta" => r.meta = Some(v),
+            "rate" => {
+                r.rates.entry(row).or_default().insert(round_of(&v), v);
+            }
+            "loss" => r.loss.push(v),
+            "latency" => r.latency.entry(row).or_default().push(v),
+            "conns" => r.conns.push(v),
+            "note" => r
+                .notes
+                .push(v["text"].as_str().unwrap_or_default().to_string()),
+            _ => r
+                .notes
+                .push(format!("line {}: unknown kind, skipped", i + 1)),
+        }
+    }
+    r
+}
+
+fn field(rows: &BTreeMap<u32, Value>, f: &str) -> Vec<f64> {
+    rows.values().filter_map(|v| v[f].as_f64()).collect()
+}
+
+/// Other load (busy CPUs besides the director and the benchmark) above which a measurement
+/// window counts as skewed.
+pub const FOREIGN_MAX: f64 = 0.15;
+
+/// Rounds (> 0) in which some rate window saw other load on the machine.
+pub fn dirty_rounds(r: &Results) -> Vec<u32> {
+    let mut v: Vec<u32> = r
+        .rates
+        .values()
+        .flat_map(|rows| rows.iter())
+        .filter(|(round, l)| {
+            **round > 0
+                && l["foreign_busy_max"]
+                    .as_f64()
+                    .or_else(|| l["foreign_busy"].as_f64())
+                    .is_some_and(|f| f > FOREIGN_MAX)
+        })
+        .map(|(round, _)| *round)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Drops the given rounds from every row (rate, loss and latency lines).
+pub fn without_rounds(r: &Results, drop: &[u32]) -> Results {
+    let keep = |v: &Value| !drop.contains(&round_of(v));
+    Results {
+        meta: r.meta.clone(),
+        rates: r
+            .rates
+            .iter()
+            .map(|(k, rows)| {
+                (
+                    k.clone(),
+                    rows.iter()
+                        .filter(|(round, _)| !drop.contains(round))
+                        .map(|(a, b)| (*a, b.clone()))
+                        .collect(),
+                )
+            })
+            .collect(),
+        loss: r.loss.iter().filter(|v| keep(v)).cloned().collect(),
+        latency: r
+            .latency
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().filter(|x| keep(x)).cloned().collect()))
+            .collect(),
+        conns: r.conns.clone(),
+        notes: r.notes.clone(),
+    }
+}
+
+/// Per-round ratios row/base over the rounds both have.
+pub fn ratios(r: &Results, row: &str, base: &str) -> Vec<f64> {
+    let (Some(a), Some(b)) = (r.rates.get(row), r.rates.get(base)) else {
+        return Vec::new();
+    };
+    a.iter()
+        .filter_map(|(round, v)| {
+            let x = v["pps"].as_f64()?;
+            let y = b.get(round)?["pps"].as_f64()?;
+            (y > 0.0).then_some(x / y)
+        })
+        .collect()
+}
+
+fn fmt_spread(s: &Spread, scale: f64, prec: usize) -> String {
+    if s.n == 1 {
+        format!("{:.prec$}", s.median / scale)
+    } else {
+        format!(
+            "{:.prec$} ({:.prec$}–{:.prec$})",
+            s.median / scale,
+            s.min / scale,
+            s.max / scale
+        )
+    }
+}
+
+/// Share of each destination in a row's last round, e.g. "25/25/25/25 %".
+fn distribution(v: &Value) -> String {
+    let Some(keys) = v["per_key"].as_array() else {
+        return String::new();
+    };
+    let total: f64 = keys
+        .iter()
+        .filter(|k| k["kind"] != "other")
+        .filter_map(|k| k["packets"].as_f64())
+        .sum();
+    if total <= 0.0 || keys.len() < 2 {
+        return String::new();
+    }
+    let mut shares: Vec<(String, f64)> = keys
+        .iter()
+        .filter(|k| k["kind"] != "other")
+        .map(|k| {
+            (
+                format!(
+                    "{}/{}",
+                    k["mac"].as_str().unwrap_or("?"),
+                    k["daddr"].as_str().unwrap_or("?")
+                ),
+                k["packets"].as_f64().unwrap_or(0.0) * 100.0 / total,
+            )
+        })
+        .collect();
+    shares.sort_by(|a, b| a.0.cmp(&b.0));
+    shares
+        .iter()
+        .map(|(_, s)| format!("{s:.1}"))
+        .collect::<Vec<_>>()
+        .join("/")
+        + " %"
+}
+
+/// The section body (between the markers): machine, table, targets, latency, notes.
+/// Rounds skewed by other load are left out when at least two clean rounds remain.
+pub fn render(all: &Results) -> String {
+    let dirty = dirty_rounds(all);
+    let rounds: Vec<u32> = {
+        let mut v: Vec<u32> = all
+            .rates
+            .values()
+            .flat_map(|rows| rows.keys().copied())
+            .filter(|&x| x > 0)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let clean = rounds.iter().filter(|x| !dirty.contains(x)).count();
+    let filtered;
+    let r = if !dirty.is_empty() && clean >= 2 {
+        filtered = without_rounds(all, &dirty);
+        &filtered
+    } else {
+        all
+    };
+    let mut s = String::new();
+    let meta = r.meta.clone().unwrap_or(Value::Null);
+    let m = |k: &str| meta[k].as_str().unwrap_or("?").to_string();
+    let _ = writeln!(
+        s,
+        "Machine: {} ({} CPUs), kernel {}; {} run of {}, commit {}, {} round(s) per row, \
+         interleaved. Frames of {} bytes (FCS included), UDP unless noted, {} flows.",
+        m("cpu_model"),
+        m("nproc"),
+        m("kernel"),
+        m("mode"),
+        m("date"),
+        m("commit"),
+        m("rounds"),
+        m("size"),
+        m("flows")
+    );
+    let _ = writeln!(s);
+    s += "How it is measured (details in the header of `scripts/bench.sh`):\n\
+\n\
+- Topology (`scripts/bench-topo.sh`): generator namespace `g0` ↔ director `eth0` (and `eth1` ↔ \
+sink namespace `s0` for two-armed NAT), veth pairs, no bridge; threaded NAPI everywhere. \
+The generator (`xvs-bench gen`: `BPF_PROG_RUN` with live frames) runs on CPU 1, xvsd's \
+worker and the director's NAPI kthreads on CPU 0. Real servers are permanent neighbour \
+entries: forwarded frames come back to `g0`/`s0`, where an XDP sink counts them per \
+destination MAC and address.\n\
+- Rate: `xvs-bench peak` sends flat out for one window, then searches the offered rate \
+(1.5× steps up, then bisection) and quotes the highest forwarded rate of any window. \
+\"Flat out\" is what the director forwards under overload (the generator offers 5+ Mpps): \
+for an AF_XDP forwarder whose NAPI shares its core, less than its peak (receive livelock).\n\
+- CPU ns/packet: CPU time of xvsd's threads plus the director's NAPI kthreads (and \
+ksoftirqd on its CPU) over the window, divided by the packets forwarded in it: the whole \
+director, kernel receive and transmit included. For nftables it is the NAPI kthread, which \
+does all of the kernel's forwarding.\n\
+- The VM alternates between fast and slow phases (cross-CPU wake-ups cost more in the slow \
+one): every row runs once per round, rounds are interleaved, ratios are taken within a \
+round. Rows `mq1`/`mq2` run a generator thread on each CPU (sharing the CPUs with the \
+director); `mq2` has two queues and two workers.\n";
+    if !dirty.is_empty() {
+        let which = dirty
+            .iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if clean >= 2 {
+            let _ = writeln!(
+                s,
+                "\nRound(s) {which} had other load on the machine (more than {FOREIGN_MAX} CPU \
+                 besides the director and the benchmark) and are left out: {clean} clean round(s)."
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "\n**Skewed:** round(s) {which} had other load on the machine (more than \
+                 {FOREIGN_MAX} CPU besides the director and the benchmark) and fewer than two \
+                 rounds were clean; all rounds are shown."
+            );
+        }
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| row | what | peak rate: median (min–max) | director CPU ns/packet at the peak | flat out (overload) | spread over real servers |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let mut ids: Vec<String> = ROWS.iter().map(|x| x.0.to_string()).collect();
+    for k in r.rates.keys() {
+        if !ids.contains(k) {
+            ids.push(k.clone());
+        }
+    }
+    for id in &ids {
+        let Some(rows) = r.rates.get(id) else {
+            continue;
+        };
+        let (what, unit) = ROWS
+            .iter()
+            .find(|x| x.0 == id)
+            .map(|x| (x.1.to_string(), x.2))
+            .unwrap_or((id.clone(), "Mpps"));
+        let what = rows
+            .values()
+            .find_map(|v| v["desc"].as_str().map(str::to_string))
+            .unwrap_or(what);
+        let rate = stats::spread(&field(rows, "pps"))
+            .map(|x| format!("{} {unit}", fmt_spread(&x, 1e6, 3)))
+            .unwrap_or_else(|| "–".into());
+        let ns = stats::spread(&field(rows, "ns_per_pkt"))
+            .map(|x| fmt_spread(&x, 1.0, 0))
+            .unwrap_or_else(|| "–".into());
+        let flat = stats::spread(&field(rows, "flat_pps"))
+            .map(|x| format!("{} {unit}", fmt_spread(&x, 1e6, 3)))
+            .unwrap_or_else(|| "–".into());
+        let dist = rows.values().last().map(distribution).unwrap_or_default();
+        let _ = writeln!(s, "| {id} | {what} | {rate} | {ns} | {flat} | {dist} |");
+    }
+    for l in &r.loss {
+        let _ = writeln!(
+            s,
+            "| loss | DR at a fixed offered rate of {:.3} Mpps ({}% of the round's DR rate): \
+             {} sent, {} arrived | {:.3}% lost | – | – | |",
+            l["offered_pps"].as_f64().unwrap_or(0.0) / 1e6,
+            l["percent_of_dr"].as_u64().unwrap_or(0),
+            l["sent"].as_u64().unwrap_or(0),
+            l["received"].as_u64().unwrap_or(0),
+            l["loss_pct"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
+    let _ = writeln!(s);
+
+    // Targets.
+    let mut t = String::new();
+    for (row, base, min, text) in TARGETS {
+        let v = ratios(r, row, base);
+        let Some(sp) = stats::spread(&v) else {
+            continue;
+        };
+        let verdict = if *min <= 0.0 {
+            "reported".to_string()
+        } else if (*min == 1.0 && sp.median > 1.0) || (*min != 1.0 && sp.median >= *min) {
+            "**met**".to_string()
+        } else {
+            "**not met**".to_string()
+        };
+        let _ = writeln!(t, "| {text} | {}× | {verdict} |", fmt_spread(&sp, 1.0, 2));
+    }
+    if !t.is_empty() {
+        let _ = writeln!(
+            s,
+            "| target | ratio: median of per-round ratios (min–max) | |"
+        );
+        let _ = writeln!(s, "|---|---|---|");
+        s += &t;
+        let _ = writeln!(s);
+    }
+
+    // Latency.
+    let lat = |row: &str, f: &str| -> Vec<f64> {
+        r.latency
+            .get(row)
+            .map(|v| v.iter().filter_map(|x| x[f].as_f64()).collect())
+            .unwrap_or_default()
+    };
+    let (d50, d99, v50, v99) = (
+        lat("lat_direct", "p50_us"),
+        lat("lat_direct", "p99_us"),
+        lat("lat_via", "p50_us"),
+        lat("lat_via", "p99_us"),
+    );
+    if !d50.is_empty() || !v50.is_empty() {
+        let med = |v: &[f64]| stats::median(v).unwrap_or(f64::NAN);
+        let _ = writeln!(
+            s,
+            "| UDP request/response RTT (µs, median over rounds) | p50 | p99 |"
+        );
+        let _ = writeln!(s, "|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| direct to a real server | {:.1} | {:.1} |",
+            med(&d50),
+            med(&d99)
+        );
+        let _ = writeln!(
+            s,
+            "| through the director (DR) | {:.1} | {:.1} |",
+            med(&v50),
+            med(&v99)
+        );
+        let _ = writeln!(
+            s,
+            "| added by the director | {:.1} | {:.1} |",
+            med(&v50) - med(&d50),
+            med(&v99) - med(&d99)
+        );
+        let _ = writeln!(s);
+    }
+
+    for c in &r.conns {
+        let _ = writeln!(
+            s,
+            "Connection table: {} live entries; xvsd resident memory grew by {:.0} bytes per \
+             entry ({} → {} KiB).",
+            c["entries"].as_u64().unwrap_or(0),
+            c["bytes_per_entry"].as_f64().unwrap_or(f64::NAN),
+            c["rss_before_kb"].as_u64().unwrap_or(0),
+            c["rss_after_kb"].as_u64().unwrap_or(0),
+        );
+        let _ = writeln!(s);
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    if !r.notes.is_empty() {
+        let _ = writeln!(s);
+    }
+    s
+}
+
+/// Replaces (or appends) the bench.sh section of a benchmarks document, leaving every
+/// other section as it is: between the markers when they are there; else the section under
+/// `HEADING` (up to the next `## ` heading), e.g. a placeholder; else a new section at the end.
+pub fn splice(doc: &str, body: &str) -> String {
+    let block = format!("{BEGIN}\n{}{END}", body.trim_end().to_string() + "\n");
+    if let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) {
+        if b < e {
+            return format!("{}{}{}", &doc[..b], block, &doc[e + END.len()..]);
+        }
+    }
+    let heading_at = doc.match_indices(HEADING).map(|(i, _)| i).find(|&i| {
+        (i == 0 || doc[..i].ends_with('\n')) && doc[i + HEADING.len()..].starts_with('\n')
+    });
+    if let Some(h) = heading_at {
+        let after = h + HEADING.len();
+        let end = doc[after..]
+            .find("\n## ")
+            .map_or(doc.len(), |i| after + i + 1);
+        let rest = &doc[end..];
+        return format!(
+            "{}{HEADING}\n\n{block}\n{}{}",
+            &doc[..h],
+            if rest.is_empty() { "" } else { "\n" },
+            rest
+        );
+    }
+    let mut out = if doc.trim().is_empty() {
+        "# Benchmarks\n".to_string()
+    } else {
+        doc.trim_end().to_string() + "\n"
+    };
+    out += &format!("\n{HEADING}\n\n{block}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(row: &str, round: u32, pps: f64) -> String {
+        format!(
+            r#"{{"kind":"rate","row":"{row}","round":"{round}","pps":{pps},"ns_per_pkt":1000.0,"per_key":[{{"mac":"02:00:0a:00:00:15","kind":"ipv4","daddr":"10.0.0.88","packets":50}},{{"mac":"02:00:0a:00:00:16","kind":"ipv4","daddr":"10.0.0.88","packets":50}}]}}"#
+        )
+    }
+
+    #[test]
+    fn ratios_are_per_round() {
+        let text = [
+            line("reflect", 1, 1.0e6),
+            line("dr", 1, 0.95e6),
+            line("reflect", 2, 0.5e6),
+            line("dr", 2, 0.45e6),
+            line("dr", 3, 0.9e6), // no reflect in round 3: not in the ratio
+            "garbage".to_string(),
+        ]
+        .join("\n");
+        let r = parse(&text);
+        assert_eq!(r.notes.len(), 1);
+        let v = ratios(&r, "dr", "reflect");
+        assert_eq!(v.len(), 2);
+        assert!((stats::median(&v).unwrap() - 0.925).abs() < 1e-9);
+        let out = render(&r);
+        assert!(
+            out.contains("DR ≥ 90% of reflect | 0.93 (0.90–0.95)× | **met**"),
+            "{out}"
+        );
+        assert!(out.contains("50.0/50.0 %"));
+        assert!(out.contains(
+            "| dr | DR, 4 real servers, rr | 0.900 (0.450–0.950) Mpps | 1000 (1000–1000) |"
+        ));
+    }
+
+    #[test]
+    fn rounds_with_other_load_are_left_out() {
+        let dirty = r#"{"kind":"rate","row":"dr","round":"2","pps":5.0e5,"foreign_busy_max":0.6}"#;
+        let text = [
+            line("dr", 1, 0.9e6),
+            dirty.to_string(),
+            line("dr", 3, 0.7e6),
+            r#"{"kind":"loss","row":"loss","round":"2","loss_pct":5.0}"#.to_string(),
+        ]
+        .join("\n");
+        let r = parse(&text);
+        assert_eq!(dirty_rounds(&r), vec![2]);
+        let out = render(&r);
+        assert!(out.contains("Round(s) 2 had other load"), "{out}");
+        assert!(out.contains("0.800 (0.700–0.900) Mpps"), "{out}");
+        assert!(!out.contains("5.000% lost"), "{out}");
+        // Only one clean round: everything is shown, flagged.
+        let r = parse(&[line("dr", 1, 0.9e6), dirty.to_string()].join("\n"));
+        let out = render(&r);
+        assert!(out.contains("**Skewed:**"), "{out}");
+        assert!(out.contains("0.700 (0.500–0.900) Mpps"), "{out}");
+    }
+
+    #[test]
+    fn unmet_targets_say_so() {
+        let text = [line("dr", 1, 0.5e6), line("nft", 1, 0.49e6)].join("\n");
+        let out = render(&parse(&text));
+        assert!(
+            out.contains("DR ≥ 1.6× nftables DNAT | 1.02× | **not met**"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn splice_replaces_only_our_section() {
+        let doc = "# Benchmarks\n\n## Micro (criterion)\n\nfoo\n";
+        let a = splice(doc, "table 1\n");
+        assert!(a.starts_with(doc.trim_end()));
+        assert!(a.contains(&format!("{HEADING}\n\n{BEGIN}\ntable 1\n{END}\n")));
+        let b = splice(&(a.clone() + "\n## Later section\n\nbar\n"), "table 2");
+        assert!(b.contains("table 2\n"));
+        assert!(!b.contains("table 1"));
+        assert!(b.contains("## Micro (criterion)\n\nfoo\n"));
+        assert!(b.contains("## Later section\n\nbar\n"));
+        assert_eq!(b.matches(HEADING).count(), 1);
+        let c = splice("", "x");
+        assert!(c.starts_with("# Benchmarks\n\n## Forwarding"));
+    }
+
+    #[test]
+    fn splice_fills_a_placeholder_section() {
+        let doc = format!("# B\n\n## A\n\na\n\n{HEADING}\n\nplaceholder text\n\n## Z\n\nz\n");
+        let out = splice(&doc, "table");
+        assert_eq!(
+            out,
+            format!("# B\n\n## A\n\na\n\n{HEADING}\n\n{BEGIN}\ntable\n{END}\n\n## Z\n\nz\n")
+        );
+        // At the end of the file.
+        let doc = format!("# B\n\n{HEADING}\n\nplaceholder\n");
+        assert_eq!(
+            splice(&doc, "t"),
+            format!("# B\n\n{HEADING}\n\n{BEGIN}\nt\n{END}\n")
+        );
+        // Idempotent from then on.
+        let once = splice(&doc, "t");
+        assert_eq!(splice(&once, "t"), once);
+    }
+}
