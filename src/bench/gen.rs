@@ -30,7 +30,7 @@ pub const MAX_RATE_PER_CPU: u64 = 20_000_000;
 /// Longest run (the pacing arithmetic and the bounded-everything rule).
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Most flows per CPU in established mode.
-pub const MAX_FLOWS: u64 = 1 << 32;
+pub const MAX_FLOWS: u64 = u32::MAX as u64;
 
 /// What to generate.
 #[derive(Debug, Clone)]

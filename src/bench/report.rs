@@ -329,7 +329,7 @@ director); `mq2` has two queues and two workers.\n";
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "| row | what | peak rate: median (min–max) | director CPU ns/packet at the peak | flat out (overload) | spread over real servers |"
+        "| row | what | peak rate: median (min–max) | director CPU ns/packet at the peak (medians: NAPI kthreads + xvsd threads) | flat out (overload) | spread over real servers |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     let mut ids: Vec<String> = ROWS.iter().map(|x| x.0.to_string()).collect();
@@ -357,22 +357,48 @@ director); `mq2` has two queues and two workers.\n";
         let ns = stats::spread(&field(rows, "ns_per_pkt"))
             .map(|x| fmt_spread(&x, 1.0, 0))
             .unwrap_or_else(|| "–".into());
+        // Where it goes: the NAPI kthreads (kernel receive, XDP) vs the rest (xvsd).
+        let split = |napi: bool| -> Vec<f64> {
+            rows.values()
+                .filter_map(|v| {
+                    let pk = v["packets"].as_f64().filter(|&p| p > 0.0)?;
+                    let ns: f64 = v["cpu"]
+                        .as_array()?
+                        .iter()
+                        .filter(|t| t["name"].as_str().unwrap_or("").starts_with("napi/") == napi)
+                        .filter_map(|t| t["ns"].as_f64())
+                        .sum();
+                    Some(ns / pk)
+                })
+                .collect()
+        };
+        let ns = match (stats::median(&split(true)), stats::median(&split(false))) {
+            (Some(k), Some(u)) if u >= 1.0 => format!("{ns}: NAPI {k:.0} + xvsd {u:.0}"),
+            (Some(k), _) => format!("{ns}: NAPI {k:.0}"),
+            _ => ns,
+        };
         let flat = stats::spread(&field(rows, "flat_pps"))
             .map(|x| format!("{} {unit}", fmt_spread(&x, 1e6, 3)))
             .unwrap_or_else(|| "–".into());
         let dist = rows.values().last().map(distribution).unwrap_or_default();
         let _ = writeln!(s, "| {id} | {what} | {rate} | {ns} | {flat} | {dist} |");
     }
-    for l in &r.loss {
+    if !r.loss.is_empty() {
+        let get = |f: &str| -> Vec<f64> { r.loss.iter().filter_map(|l| l[f].as_f64()).collect() };
+        let (offered, lost) = (get("offered_pps"), get("loss_pct"));
+        let (sent, recv): (u64, u64) = r.loss.iter().fold((0, 0), |(a, b), l| {
+            (
+                a + l["sent"].as_u64().unwrap_or(0),
+                b + l["received"].as_u64().unwrap_or(0),
+            )
+        });
+        let pct = r.loss[0]["percent_of_dr"].as_u64().unwrap_or(50);
         let _ = writeln!(
             s,
-            "| loss | DR at a fixed offered rate of {:.3} Mpps ({}% of the round's DR rate): \
-             {} sent, {} arrived | {:.3}% lost | – | – | |",
-            l["offered_pps"].as_f64().unwrap_or(0.0) / 1e6,
-            l["percent_of_dr"].as_u64().unwrap_or(0),
-            l["sent"].as_u64().unwrap_or(0),
-            l["received"].as_u64().unwrap_or(0),
-            l["loss_pct"].as_f64().unwrap_or(f64::NAN),
+            "| loss | DR at a fixed offered rate, {pct}% of the round's DR peak ({} Mpps): \
+             {sent} frames sent, {recv} arrived, over all rounds | {} % lost | – | – | |",
+            stats::spread(&offered).map_or("–".into(), |x| fmt_spread(&x, 1e6, 3)),
+            stats::spread(&lost).map_or("–".into(), |x| fmt_spread(&x, 1.0, 3)),
         );
     }
     let _ = writeln!(s);
@@ -558,6 +584,24 @@ mod tests {
         let out = render(&r);
         assert!(out.contains("**Skewed:**"), "{out}");
         assert!(out.contains("0.700 (0.500–0.900) Mpps"), "{out}");
+    }
+
+    #[test]
+    fn loss_and_cpu_split_are_summarised() {
+        let cpu = r#""packets":1000,"cpu":[{"name":"napi/eth0-7","ns":600000},{"name":"xvs-q0","ns":700000}]"#;
+        let text = [
+            format!(r#"{{"kind":"rate","row":"dr","round":"1","pps":7.0e5,"ns_per_pkt":1300.0,{cpu}}}"#),
+            r#"{"kind":"loss","row":"loss","round":"1","offered_pps":3.5e5,"percent_of_dr":50,"sent":100,"received":100,"loss_pct":0.0}"#.to_string(),
+            r#"{"kind":"loss","row":"loss","round":"2","offered_pps":3.0e5,"percent_of_dr":50,"sent":100,"received":98,"loss_pct":2.0}"#.to_string(),
+        ]
+        .join("\n");
+        let out = render(&parse(&text));
+        assert!(out.contains("| 1300: NAPI 600 + xvsd 700 |"), "{out}");
+        assert!(
+            out.contains("(0.325 (0.300–0.350) Mpps): 200 frames sent, 198 arrived"),
+            "{out}"
+        );
+        assert!(out.contains("| 1.000 (0.000–2.000) % lost |"), "{out}");
     }
 
     #[test]
