@@ -79,7 +79,8 @@ impl Fixture {
             svc: self.svc.clone(),
             dest: self.dests[id as usize % SERVERS].clone(),
             tpl: None,
-            reply_key: None,
+            rip: 0,
+            rport: 0,
             client_mac: [0; 6],
             in_port: 0,
         }

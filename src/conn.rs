@@ -180,8 +180,11 @@ pub struct Conn {
     pub dest: Arc<DestRt>,
     /// The persistence template that chose `dest`, if any (it outlives us, see runtime.rs).
     pub tpl: Option<Arc<Template>>,
-    /// NAT: the tuple replies carry (RIP:rport -> CIP:cport), indexed too.
-    pub reply_key: Option<FlowKey>,
+    /// NAT: the real server's address and port of the reply tuple (RIP:rport -> CIP:cport,
+    /// indexed too); `rip` is 0 for DR and TUN entries. Kept as two small fields rather
+    /// than an `Option<FlowKey>` so an entry stays 64 bytes (see `reply_key`).
+    pub rip: u32,
+    pub rport: u16,
     /// NAT: where replies go back: the request's source MAC (the client or its router) and
     /// the port (interface) the request arrived on.
     pub client_mac: [u8; 6],
@@ -189,6 +192,40 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A DR/TUN entry (no reply tuple).
+    pub fn new(
+        key: FlowKey,
+        state: ConnState,
+        expires_ms: u64,
+        svc: Arc<ServiceRt>,
+        dest: Arc<DestRt>,
+        tpl: Option<Arc<Template>>,
+    ) -> Self {
+        Conn {
+            key,
+            state,
+            expires_ms,
+            svc,
+            dest,
+            tpl,
+            rip: 0,
+            rport: 0,
+            client_mac: [0; 6],
+            in_port: 0,
+        }
+    }
+
+    /// The tuple a NAT reply carries, `None` for DR and TUN entries.
+    pub fn reply_key(&self) -> Option<FlowKey> {
+        (self.rip != 0).then_some(FlowKey {
+            saddr: self.rip,
+            daddr: self.key.saddr,
+            sport: self.rport,
+            dport: self.key.sport,
+            proto: self.key.proto,
+        })
+    }
+
     /// Moves to `new`, keeping the server's active/inactive counters right.
     pub fn set_state(&mut self, new: ConnState) {
         if self.state.is_active() != new.is_active() {
@@ -308,7 +345,7 @@ impl ConnTable {
                 let (slot, reply) = untag(e);
                 slots[slot as usize].as_ref().is_some_and(|c| {
                     if reply {
-                        c.reply_key.as_ref() == Some(key)
+                        c.reply_key().as_ref() == Some(key)
                     } else {
                         c.key == *key
                     }
@@ -343,7 +380,9 @@ impl ConnTable {
                 (self.slots.len() - 1) as u32
             }
         };
-        let reply = self.slots[slot as usize].as_ref().and_then(|c| c.reply_key);
+        let reply = self.slots[slot as usize]
+            .as_ref()
+            .and_then(|c| c.reply_key());
         let slots = &self.slots;
         let hasher = &self.hasher;
         let rehash = |&e: &u32| {
@@ -351,7 +390,7 @@ impl ConnTable {
             let (i, r) = untag(e);
             slots[i as usize].as_ref().map_or(0, |c| {
                 if r {
-                    c.reply_key.map_or(0, |k| hasher.hash_one(k))
+                    c.reply_key().map_or(0, |k| hasher.hash_one(k))
                 } else {
                     hasher.hash_one(c.key)
                 }
@@ -376,7 +415,7 @@ impl ConnTable {
         if let Ok(e) = self.index.find_entry(h, |&i| i == slot) {
             e.remove();
         }
-        if let Some(rk) = conn.reply_key {
+        if let Some(rk) = conn.reply_key() {
             let hr = self.hash(&rk);
             if let Ok(e) = self.index.find_entry(hr, |&i| i == slot | REPLY_TAG) {
                 e.remove();
@@ -527,7 +566,8 @@ mod tests {
                 svc: s.clone(),
                 dest: d.clone(),
                 tpl: Option::None,
-                reply_key: Option::None,
+                rip: 0,
+                rport: 0,
                 client_mac: [0; 6],
                 in_port: 0,
             })
@@ -560,7 +600,8 @@ mod tests {
                 svc: s.clone(),
                 dest: d.clone(),
                 tpl: Option::None,
-                reply_key: Option::None,
+                rip: 0,
+                rport: 0,
                 client_mac: [0; 6],
                 in_port: 0,
             })
@@ -573,7 +614,8 @@ mod tests {
             svc: s.clone(),
             dest: d.clone(),
             tpl: Option::None,
-            reply_key: Option::None,
+            rip: 0,
+            rport: 0,
             client_mac: [0; 6],
             in_port: 0,
         });
@@ -590,7 +632,8 @@ mod tests {
                 svc: s,
                 dest: d.clone(),
                 tpl: Option::None,
-                reply_key: Option::None,
+                rip: 0,
+                rport: 0,
                 client_mac: [0; 6],
                 in_port: 0,
             })
@@ -610,7 +653,8 @@ mod tests {
             svc: s.clone(),
             dest: d.clone(),
             tpl: Option::None,
-            reply_key: Option::None,
+            rip: 0,
+            rport: 0,
             client_mac: [0; 6],
             in_port: 0,
         })
@@ -665,7 +709,8 @@ mod reply_tests {
                 svc,
                 dest: d,
                 tpl: None,
-                reply_key: Some(rep),
+                rip: rep.saddr,
+                rport: rep.sport,
                 client_mac: [0; 6],
                 in_port: 0,
             })

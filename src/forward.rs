@@ -11,7 +11,7 @@
 
 use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, StateTimeouts};
 use crate::model::Forward;
-use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow, FlowKey};
+use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow};
 use crate::runtime::{DestRt, ServiceRt, NO_PORT};
 use crate::xmit;
 use crossbeam::utils::CachePadded;
@@ -317,13 +317,7 @@ impl Cx<'_> {
         } else {
             dest.port
         };
-        let reply_key = masq.then(|| FlowKey {
-            saddr: u32::from(dest.addr),
-            daddr: k.saddr,
-            sport: rport,
-            dport: k.sport,
-            proto: k.proto,
-        });
+        let rip = if masq { u32::from(dest.addr) } else { 0 };
         let conn = Conn {
             key: k,
             state,
@@ -331,7 +325,8 @@ impl Cx<'_> {
             svc: svc.clone(),
             dest,
             tpl,
-            reply_key,
+            rip,
+            rport,
             client_mac,
             in_port: self.in_port,
         };
@@ -431,8 +426,8 @@ impl Cx<'_> {
         let Some((port, mac, pinfo)) = self.next_hop(dest) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
-        // The reply key holds the real port chosen at scheduling time.
-        let rport = conn.reply_key.map_or(dest.port, |r| r.sport);
+        // The real port chosen at scheduling time.
+        let rport = conn.rport;
         xmit::nat_in(self.buf, self.flow, u32::from(dest.addr), rport);
         xmit::set_macs(self.buf, mac, pinfo.mac);
         conn.svc

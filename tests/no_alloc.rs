@@ -350,7 +350,8 @@ fn churn_at_capacity_does_not_allocate() {
         svc: svc.clone(),
         dest: dests[id as usize % dests.len()].clone(),
         tpl: None,
-        reply_key: None,
+        rip: 0,
+        rport: 0,
         client_mac: [0; 6],
         in_port: 0,
     };
