@@ -107,22 +107,23 @@ where
             Ok(status) => io.out(&format::format_save(&status, fmt, names)),
             Err(code) => code,
         },
-        Command::DataPath => match call(&path, &Request::DataPath) {
-            Ok(Response::DataPath(d)) => io.out(&format::format_datapath(&d)),
-            Ok(Response::Error(msg)) => {
-                io.err(&msg);
-                exit::LIST_FAILED
+        Command::DataPath => {
+            let got = ask(
+                &path,
+                &Request::DataPath,
+                io,
+                &mut call,
+                exit::LIST_FAILED,
+                |r| match r {
+                    Response::DataPath(d) => Ok(d),
+                    other => Err(other),
+                },
+            );
+            match got {
+                Ok(d) => io.out(&format::format_datapath(&d)),
+                Err(code) => code,
             }
-            Ok(other) => {
-                io.err(&format!(
-                    "unexpected answer from xvsd at {}: {} instead of data-path counters",
-                    path.display(),
-                    describe(&other)
-                ));
-                exit::LIST_FAILED
-            }
-            Err(e) => transport_error(path.as_path(), &e, io),
-        },
+        }
     }
 }
 
@@ -134,28 +135,62 @@ fn report_parse_error(prog: &str, e: &ParseError, io: &mut Io<'_>) -> i32 {
     e.exit_code()
 }
 
-/// Sends a configuration change; the daemon's refusal is printed as ipvsadm prints the
-/// kernel's (`No such service`, ...).
+/// Sends one request and takes the answer `want` picks out. The daemon's refusal is printed
+/// as ipvsadm prints the kernel's (`No such service`, ...) and gives `fail`; another kind of
+/// answer is reported by name; a transport failure gives its own code.
+fn ask<F, T>(
+    path: &Path,
+    req: &Request,
+    io: &mut Io<'_>,
+    call: &mut F,
+    fail: i32,
+    want: impl FnOnce(Response) -> Result<T, Response>,
+) -> Result<T, i32>
+where
+    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+{
+    let resp = match call(path, req) {
+        Ok(r) => r,
+        Err(e) => return Err(transport_error(path, &e, io)),
+    };
+    let expected = describe_request(req);
+    match want(resp) {
+        Ok(v) => Ok(v),
+        Err(Response::Error(msg)) => {
+            io.err(&msg);
+            Err(fail)
+        }
+        Err(other) => {
+            io.err(&format!(
+                "unexpected answer from xvsd at {}: {} instead of {expected}",
+                path.display(),
+                describe(&other)
+            ));
+            Err(fail)
+        }
+    }
+}
+
+/// What answer a request expects, for "unexpected answer" messages.
+fn describe_request(req: &Request) -> &'static str {
+    match req {
+        Request::Status { .. } => "a status",
+        Request::DataPath => "data-path counters",
+        Request::Connections => "a connection list",
+        _ => "an acknowledgement",
+    }
+}
+
+/// Sends a configuration change.
 fn change<F>(path: &Path, req: &Request, io: &mut Io<'_>, call: &mut F) -> i32
 where
     F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
 {
-    match call(path, req) {
-        Ok(Response::Ok) => exit::OK,
-        Ok(Response::Error(msg)) => {
-            io.err(&msg);
-            exit::FAILED
-        }
-        Ok(other) => {
-            io.err(&format!(
-                "unexpected answer from xvsd at {}: {} instead of an acknowledgement",
-                path.display(),
-                describe(&other)
-            ));
-            exit::FAILED
-        }
-        Err(e) => transport_error(path, &e, io),
-    }
+    let got = ask(path, req, io, call, exit::FAILED, |r| match r {
+        Response::Ok => Ok(()),
+        other => Err(other),
+    });
+    got.err().unwrap_or(exit::OK)
 }
 
 /// Asks the daemon for its status (one service or all).
@@ -168,22 +203,17 @@ fn fetch<F>(
 where
     F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
 {
-    match call(path, &Request::Status { service }) {
-        Ok(Response::Status(s)) => Ok(s),
-        Ok(Response::Error(msg)) => {
-            io.err(&msg);
-            Err(exit::LIST_FAILED)
-        }
-        Ok(other) => {
-            io.err(&format!(
-                "unexpected answer from xvsd at {}: {} instead of a status",
-                path.display(),
-                describe(&other)
-            ));
-            Err(exit::LIST_FAILED)
-        }
-        Err(e) => Err(transport_error(path, &e, io)),
-    }
+    ask(
+        path,
+        &Request::Status { service },
+        io,
+        call,
+        exit::LIST_FAILED,
+        |r| match r {
+            Response::Status(s) => Ok(s),
+            other => Err(other),
+        },
+    )
 }
 
 /// Names a response kind for "unexpected answer" messages.
@@ -202,22 +232,17 @@ fn fetch_connections<F>(path: &Path, io: &mut Io<'_>, call: &mut F) -> Result<Ve
 where
     F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
 {
-    match call(path, &Request::Connections) {
-        Ok(Response::Connections(c)) => Ok(c),
-        Ok(Response::Error(msg)) => {
-            io.err(&msg);
-            Err(exit::LIST_FAILED)
-        }
-        Ok(other) => {
-            io.err(&format!(
-                "unexpected answer from xvsd at {}: {} instead of a connection list",
-                path.display(),
-                describe(&other)
-            ));
-            Err(exit::LIST_FAILED)
-        }
-        Err(e) => Err(transport_error(path, &e, io)),
-    }
+    ask(
+        path,
+        &Request::Connections,
+        io,
+        call,
+        exit::LIST_FAILED,
+        |r| match r {
+            Response::Connections(c) => Ok(c),
+            other => Err(other),
+        },
+    )
 }
 
 fn list<F>(path: &Path, opts: &ListOpts, io: &mut Io<'_>, names: &PortNames, call: &mut F) -> i32
