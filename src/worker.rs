@@ -84,6 +84,16 @@ pub enum WorkerMsg {
     ListConns(crossbeam::channel::Sender<Vec<ConnStatus>>),
 }
 
+/// Per-daemon worker behaviour.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerOpts {
+    /// Benchmark reference mode (see `Forwarder::reflect`).
+    pub reflect: bool,
+    /// Never sleep in poll(2) when idle: the lowest latency, at the price of a busy core per
+    /// worker (usual on a dedicated director).
+    pub busy_poll: bool,
+}
+
 /// How a socket was bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BindMode {
@@ -109,6 +119,7 @@ pub struct Worker {
     stats: Arc<CachePadded<WorkerStats>>,
     /// Bind mode per port.
     pub modes: Vec<BindMode>,
+    busy_poll: bool,
     inbox: Arc<Mutex<Vec<WorkerMsg>>>,
     inbox_flag: Arc<AtomicBool>,
 }
@@ -208,7 +219,7 @@ impl Worker {
         conn_capacity: usize,
         nat: Arc<NatConns>,
         shared: Arc<Shared>,
-        reflect: bool,
+        opts: WorkerOpts,
     ) -> Result<(Worker, WorkerHandle)> {
         assert!(!ifaces.is_empty() && ifaces.len() <= MAX_PORTS);
         let ring = QueueSize::new(RING_SIZE).expect("power of two");
@@ -244,7 +255,7 @@ impl Worker {
 
         let infos: Vec<PortInfo> = ifaces.iter().map(|(_, i)| *i).collect();
         let mut fwd = Forwarder::new(queue as usize, conn_capacity, &infos, nat);
-        fwd.reflect = reflect;
+        fwd.reflect = opts.reflect;
         let stats = Arc::new(CachePadded::new(WorkerStats::default()));
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let inbox_flag = Arc::new(AtomicBool::new(false));
@@ -264,6 +275,7 @@ impl Worker {
                 shared,
                 stats,
                 modes,
+                busy_poll: opts.busy_poll,
                 inbox,
                 inbox_flag,
             },
@@ -396,7 +408,9 @@ impl Worker {
             if got == 0 {
                 idle = idle.saturating_add(1);
                 if idle > SPIN_BEFORE_SLEEP {
-                    self.idle_wait();
+                    if !self.busy_poll {
+                        self.idle_wait();
+                    }
                     self.fwd.expire(crate::clock::now_ms(), EXPIRE_BUDGET * 16);
                     self.stats.publish(&self.fwd.counters, self.fwd.conns.len());
                 }

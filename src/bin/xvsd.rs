@@ -25,6 +25,10 @@ struct Args {
     /// swapped (no load balancing), to measure the AF_XDP I/O ceiling. Not for production.
     #[arg(long)]
     reflect: bool,
+    /// Workers never sleep in poll(2) when idle: lowest latency, but each worker keeps its
+    /// core busy (the usual choice on a dedicated director).
+    #[arg(long)]
+    busy_poll: bool,
 }
 
 fn main() {
@@ -41,6 +45,7 @@ fn main() {
         workers: a.workers,
         conn_max: a.conn_max,
         reflect: a.reflect,
+        busy_poll: a.busy_poll,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

@@ -38,6 +38,8 @@ pub struct DaemonOpts {
     pub conn_max: usize,
     /// Benchmark reference: reflect every steered frame back (see `Forwarder::reflect`).
     pub reflect: bool,
+    /// Workers never sleep when idle (lowest latency, one busy core per worker).
+    pub busy_poll: bool,
 }
 
 /// Everything the control socket needs besides the configuration.
@@ -287,7 +289,10 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             per_worker,
             nat.clone(),
             shared.clone(),
-            opts.reflect,
+            crate::worker::WorkerOpts {
+                reflect: opts.reflect,
+                busy_poll: opts.busy_poll,
+            },
         )?;
         for (slot, fd) in w.fds().into_iter().enumerate() {
             steering.set_xsk(slot as u32, q, fd)?;
