@@ -105,13 +105,6 @@ impl NatConns {
     pub fn shards(&self) -> usize {
         NAT_SHARDS
     }
-
-    pub fn capacity(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map_or(0, |t| t.capacity()))
-            .sum()
-    }
 }
 
 /// Swaps source and destination MAC and sends the frame back.

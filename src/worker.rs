@@ -78,8 +78,6 @@ impl WorkerStats {
 
 /// A request the control thread sends to a worker, answered between batches.
 pub enum WorkerMsg {
-    /// Drop every connection (service cleared / daemon stopping).
-    Flush,
     /// Send a copy of the connection table (`-L -c`).
     ListConns(crossbeam::channel::Sender<Vec<ConnStatus>>),
 }
@@ -453,7 +451,6 @@ impl Worker {
             std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
         for m in msgs {
             match m {
-                WorkerMsg::Flush => self.fwd.conns.clear(),
                 WorkerMsg::ListConns(tx) => {
                     let now = crate::clock::now_ms();
                     let mut out = Vec::with_capacity(self.fwd.conns.len());

@@ -12,18 +12,7 @@ use std::time::Duration;
 /// Adds `-A -t VIP:80 -s sched` and the three harness real servers with weights `w`.
 fn http_service(lab: &Lab, sched: &str, w: [u32; 3]) {
     lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", sched]);
-    for (ip, w) in RS_IPS.iter().zip(w) {
-        lab.adm_ok(&[
-            "-a",
-            "-t",
-            "10.0.0.88:80",
-            "-r",
-            &format!("{ip}:80"),
-            "-g",
-            "-w",
-            &w.to_string(),
-        ]);
-    }
+    add_dr_servers(lab, "-t", "10.0.0.88:80", w);
 }
 
 #[test]

@@ -7,9 +7,7 @@ use common::*;
 use std::time::{Duration, Instant};
 
 fn add_three(lab: &Lab, svc: &str, flag: &str) {
-    for ip in RS_IPS {
-        lab.adm_ok(&["-a", flag, svc, "-r", ip, "-g", "-w", "1"]);
-    }
+    add_dr_servers(lab, flag, svc, [1, 1, 1]);
 }
 
 /// Rows of `-L -n -c` (after the two header lines).

@@ -230,6 +230,14 @@ impl Lab {
     }
 }
 
+/// Adds the three harness real servers to service `svc` (`flag`: `-t` or `-u`) for DR with
+/// the given weights.
+pub fn add_dr_servers(lab: &Lab, flag: &str, svc: &str, weights: [u32; 3]) {
+    for (ip, w) in RS_IPS.iter().zip(weights) {
+        lab.adm_ok(&["-a", flag, svc, "-r", ip, "-g", "-w", &w.to_string()]);
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_xvsd();
