@@ -26,9 +26,10 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xvs::conn::{Conn, ConnState, ConnTable};
+use xvs::dest::DestRt;
 use xvs::model::{Forward, Protocol, ServiceKey};
 use xvs::packet::FlowKey;
-use xvs::runtime::{DestRt, ServiceRt};
+use xvs::service::ServiceRt;
 
 /// Table sizes measured (entries).
 const SIZES: &[usize] = &[1_000, 1_000_000, 10_000_000];
@@ -78,7 +79,7 @@ impl Fixture {
             expires_ms: LIVE_UNTIL_MS,
             svc: self.svc.clone(),
             dest: self.dests[id as usize % SERVERS].clone(),
-            tpl: None,
+            tpl: xvs::service::NO_TEMPLATE,
             rip: 0,
             rport: 0,
             client_mac: [0; 6],

@@ -29,10 +29,12 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use xvs::forward::{service_lookup_key, Forwarder, NatConns, PortInfo, Snapshot, Verdict};
+use xvs::conn::NatConns;
+use xvs::dest::DestRt;
+use xvs::forward::{Forwarder, PortInfo, Verdict};
 use xvs::model::{Forward, Protocol, ServiceKey};
 use xvs::packet::parse_flow;
-use xvs::runtime::{DestRt, ServiceRt};
+use xvs::service::{ServiceRt, Snapshot};
 
 const LOCAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x12];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
@@ -68,24 +70,19 @@ fn add_service(snap: &mut Snapshot, vip: Ipv4Addr, fwd: Forward, base: [u8; 4], 
         xvs::sched::by_name("wrr").expect("wrr exists"),
     ));
     svc.has_nat.store(fwd == Forward::Masq, Relaxed);
-    {
-        let mut core = svc.core.lock().expect("fresh lock");
-        let core = &mut *core;
-        core.dests = (0..3u8)
-            .map(|i| {
-                let addr = Ipv4Addr::new(base[0], base[1], base[2], base[3] + i);
-                let d = DestRt::new(addr, rport, fwd, 1 + i as u32);
-                d.set_mac(Some([0x02, 0, 0, base[2], 1, i]));
-                d.egress.store(0, Relaxed);
-                d.tun_src
-                    .store(u32::from(Ipv4Addr::new(10, 0, 0, 1)), Relaxed);
-                Arc::new(d)
-            })
-            .collect();
-        core.sched.update(&core.dests);
-    }
-    snap.services
-        .insert(service_lookup_key(u32::from(vip), 80, 6), svc);
+    let dests = (0..3u8)
+        .map(|i| {
+            let addr = Ipv4Addr::new(base[0], base[1], base[2], base[3] + i);
+            let d = DestRt::new(addr, rport, fwd, 1 + i as u32);
+            d.set_mac(Some([0x02, 0, 0, base[2], 1, i]));
+            d.egress.store(0, Relaxed);
+            d.tun_src
+                .store(u32::from(Ipv4Addr::new(10, 0, 0, 1)), Relaxed);
+            Arc::new(d)
+        })
+        .collect();
+    svc.set_dests(dests, None);
+    snap.insert(svc);
 }
 
 fn snapshot() -> Snapshot {

@@ -21,9 +21,9 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+use xvs::dest::DestRt;
 use xvs::model::Forward;
 use xvs::packet::FlowKey;
-use xvs::runtime::DestRt;
 use xvs::sched::{by_name_with, SchedFlags};
 
 /// Every scheduler xvs implements, in ipvsadm's order of the man page.
@@ -47,8 +47,10 @@ fn servers(n: usize) -> Vec<Arc<DestRt>> {
             let d = DestRt::new(ip, 80, Forward::Route, weight);
             // Active 0..=16, inactive 0..=96: no server is idle except by chance, and the
             // overhead ordering differs from the weight ordering.
-            d.active_conns.store((i as u32 * 5 + 3) % 17, Relaxed);
-            d.inactive_conns.store((i as u32 * 31 + 11) % 97, Relaxed);
+            d.load.active_conns.store((i as u32 * 5 + 3) % 17, Relaxed);
+            d.load
+                .inactive_conns
+                .store((i as u32 * 31 + 11) % 97, Relaxed);
             Arc::new(d)
         })
         .collect()

@@ -9,35 +9,14 @@
 //! the same RX queue. NAT connections live in `NatConns`, shared by all workers, because a
 //! reply may arrive on another queue or interface than its request (see docs/architecture.md).
 
-use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, StateTimeouts};
+use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns};
+use crate::dest::{DestRt, NO_PORT};
 use crate::model::Forward;
 use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow};
-use crate::runtime::{DestRt, ServiceRt, NO_PORT};
+use crate::service::{service_lookup_key, ServiceRt, Snapshot};
 use crate::xmit;
-use crossbeam::utils::CachePadded;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
-
-/// What the data path needs from the configuration, published as an immutable snapshot.
-pub struct Snapshot {
-    /// Services by `service_lookup_key(daddr, dport, proto)`.
-    pub services: hashbrown::HashMap<u64, Arc<ServiceRt>, ahash::RandomState>,
-    pub timeouts: StateTimeouts,
-}
-
-impl Default for Snapshot {
-    fn default() -> Self {
-        Snapshot {
-            services: hashbrown::HashMap::with_hasher(ahash::RandomState::new()),
-            timeouts: StateTimeouts::default(),
-        }
-    }
-}
-
-/// Packs (VIP, port, protocol) into one integer key.
-pub fn service_lookup_key(daddr: u32, dport: u16, proto: u8) -> u64 {
-    ((daddr as u64) << 32) | ((dport as u64) << 16) | proto as u64
-}
+use std::sync::Arc;
 
 /// Largest number of interfaces ("ports") one worker serves (external + internal, ...).
 pub const MAX_PORTS: usize = 4;
@@ -66,45 +45,10 @@ pub struct FwdCounters {
     pub new_conns: u64,
     /// ICMP "fragmentation needed" answers sent for oversized TUN packets.
     pub icmp_frag_needed: u64,
+    /// Half-open entries evicted to make room for new connections (table pressure, e.g. a
+    /// SYN flood); each is a connection the flood made the director create and forget.
+    pub evicted: u64,
     pub drops: [u64; DropReason::COUNT],
-}
-
-/// Number of shards of the shared NAT table (power of two).
-const NAT_SHARDS: usize = 64;
-
-/// NAT connections, shared by all workers, sharded by the client's address and port, which
-/// both directions carry (request source, reply destination), so both keys of an entry live
-/// in one shard and a reply finds its entry from any worker.
-pub struct NatConns {
-    shards: Box<[CachePadded<Mutex<ConnTable>>]>,
-}
-
-impl NatConns {
-    pub fn with_capacity(total: usize) -> Self {
-        let per = (total / NAT_SHARDS).max(1);
-        NatConns {
-            shards: (0..NAT_SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(ConnTable::with_capacity_and_keys(per, 2))))
-                .collect(),
-        }
-    }
-
-    fn shard_of(client_addr: u32, client_port: u16) -> usize {
-        let x = (client_addr ^ ((client_port as u32) << 16) ^ client_port as u32)
-            .wrapping_mul(0x9e37_79b1);
-        (x >> 26) as usize & (NAT_SHARDS - 1)
-    }
-
-    /// Locks one shard. A poisoned shard (a panic while holding it) is still consistent.
-    pub fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, ConnTable> {
-        self.shards[i & (NAT_SHARDS - 1)]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn shards(&self) -> usize {
-        NAT_SHARDS
-    }
 }
 
 /// Swaps source and destination MAC and sends the frame back.
@@ -179,12 +123,15 @@ impl Forwarder {
         v
     }
 
-    /// Bounded expiry work for one loop iteration: a slice of the worker's table and of one
-    /// NAT shard (workers take turns over the shards).
-    pub fn expire(&mut self, now_ms: u64, budget: usize) {
+    /// Bounded expiry work for one loop iteration: a slice of the worker's table and, when
+    /// some service has NAT servers, of one NAT shard (workers take turns over the shards).
+    /// Without NAT no shard lock is taken at all.
+    pub fn expire(&mut self, now_ms: u64, budget: usize, snap: &Snapshot) {
         self.conns.expire(now_ms, budget);
-        self.sweep_shard = (self.sweep_shard + 1) % self.nat.shards();
-        self.nat.shard(self.sweep_shard).expire(now_ms, budget);
+        if snap.has_nat {
+            self.sweep_shard = (self.sweep_shard + 1) % self.nat.shards();
+            self.nat.shard(self.sweep_shard).expire(now_ms, budget);
+        }
     }
 
     fn process_inner(
@@ -224,7 +171,10 @@ impl Forwarder {
         if let Some(slot) = conns.lookup(&k) {
             if let Some(conn) = conns.get_mut(slot) {
                 if !conn.svc.deleted.load(Relaxed) {
-                    return cx.forward_local(conn, len);
+                    let was = conn.state;
+                    let v = cx.forward_local(conn, len);
+                    conns.note_state(slot, was);
+                    return v;
                 }
             }
             // A deleted service's connections die with it (IPVS flushes them).
@@ -239,11 +189,14 @@ impl Forwarder {
             .or_else(|| snap.services.get(&service_lookup_key(k.daddr, 0, k.proto)));
         if let Some(svc) = svc {
             if svc.has_nat.load(Relaxed) {
-                let mut shard = nat.shard(NatConns::shard_of(k.saddr, k.sport));
+                let mut shard = nat.shard(nat.shard_of(k.saddr, k.sport));
                 if let Some((slot, false)) = shard.find(&k) {
                     if let Some(conn) = shard.get_mut(slot) {
                         if !conn.svc.deleted.load(Relaxed) {
-                            return cx.nat_request(conn);
+                            let was = conn.state;
+                            let v = cx.nat_request(conn);
+                            shard.note_state(slot, was);
+                            return v;
                         }
                     }
                     shard.remove(slot);
@@ -253,11 +206,17 @@ impl Forwarder {
         }
 
         // 3. A NAT reply from a real server (steered here by the XDP reply map).
-        let mut shard = nat.shard(NatConns::shard_of(k.daddr, k.dport));
+        if !snap.has_nat {
+            return Verdict::Drop(DropReason::NoService);
+        }
+        let mut shard = nat.shard(nat.shard_of(k.daddr, k.dport));
         if let Some((slot, true)) = shard.find(&k) {
             if let Some(conn) = shard.get_mut(slot) {
                 if !conn.svc.deleted.load(Relaxed) {
-                    return cx.nat_reply(conn);
+                    let was = conn.state;
+                    let v = cx.nat_reply(conn);
+                    shard.note_state(slot, was);
+                    return v;
                 }
             }
             shard.remove(slot);
@@ -292,8 +251,22 @@ impl Cx<'_> {
         if is_tcp && self.flow.tcp_flags & tcp_flags::SYN == 0 {
             return Verdict::Drop(DropReason::NoConn);
         }
-        let Some((dest, tpl)) = svc.schedule(&k, self.now_ms) else {
-            return Verdict::Drop(DropReason::NoDest);
+        // Room first, then the scheduler: an evicted half-open entry releases its template
+        // before this connection asks for one (conn::template). The table is the NAT shard
+        // for a service with NAT servers, else the worker's own; a service mixing both
+        // methods gets its room from the insert below instead.
+        let room = if svc.has_nat.load(Relaxed) {
+            let mut shard = nat.shard(nat.shard_of(k.saddr, k.sport));
+            self.make_room(&mut shard)
+        } else {
+            self.make_room(conns)
+        };
+        if !room {
+            return Verdict::Drop(DropReason::TableFull);
+        }
+        let (dest, tpl) = match svc.schedule(&k, self.now_ms) {
+            Ok(p) => p,
+            Err(r) => return Verdict::Drop(r),
         };
         let state = if is_tcp {
             ConnState::None
@@ -323,25 +296,48 @@ impl Cx<'_> {
             client_mac,
             in_port: self.in_port,
         };
+        // A refused connection is dropped here, which also releases its template.
         if masq {
-            let mut shard = nat.shard(NatConns::shard_of(k.saddr, k.sport));
-            let Ok(slot) = shard.insert(conn) else {
+            let mut shard = nat.shard(nat.shard_of(k.saddr, k.sport));
+            let Some(slot) = self.insert(&mut shard, conn) else {
                 return Verdict::Drop(DropReason::TableFull);
             };
             let Some(c) = shard.get_mut(slot) else {
                 return Verdict::Drop(DropReason::NoConn);
             };
+            let was = c.state;
             self.count_new(c);
-            return self.nat_request(c);
+            let v = self.nat_request(c);
+            shard.note_state(slot, was);
+            return v;
         }
-        let Ok(slot) = conns.insert(conn) else {
+        let Some(slot) = self.insert(conns, conn) else {
             return Verdict::Drop(DropReason::TableFull);
         };
         let Some(c) = conns.get_mut(slot) else {
             return Verdict::Drop(DropReason::NoConn);
         };
+        let was = c.state;
         self.count_new(c);
-        self.forward_local(c, len)
+        let v = self.forward_local(c, len);
+        conns.note_state(slot, was);
+        v
+    }
+
+    /// `ConnTable::make_room`, counting an eviction.
+    fn make_room(&mut self, table: &mut ConnTable) -> bool {
+        let before = table.evicted();
+        let ok = table.make_room();
+        self.counters.evicted += table.evicted() - before;
+        ok
+    }
+
+    /// Inserts into `table`, counting an eviction the insert needed.
+    fn insert(&mut self, table: &mut ConnTable, conn: Conn) -> Option<u32> {
+        let before = table.evicted();
+        let slot = table.insert(conn).ok()?;
+        self.counters.evicted += table.evicted() - before;
+        Some(slot)
     }
 
     fn count_new(&mut self, c: &Conn) {
@@ -366,7 +362,7 @@ impl Cx<'_> {
             .mac()
             .filter(|_| port != NO_PORT && (port as usize) < MAX_PORTS)
         else {
-            dest.wants_resolution.store(true, Relaxed);
+            dest.load.wants_resolution.store(true, Relaxed);
             return None;
         };
         Some((port as u8, mac, self.ports[port as usize]))
@@ -481,12 +477,7 @@ mod tests {
                 d
             })
             .collect();
-        {
-            let mut core = svc.core.lock().unwrap();
-            core.dests = dests.clone();
-            let core = &mut *core;
-            core.sched.update(&core.dests);
-        }
+        svc.set_dests(dests.clone(), None);
         let mut snap = Snapshot::default();
         snap.services
             .insert(service_lookup_key(u32::from(key.addr), 80, 6), svc.clone());
@@ -545,14 +536,14 @@ mod tests {
         assert_eq!(&syn[0..6], &[0x02, 0, 0, 0, 1, 0]);
         assert_eq!(&syn[6..12], &LOCAL);
         assert_eq!(&syn[12..], &orig[12..], "DR must not touch the IP packet");
-        assert_eq!(dests[0].inactive_conns.load(Relaxed), 1);
+        assert_eq!(dests[0].inactive(), 1);
 
         // The ACK follows the connection (rr would otherwise pick the other server).
         let mut ack = tcp(1000, "A");
         assert_eq!(run(&mut f, &mut ack, &snap, 1), Verdict::Tx(0));
         assert_eq!(&ack[0..6], &[0x02, 0, 0, 0, 1, 0]);
-        assert_eq!(dests[0].active_conns.load(Relaxed), 1);
-        assert_eq!(dests[0].inactive_conns.load(Relaxed), 0);
+        assert_eq!(dests[0].active(), 1);
+        assert_eq!(dests[0].inactive(), 0);
 
         // A new connection goes to the next server.
         let mut syn2 = tcp(1001, "S");
@@ -579,20 +570,21 @@ mod tests {
             run(&mut f, &mut short, &snap, 0),
             Verdict::Drop(DropReason::Truncated)
         );
-        // Table full (capacity 1).
+        // Table full (capacity 1) of an established connection: refused.
         assert_eq!(run(&mut f, &mut tcp(8, "S"), &snap, 0), Verdict::Tx(0));
+        assert_eq!(run(&mut f, &mut tcp(8, "A"), &snap, 0), Verdict::Tx(0));
         assert_eq!(
             run(&mut f, &mut tcp(9, "S"), &snap, 0),
             Verdict::Drop(DropReason::TableFull)
         );
         // Unresolved MAC: connection kept, frame dropped, resolution requested.
         dests[0].set_mac(None);
-        dests[0].wants_resolution.store(false, Relaxed);
+        dests[0].load.wants_resolution.store(false, Relaxed);
         assert_eq!(
             run(&mut f, &mut tcp(8, "A"), &snap, 0),
             Verdict::Drop(DropReason::NoNeighbour)
         );
-        assert!(dests[0].wants_resolution.load(Relaxed));
+        assert!(dests[0].load.wants_resolution.load(Relaxed));
         // Quiesced: no new connections.
         dests[0].weight.store(0, Relaxed);
         f.conns.clear();
@@ -610,8 +602,50 @@ mod tests {
             run(&mut f, &mut tcp(11, "A"), &empty, 0),
             Verdict::Drop(DropReason::NoService)
         );
-        assert_eq!(f.counters.rx_frames, 8);
+        assert_eq!(f.counters.rx_frames, 9);
         assert_eq!(f.counters.drops.iter().sum::<u64>(), 6);
+    }
+
+    fn tcp_from(saddr: [u8; 4], sport: u16, flags: &str) -> Vec<u8> {
+        let mut b = PacketBuilder::ethernet2(CLIENT, LOCAL)
+            .ipv4(saddr, [10, 0, 0, 88], 64)
+            .tcp(sport, 80, 1, 65535);
+        for f in flags.chars() {
+            b = match f {
+                'S' => b.syn(),
+                'A' => b.ack(1),
+                _ => b,
+            };
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).unwrap();
+        out
+    }
+
+    #[test]
+    fn syn_flood_filling_the_table_does_not_lock_clients_out() {
+        let (snap, dests, _svc) = setup(&[1, 1]);
+        let mut f = fwd(64);
+        // An established client.
+        assert_eq!(run(&mut f, &mut tcp(1000, "S"), &snap, 0), Verdict::Tx(0));
+        assert_eq!(run(&mut f, &mut tcp(1000, "A"), &snap, 1), Verdict::Tx(0));
+        // A spoofed flood: ten times the table in SYNs from forged sources.
+        for i in 0..640u32 {
+            let b = i.to_be_bytes();
+            let mut syn = tcp_from([172, b[1], b[2], b[3]], 2000 + (i % 100) as u16, "S");
+            assert_eq!(run(&mut f, &mut syn, &snap, 10), Verdict::Tx(0));
+        }
+        assert_eq!(f.conns.len(), 64);
+        assert_eq!(f.counters.evicted, 640 - 63);
+        // A legitimate client during the flood completes its handshake...
+        assert_eq!(run(&mut f, &mut tcp(1001, "S"), &snap, 20), Verdict::Tx(0));
+        assert_eq!(run(&mut f, &mut tcp(1001, "A"), &snap, 21), Verdict::Tx(0));
+        // ...and the established ones are still there, still counted.
+        assert_eq!(run(&mut f, &mut tcp(1000, "A"), &snap, 22), Verdict::Tx(0));
+        let active: u32 = dests.iter().map(|d| d.active()).sum();
+        assert_eq!(active, 2);
+        assert_eq!(f.conns.half_open(), 62);
+        assert_eq!(f.counters.drops[DropReason::TableFull as usize], 0);
     }
 
     #[test]

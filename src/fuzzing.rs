@@ -6,10 +6,12 @@
 //! verified with the naive byte-at-a-time sum below, not with `packet::csum`, so that a
 //! bug there cannot hide itself.
 
-use crate::forward::{service_lookup_key, Forwarder, NatConns, PortInfo, Snapshot, Verdict};
+use crate::conn::NatConns;
+use crate::dest::DestRt;
+use crate::forward::{Forwarder, PortInfo, Verdict};
 use crate::model::{Forward, Protocol, ServiceKey};
 use crate::packet::{ethernet, ipv4, parse_flow as parse, Flow, Ipv4Packet};
-use crate::runtime::{DestRt, ServiceRt};
+use crate::service::{ServiceRt, Snapshot};
 use crate::xmit;
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -322,16 +324,8 @@ fn add_service(snap: &mut Snapshot, vip: Ipv4Addr, vport: u16, proto: Protocol, 
         crate::sched::by_name("rr").expect("rr is built in"),
     ));
     svc.has_nat.store(d.forward == Forward::Masq, Relaxed);
-    {
-        let mut core = svc.core.lock().unwrap_or_else(|e| e.into_inner());
-        let core = &mut *core;
-        core.dests = vec![d];
-        core.sched.update(&core.dests);
-    }
-    snap.services.insert(
-        service_lookup_key(u32::from(vip), vport, proto.number()),
-        svc,
-    );
+    svc.set_dests(vec![d], None);
+    snap.insert(svc);
 }
 
 /// A forwarder with two ports (see `fixture`) and a snapshot with DR (port 80 and all

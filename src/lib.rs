@@ -9,13 +9,14 @@ pub mod clock;
 pub mod conn;
 pub mod control;
 pub mod daemon;
+pub mod dest;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;
 pub mod packet;
-pub mod runtime;
 pub mod sched;
+pub mod service;
 pub mod stats;
 pub mod worker;
 pub mod xmit;

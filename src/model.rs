@@ -2,7 +2,7 @@
 //!
 //! These types describe *configuration* (what the operator asked for) and *status* (what the
 //! daemon reports back). They never appear on the per-packet path: the daemon compiles them into
-//! the data-path snapshot (`crate::snapshot`).
+//! the data-path snapshot (`crate::service::Snapshot`).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -318,6 +318,12 @@ pub struct WorkerCounters {
     /// ICMP "fragmentation needed" answers sent for oversized TUN packets.
     #[serde(default)]
     pub icmp_frag_needed: u64,
+    /// Half-open entries evicted to make room for new connections (table pressure).
+    #[serde(default)]
+    pub evicted: u64,
+    /// Entries of the worker's own table that have not completed a handshake.
+    #[serde(default)]
+    pub half_open: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

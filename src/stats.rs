@@ -6,11 +6,23 @@
 
 use crate::model::{Counters, Rates};
 use crossbeam::utils::CachePadded;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
-/// Worker slots per counter set; worker ids are reduced modulo this (power of two).
-pub const MAX_WORKERS: usize = 64;
+/// Most workers (RX queues) a daemon runs: real NICs have up to 256 queues per port, and
+/// the XSKMAP slot of a socket is `interface * 256 + queue` (bpf/xvs_shared.h). xvsd
+/// refuses more at start.
+pub const MAX_WORKERS: usize = 256;
+
+/// Worker slots in each counter set made from now on: the daemon sets its worker count
+/// before it builds any service, so every worker has a line of its own and a counter set
+/// costs one line per worker, not `MAX_WORKERS`.
+static SLOTS: AtomicUsize = AtomicUsize::new(MAX_WORKERS);
+
+/// Sets the number of worker slots (1..=MAX_WORKERS) of counter sets created afterwards.
+pub fn set_worker_slots(n: usize) {
+    SLOTS.store(n.clamp(1, MAX_WORKERS), Relaxed);
+}
 
 #[derive(Default)]
 struct Slot {
@@ -50,7 +62,7 @@ pub struct StatSlots {
 impl Default for StatSlots {
     fn default() -> Self {
         StatSlots {
-            slots: (0..MAX_WORKERS)
+            slots: (0..SLOTS.load(Relaxed))
                 .map(|_| CachePadded::new(Slot::default()))
                 .collect(),
             base: Mutex::new(Counters::default()),
@@ -66,9 +78,12 @@ impl std::fmt::Debug for StatSlots {
 }
 
 impl StatSlots {
+    /// The worker's own line. Worker ids are below the slot count in the daemon (it sizes
+    /// the sets); an id beyond it (a test building sets before sizing) shares the last line.
     #[inline]
     fn slot(&self, worker: usize) -> &Slot {
-        &self.slots[worker & (MAX_WORKERS - 1)]
+        let last = self.slots.len() - 1;
+        &self.slots[worker.min(last)]
     }
 
     /// A new connection (called by the worker that created it).
@@ -166,7 +181,7 @@ mod tests {
         let s = StatSlots::default();
         s.add_conn(0);
         s.add_in(0, 100);
-        s.add_in(65, 100); // another worker (65 wraps to slot 1)
+        s.add_in(65, 100); // another worker
         let c = s.read();
         assert_eq!((c.conns, c.inpkts, c.inbytes), (1, 2, 200));
         s.zero();
@@ -181,5 +196,34 @@ mod tests {
         assert_eq!(s.rates().inbps, 5 * 10);
         s.sample(4000); // 0 pps now: 5 + (0 - 5)/4 = 3.75
         assert_eq!(s.rates().inpps, 4);
+    }
+
+    #[test]
+    fn every_worker_up_to_the_maximum_has_its_own_line() {
+        let s = StatSlots::default();
+        for a in 0..MAX_WORKERS {
+            for b in [a + 1, a + 64, a + 128] {
+                if b < MAX_WORKERS {
+                    assert!(!std::ptr::eq(s.slot(a), s.slot(b)), "workers {a} and {b}");
+                }
+            }
+        }
+        // Workers 0, 64, 128 and 192 writing at once (single-writer stores) lose nothing.
+        let s = std::sync::Arc::new(s);
+        let threads: Vec<_> = [0usize, 64, 128, 192]
+            .into_iter()
+            .map(|w| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        s.add_in(w, 1);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.read().inpkts, 400_000);
     }
 }

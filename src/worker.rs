@@ -7,9 +7,11 @@
 //! shares the configuration snapshot (read lock-free through `ArcSwap`), the NAT table
 //! (sharded locks) and the real servers' load counters.
 
-use crate::forward::{Forwarder, FwdCounters, NatConns, PortInfo, Snapshot, Verdict, MAX_PORTS};
+use crate::conn::{NatConns, PressurePolicy};
+use crate::forward::{Forwarder, FwdCounters, PortInfo, Verdict, MAX_PORTS};
 use crate::model::ConnStatus;
 use crate::packet::DropReason;
+use crate::service::Snapshot;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use crossbeam::utils::CachePadded;
@@ -45,17 +47,22 @@ pub struct WorkerStats {
     pub tx_frames: AtomicU64,
     pub new_conns: AtomicU64,
     pub icmp_frag_needed: AtomicU64,
+    pub evicted: AtomicU64,
     pub conns: AtomicU64,
+    /// Entries of the worker's own table that have not completed a handshake.
+    pub half_open: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
 }
 
 impl WorkerStats {
-    fn publish(&self, c: &FwdCounters, conns: usize) {
+    fn publish(&self, c: &FwdCounters, conns: usize, half_open: usize) {
         self.rx_frames.store(c.rx_frames, Relaxed);
         self.tx_frames.store(c.tx_frames, Relaxed);
         self.new_conns.store(c.new_conns, Relaxed);
         self.icmp_frag_needed.store(c.icmp_frag_needed, Relaxed);
+        self.evicted.store(c.evicted, Relaxed);
         self.conns.store(conns as u64, Relaxed);
+        self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
             a.store(*v, Relaxed);
         }
@@ -67,6 +74,7 @@ impl WorkerStats {
             tx_frames: self.tx_frames.load(Relaxed),
             new_conns: self.new_conns.load(Relaxed),
             icmp_frag_needed: self.icmp_frag_needed.load(Relaxed),
+            evicted: self.evicted.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
@@ -90,6 +98,8 @@ pub struct WorkerOpts {
     /// Never sleep in poll(2) when idle: the lowest latency, at the price of a busy core per
     /// worker (usual on a dedicated director).
     pub busy_poll: bool,
+    /// What the worker's table does when full (see conn::pressure).
+    pub table_full: PressurePolicy,
 }
 
 /// How a socket was bound.
@@ -254,6 +264,7 @@ impl Worker {
         let infos: Vec<PortInfo> = ifaces.iter().map(|(_, i)| *i).collect();
         let mut fwd = Forwarder::new(queue as usize, conn_capacity, &infos, nat);
         fwd.reflect = opts.reflect;
+        fwd.conns.set_policy(opts.table_full);
         let stats = Arc::new(CachePadded::new(WorkerStats::default()));
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let inbox_flag = Arc::new(AtomicBool::new(false));
@@ -409,17 +420,29 @@ impl Worker {
                     if !self.busy_poll {
                         self.idle_wait();
                     }
-                    self.fwd.expire(crate::clock::now_ms(), EXPIRE_BUDGET * 16);
-                    self.stats.publish(&self.fwd.counters, self.fwd.conns.len());
+                    let snap = self.shared.snapshot.load();
+                    self.fwd
+                        .expire(crate::clock::now_ms(), EXPIRE_BUDGET * 16, &snap);
+                    self.publish();
                 }
                 continue;
             }
             idle = 0;
-            self.fwd.expire(now_ms, EXPIRE_BUDGET);
-            self.stats.publish(&self.fwd.counters, self.fwd.conns.len());
+            let snap = self.shared.snapshot.load();
+            self.fwd.expire(now_ms, EXPIRE_BUDGET, &snap);
+            drop(snap);
+            self.publish();
         }
         self.fwd.conns.clear();
-        self.stats.publish(&self.fwd.counters, 0);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.stats.publish(
+            &self.fwd.counters,
+            self.fwd.conns.len(),
+            self.fwd.conns.half_open(),
+        );
     }
 
     /// Queues frames for TX on port `o`; copy mode needs a sendto() kick for every batch.

@@ -12,10 +12,12 @@ use std::cell::Cell;
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use xvs::forward::{service_lookup_key, Forwarder, NatConns, PortInfo, Snapshot, Verdict};
+use xvs::conn::NatConns;
+use xvs::dest::DestRt;
+use xvs::forward::{Forwarder, PortInfo, Verdict};
 use xvs::model::{Forward, Protocol, ServiceKey};
 use xvs::packet::parse_flow;
-use xvs::runtime::{DestRt, ServiceRt};
+use xvs::service::{service_lookup_key, ServiceRt, Snapshot};
 
 /// Counts allocations made by the current thread while counting is switched on for it.
 /// Per thread, so the test harness's own threads cannot disturb the figure.
@@ -113,14 +115,8 @@ fn add_service(
             Arc::new(d)
         })
         .collect();
-    {
-        let mut core = svc.core.lock().expect("fresh lock");
-        let core = &mut *core;
-        core.dests = dests.clone();
-        core.sched.update(&core.dests);
-    }
-    snap.services
-        .insert(service_lookup_key(u32::from(vip), 80, 6), svc);
+    svc.set_dests(dests.clone(), None);
+    snap.insert(svc);
     dests
 }
 
@@ -222,7 +218,7 @@ fn forwarding_new_and_established_dr_flows_does_not_allocate() {
         }
         // The bounded expiry sweep also runs on the worker between batches; nothing has
         // expired yet, so it only walks.
-        fwd.expire(2_000, 4 * FLOWS);
+        fwd.expire(2_000, 4 * FLOWS, &snap);
     });
 
     assert_eq!(n, 0, "the per-packet path allocated {n} times");
@@ -273,7 +269,7 @@ fn tun_and_nat_do_not_allocate() {
     let n = allocations_in(|| {
         process_all(&mut fwd, &snap, 1_000, &mut replies, &mut verdicts);
         process_all(&mut fwd, &snap, 1_000, &mut nat_acks, &mut verdicts);
-        fwd.expire(2_000, FLOWS);
+        fwd.expire(2_000, FLOWS, &snap);
     });
     assert_eq!(n, 0, "NAT replies allocated {n} times");
     assert_eq!(verdicts.len(), 2 * FLOWS);
@@ -308,6 +304,48 @@ fn expiring_and_reusing_slots_does_not_allocate() {
     });
     assert_eq!(n, 0, "churn allocated {n} times");
     assert!(fwd.conns.is_empty());
+}
+
+/// A SYN flood at a full table: every new connection evicts the oldest half-open entry,
+/// for DR (the worker's table) and NAT (the shards), and a persistent service reuses the
+/// templates the evicted entries released, all without allocating once the template table
+/// has grown to its capacity (the first wave, untimed).
+#[test]
+fn flood_at_a_full_table_evicts_and_reuses_templates_without_allocating() {
+    use xvs::service::Persistence;
+    let (snap, dests) = snapshot();
+    let svc = snap.services[&service_lookup_key(u32::from(DR_VIP), 80, 6)].clone();
+    // Twice the table, as xvsd sizes it: a template is free whenever a connection fits.
+    svc.set_persistence(
+        Some(Persistence {
+            timeout_ms: 300_000,
+            netmask: u32::MAX,
+        }),
+        FLOWS,
+    );
+    let mut fwd = forwarder(FLOWS / 2);
+    let mut warm = frames(0..4 * FLOWS, DR_VIP, "S");
+    let mut nat_warm = frames(0..4 * FLOWS, NAT_VIP, "S");
+    let mut flood = frames(4 * FLOWS..8 * FLOWS, DR_VIP, "S");
+    let mut nat_flood = frames(4 * FLOWS..8 * FLOWS, NAT_VIP, "S");
+    let mut verdicts = Vec::with_capacity(8 * FLOWS);
+    process_all(&mut fwd, &snap, 1_000, &mut warm, &mut verdicts);
+    process_all(&mut fwd, &snap, 1_000, &mut nat_warm, &mut verdicts);
+    assert!(all_sent(&verdicts), "{verdicts:?}");
+    let evicted = fwd.counters.evicted;
+    verdicts.clear();
+    let n = allocations_in(|| {
+        process_all(&mut fwd, &snap, 2_000, &mut flood, &mut verdicts);
+        process_all(&mut fwd, &snap, 2_000, &mut nat_flood, &mut verdicts);
+    });
+    assert_eq!(n, 0, "the flood allocated {n} times");
+    assert!(all_sent(&verdicts), "{verdicts:?}");
+    // Every DR SYN of the second wave evicted one entry, and NAT shards evicted too.
+    assert!(fwd.counters.evicted - evicted > 4 * FLOWS as u64);
+    assert_eq!(fwd.conns.len(), FLOWS / 2);
+    assert_eq!(svc.templates_len(), FLOWS);
+    let persistent: u32 = dests.iter().map(|d| d.persistent()).sum();
+    assert_eq!(persistent, FLOWS as u32);
 }
 
 /// The instrument itself: an allocation inside the window is seen.
@@ -349,7 +387,7 @@ fn churn_at_capacity_does_not_allocate() {
         expires_ms: 0,
         svc: svc.clone(),
         dest: dests[id as usize % dests.len()].clone(),
-        tpl: None,
+        tpl: xvs::service::NO_TEMPLATE,
         rip: 0,
         rport: 0,
         client_mac: [0; 6],

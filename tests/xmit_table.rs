@@ -1174,9 +1174,9 @@ proptest! {
 fn forward_nat_all_ports_keeps_the_client_port() {
     use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Arc;
-    use xvs::forward::service_lookup_key;
+    use xvs::dest::DestRt;
     use xvs::model::{Forward, Protocol, ServiceKey};
-    use xvs::runtime::{DestRt, Persistence, ServiceRt};
+    use xvs::service::{Persistence, ServiceRt};
 
     let vip = Ipv4Addr::new(10, 0, 0, 4);
     let (mut fwd, _) = forward_fixture();
@@ -1190,19 +1190,16 @@ fn forward_nat_all_ports_keeps_the_client_port() {
     let d = Arc::new(DestRt::new(NAT_RIP, 0, Forward::Masq, 1));
     d.set_mac(Some(NAT_RS_MAC));
     d.egress.store(1, Relaxed);
-    {
-        let mut core = svc.core.lock().unwrap();
-        let core = &mut *core;
-        core.dests = vec![d];
-        core.persist = Some(Persistence {
+    svc.set_dests(vec![d], None);
+    svc.set_persistence(
+        Some(Persistence {
             timeout_ms: 300_000,
             netmask: u32::MAX,
-        });
-        core.sched.update(&core.dests);
-    }
-    let mut snap = xvs::forward::Snapshot::default();
-    snap.services
-        .insert(service_lookup_key(u32::from(vip), 0, 6), svc);
+        }),
+        16,
+    );
+    let mut snap = xvs::service::Snapshot::default();
+    snap.insert(svc);
 
     let syn = request(vip, tcp(SYN)).with_dst(vip, 443);
     let mut buf = vec![0u8; BUF_LEN];

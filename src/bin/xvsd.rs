@@ -29,6 +29,22 @@ struct Args {
     /// core busy (the usual choice on a dedicated director).
     #[arg(long)]
     busy_poll: bool,
+    /// Persistence templates each persistent (-p) service can hold (default: twice
+    /// --conn-max, so a template is free whenever a connection fits). Beyond it the
+    /// longest-unused template is reused; with none unused the client is refused
+    /// (counted template_full).
+    #[arg(long)]
+    templates_max: Option<usize>,
+    /// What a new connection does when the connection table is full: evict-half-open
+    /// (the oldest entry that has not completed a handshake makes room; established ones
+    /// never do) or refuse (IPVS without drop_entry).
+    #[arg(long, default_value = "evict-half-open", value_parser = parse_table_full)]
+    table_full: xvs::conn::PressurePolicy,
+}
+
+fn parse_table_full(s: &str) -> Result<xvs::conn::PressurePolicy, String> {
+    xvs::conn::PressurePolicy::parse(s)
+        .ok_or_else(|| format!("'{s}': expected evict-half-open or refuse"))
 }
 
 fn main() {
@@ -46,6 +62,8 @@ fn main() {
         conn_max: a.conn_max,
         reflect: a.reflect,
         busy_poll: a.busy_poll,
+        templates_max: a.templates_max.unwrap_or(a.conn_max.saturating_mul(2)),
+        table_full: a.table_full,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

@@ -354,6 +354,8 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("tx_frames", w.tx_frames),
             ("new_conns", w.new_conns),
             ("conns", w.conns),
+            ("half_open", w.half_open),
+            ("evicted", w.evicted),
             ("icmp_frag_needed", w.icmp_frag_needed),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
@@ -1070,6 +1072,8 @@ TCP  10.0.0.88:80 wrr persistent 600
                 new_conns: 2,
                 conns: 1,
                 icmp_frag_needed: 3,
+                evicted: 7,
+                half_open: 6,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1087,6 +1091,8 @@ queue 0 (zero-copy):
   tx_frames: 9
   new_conns: 2
   conns: 1
+  half_open: 6
+  evicted: 7
   icmp_frag_needed: 3
   truncated: 4
   malformed: 0

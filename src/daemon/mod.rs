@@ -8,10 +8,12 @@ pub mod server;
 pub mod state;
 
 use crate::bpf::Steering;
-use crate::forward::{NatConns, PortInfo, Snapshot};
+use crate::conn::{NatConns, PressurePolicy};
+use crate::dest::{DestRt, NO_PORT};
+use crate::forward::PortInfo;
 use crate::model::{DataPathStats, WorkerCounters};
 use crate::packet::DropReason;
-use crate::runtime::{DestRt, NO_PORT};
+use crate::service::Snapshot;
 use crate::worker::{BindMode, Shared, Worker, WorkerHandle};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
@@ -40,6 +42,10 @@ pub struct DaemonOpts {
     pub reflect: bool,
     /// Workers never sleep when idle (lowest latency, one busy core per worker).
     pub busy_poll: bool,
+    /// Template capacity of each persistent service.
+    pub templates_max: usize,
+    /// What a full connection table does with a new connection.
+    pub table_full: PressurePolicy,
 }
 
 /// Everything the control socket needs besides the configuration.
@@ -119,6 +125,8 @@ impl DataPathView {
                         new_conns: c.new_conns,
                         conns: h.stats.conns.load(Relaxed),
                         icmp_frag_needed: c.icmp_frag_needed,
+                        evicted: c.evicted,
+                        half_open: h.stats.half_open.load(Relaxed),
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
@@ -171,7 +179,7 @@ impl Resolver {
             }
         };
         for d in dests {
-            d.wants_resolution.store(false, Relaxed);
+            d.load.wants_resolution.store(false, Relaxed);
             let Some(r) = self.route(d.addr) else {
                 d.set_mac(None);
                 continue;
@@ -207,6 +215,33 @@ impl Resolver {
     }
 }
 
+/// How many workers serve `queues` RX queues (`--workers`, default all): one per queue,
+/// from queue 0, at most `stats::MAX_WORKERS`.
+fn choose_workers(queues: u32, requested: Option<u32>) -> Result<u32> {
+    let n = match requested {
+        None => queues,
+        Some(0) => bail!("--workers must be at least 1"),
+        Some(n) if n > queues => {
+            bail!("--workers {n}: only {queues} RX queue(s) to serve; one worker serves one queue")
+        }
+        Some(n) => {
+            if n < queues {
+                tracing::warn!(
+                    "serving {n} of {queues} RX queues: service traffic arriving on the others goes to the kernel"
+                );
+            }
+            n
+        }
+    };
+    if n as usize > crate::stats::MAX_WORKERS {
+        bail!(
+            "{n} RX queues: xvsd runs at most {} workers; pass --workers N (or reduce the queues with ethtool -L)",
+            crate::stats::MAX_WORKERS
+        );
+    }
+    Ok(n)
+}
+
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOpts) -> Result<()> {
     if opts.interfaces.is_empty() {
@@ -227,22 +262,9 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
              service traffic on higher queues goes to the kernel"
         );
     }
-    let nworkers = match opts.workers {
-        None => queues,
-        Some(0) => bail!("--workers must be at least 1"),
-        Some(n) if n > queues => {
-            bail!("--workers {n}: only {queues} RX queue(s) to serve; one worker serves one queue")
-        }
-        Some(n) => {
-            if n < queues {
-                tracing::warn!(
-                    "serving {n} of {queues} RX queues: service traffic arriving on the others goes to the kernel"
-                );
-            }
-            n
-        }
-    };
-
+    let nworkers = choose_workers(queues, opts.workers)?;
+    // Before any service exists: one counter line per worker.
+    crate::stats::set_worker_slots(nworkers as usize);
     if opts.reflect {
         tracing::warn!(
             "--reflect: benchmark mode, every steered frame is sent back with its MACs swapped"
@@ -266,7 +288,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         stop: AtomicBool::new(false),
     });
     let per_worker = (opts.conn_max / nworkers as usize).max(1);
-    let nat = Arc::new(NatConns::with_capacity(opts.conn_max));
+    let nat = Arc::new(NatConns::with_policy(opts.conn_max, opts.table_full));
     let ports: Vec<(String, PortInfo)> = ifaces
         .iter()
         .map(|i| {
@@ -292,6 +314,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             crate::worker::WorkerOpts {
                 reflect: opts.reflect,
                 busy_poll: opts.busy_poll,
+                table_full: opts.table_full,
             },
         )?;
         for (slot, fd) in w.fds().into_iter().enumerate() {
@@ -319,6 +342,10 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         Box::new(state::SharedSteer(steering.clone())),
         (per_worker * nworkers as usize) as u64,
     )));
+    state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .templates_max = opts.templates_max.max(1);
     let view = Arc::new(DataPathView {
         ifaces: ifaces.clone(),
         xdp_mode: modes.join(","),
@@ -386,7 +413,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         // asked for it, so that a newly added server is usable within milliseconds.
         let missing = dests
             .iter()
-            .any(|d| d.mac().is_none() || d.wants_resolution.load(Relaxed));
+            .any(|d| d.mac().is_none() || d.load.wants_resolution.load(Relaxed));
         if !missing && last_full.elapsed() < Duration::from_secs(1) {
             continue;
         }
@@ -403,4 +430,19 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     let _ = std::fs::remove_file(&opts.socket);
     tracing::info!("XDP detached; bye");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_up_to_256_queues_and_a_clear_refusal_beyond() {
+        assert_eq!(choose_workers(256, None).unwrap(), 256);
+        assert_eq!(choose_workers(300, Some(256)).unwrap(), 256);
+        let e = choose_workers(300, None).unwrap_err().to_string();
+        assert!(e.contains("at most 256 workers"), "{e}");
+        assert!(choose_workers(4, Some(5)).is_err());
+        assert!(choose_workers(4, Some(0)).is_err());
+    }
 }

@@ -4,10 +4,10 @@
 use super::config::ConfigModel;
 use crate::bpf::maps::SvcKey;
 use crate::conn::StateTimeouts;
-use crate::forward::{service_lookup_key, Snapshot};
+use crate::dest::DestRt;
 use crate::model::*;
-use crate::runtime::{DestRt, Persistence, ServiceRt};
 use crate::sched::{self, SchedFlags};
+use crate::service::{Persistence, ServiceRt, Snapshot, DEFAULT_TEMPLATES_MAX};
 use crate::worker::Shared;
 use anyhow::{anyhow, Result};
 use std::collections::HashMap;
@@ -51,6 +51,8 @@ pub struct DaemonState {
     steer: Box<dyn ServiceSteer + Send>,
     /// Total connection capacity over all workers (ipvsadm's "size=").
     pub conn_capacity: u64,
+    /// Template capacity of each persistent service (`xvsd --templates-max`).
+    pub templates_max: usize,
 }
 
 impl DaemonState {
@@ -67,6 +69,7 @@ impl DaemonState {
             shared,
             steer,
             conn_capacity,
+            templates_max: DEFAULT_TEMPLATES_MAX,
         }
     }
 
@@ -109,13 +112,7 @@ impl DaemonState {
                 continue;
             }
             rt.stats.zero();
-            for d in rt
-                .core
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .dests
-                .iter()
-            {
+            for d in rt.sched_set().dests.iter() {
                 d.stats.zero();
             }
         }
@@ -134,13 +131,7 @@ impl DaemonState {
             rt.expire(now_ms);
             if sample {
                 rt.stats.sample(now_ms);
-                for d in rt
-                    .core
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .dests
-                    .iter()
-                {
+                for d in rt.sched_set().dests.iter() {
                     d.stats.sample(now_ms);
                 }
             }
@@ -151,10 +142,10 @@ impl DaemonState {
     pub fn templates(&self, now_ms: u64) -> Vec<ConnStatus> {
         let mut out = Vec::new();
         for rt in self.rt.values() {
-            for t in rt.templates() {
+            rt.for_each_template(|t| {
                 out.push(ConnStatus {
                     proto: rt.key.proto,
-                    expires_ms: t.expires_ms.load(Relaxed).saturating_sub(now_ms),
+                    expires_ms: t.expires_ms.saturating_sub(now_ms),
                     state: "NONE".into(),
                     client_addr: std::net::Ipv4Addr::from(t.key.cnet),
                     client_port: 0,
@@ -164,7 +155,7 @@ impl DaemonState {
                     dest_port: t.dest.port,
                     template: true,
                 });
-            }
+            });
         }
         out
     }
@@ -173,8 +164,7 @@ impl DaemonState {
     pub fn dests(&self) -> Vec<Arc<DestRt>> {
         let mut out = Vec::new();
         for rt in self.rt.values() {
-            let core = rt.core.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(core.dests.iter().cloned());
+            out.extend(rt.sched_set().dests.iter().cloned());
         }
         out
     }
@@ -226,16 +216,17 @@ impl DaemonState {
                 None => Arc::new(ServiceRt::new(sc.key, new_sched()?)),
             };
             {
-                let mut core = rt.core.lock().unwrap_or_else(|e| e.into_inner());
-                if core.sched.name() != sc.opts.scheduler || core.sched_flags != flags {
-                    core.sched = new_sched()?;
-                    core.sched_flags = flags;
-                }
+                let cur = rt.sched_set();
+                let replace = if cur.sched.name() != sc.opts.scheduler || cur.flags != flags {
+                    Some((new_sched()?, flags))
+                } else {
+                    None
+                };
                 let dests: Vec<Arc<DestRt>> = sc
                     .dests
                     .iter()
                     .map(|dc| {
-                        let d = core
+                        let d = cur
                             .dests
                             .iter()
                             .find(|d| {
@@ -250,8 +241,7 @@ impl DaemonState {
                         d
                     })
                     .collect();
-                let core = &mut *core;
-                for old in &core.dests {
+                for old in &cur.dests {
                     if old.forward == Forward::Masq && !dests.iter().any(|d| Arc::ptr_eq(d, old)) {
                         let k = ServiceKey {
                             proto: sc.key.proto,
@@ -266,16 +256,12 @@ impl DaemonState {
                 if dests.iter().any(|d| d.forward == Forward::Masq) {
                     rt.has_nat.store(true, Relaxed);
                 }
-                core.dests = dests;
-                core.sched.update(&core.dests);
+                rt.set_dests(dests, replace);
                 let persist = sc.opts.persistent.map(|secs| Persistence {
                     timeout_ms: secs as u64 * 1000,
                     netmask: sc.opts.netmask.map_or(u32::MAX, u32::from),
                 });
-                if persist.is_none() {
-                    core.templates.clear();
-                }
-                core.persist = persist;
+                rt.set_persistence(persist, self.templates_max);
             }
             next.insert(sc.key, rt);
         }
@@ -299,13 +285,13 @@ impl DaemonState {
     fn publish(&self) {
         let mut snap = Snapshot {
             timeouts: StateTimeouts::new(&self.model.timeouts),
+            // Deleted services' NAT entries may outlive them until swept: stay on once set.
+            has_nat: self.shared.snapshot.load().has_nat
+                || self.rt.values().any(|rt| rt.has_nat.load(Relaxed)),
             ..Snapshot::default()
         };
-        for (k, rt) in &self.rt {
-            snap.services.insert(
-                service_lookup_key(u32::from(k.addr), k.port, k.proto.number()),
-                rt.clone(),
-            );
+        for rt in self.rt.values() {
+            snap.insert(rt.clone());
         }
         self.shared.snapshot.store(Arc::new(snap));
     }
@@ -317,15 +303,7 @@ impl DaemonState {
                 continue;
             }
             let rt = self.rt.get(&sc.key);
-            let rt_dests = rt
-                .map(|rt| {
-                    rt.core
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .dests
-                        .clone()
-                })
-                .unwrap_or_default();
+            let rt_dests = rt.map(|rt| rt.dests()).unwrap_or_default();
             let dests = sc
                 .dests
                 .iter()
@@ -340,9 +318,9 @@ impl DaemonState {
                         weight: dc.weight,
                         u_threshold: dc.u_threshold,
                         l_threshold: dc.l_threshold,
-                        active_conns: d.map_or(0, |d| d.active_conns.load(Relaxed)),
-                        inactive_conns: d.map_or(0, |d| d.inactive_conns.load(Relaxed)),
-                        persist_conns: d.map_or(0, |d| d.persist_conns.load(Relaxed)),
+                        active_conns: d.map_or(0, |d| d.active()),
+                        inactive_conns: d.map_or(0, |d| d.inactive()),
+                        persist_conns: d.map_or(0, |d| d.persistent()),
                         counters: d.map_or(Counters::default(), |d| d.stats.read()),
                         rates: d.map_or(Rates::default(), |d| d.stats.rates()),
                     }
@@ -459,7 +437,7 @@ mod tests {
         assert_eq!(steer.0.lock().unwrap().len(), 1);
         assert_eq!(shared.snapshot.load().services.len(), 1);
         let d0 = st.dests()[0].clone();
-        d0.active_conns.store(3, Relaxed);
+        d0.load.active_conns.store(3, Relaxed);
         assert_eq!(st.apply(&dest("10.0.0.20", 5)), Response::Ok);
         // The existing server object (and its counters) survived the change.
         assert!(st.dests().iter().any(|d| Arc::ptr_eq(d, &d0)));

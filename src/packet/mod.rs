@@ -37,10 +37,12 @@ pub enum DropReason {
     NoConn,
     /// TUN: the encapsulated packet would exceed the egress MTU and DF is clear.
     TooBig,
+    /// A persistent service's template table is full of templates in use.
+    TemplateFull,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
         DropReason::Malformed,
@@ -53,6 +55,7 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::NoConn,
         DropReason::TooBig,
+        DropReason::TemplateFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +71,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::NoConn => "no_conn",
             DropReason::TooBig => "too_big",
+            DropReason::TemplateFull => "template_full",
         }
     }
 }

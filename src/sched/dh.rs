@@ -6,8 +6,8 @@
 //! (weight 0 or OVERLOAD) there is no server: dh has no fallback in IPVS.
 
 use super::{hash_32, Scheduler};
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
 use std::sync::Arc;
 
 /// IP_VS_DH_TAB_BITS (CONFIG_IP_VS_DH_TAB_BITS default).
@@ -15,17 +15,13 @@ const TAB_BITS: u32 = 8;
 #[cfg(test)]
 const TAB_SIZE: usize = 1 << TAB_BITS;
 
-#[derive(Debug, Default)]
-pub struct DestinationHashing {
-    /// Length of the list the table was last built for. The table itself is implicit:
-    /// `ip_vs_dh_reassign` gives bucket `i` to server `i % n`, so no array is needed.
-    built_len: usize,
-}
+/// Stateless: the table is implicit, `ip_vs_dh_reassign` gives bucket `i` to server
+/// `i % n` of the list, so no array is needed and weights never move buckets.
+#[derive(Debug, Default, Clone)]
+pub struct DestinationHashing;
 
-impl DestinationHashing {
-    fn bucket_owner(&self, bucket: usize) -> Option<usize> {
-        (self.built_len > 0).then(|| bucket % self.built_len)
-    }
+fn bucket_owner(bucket: usize, n: usize) -> Option<usize> {
+    (n > 0).then(|| bucket % n)
 }
 
 impl Scheduler for DestinationHashing {
@@ -33,15 +29,14 @@ impl Scheduler for DestinationHashing {
         "dh"
     }
 
-    fn update(&mut self, dests: &[Arc<DestRt>]) {
-        // IPVS reassigns on add_dest/del_dest only; weight changes cannot move buckets.
-        self.built_len = dests.len();
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
     }
 
-    fn schedule(&mut self, dests: &[Arc<DestRt>], flow: &FlowKey, _now_ms: u64) -> Option<usize> {
-        // Guards a missed update(): the table is a pure function of the list length.
-        self.built_len = dests.len();
-        let i = self.bucket_owner(hash_32(flow.daddr, TAB_BITS) as usize)?;
+    fn update(&mut self, _dests: &[Arc<DestRt>]) {}
+
+    fn schedule(&self, dests: &[Arc<DestRt>], flow: &FlowKey, _now_ms: u64) -> Option<usize> {
+        let i = bucket_owner(hash_32(flow.daddr, TAB_BITS) as usize, dests.len())?;
         dests[i].available().then_some(i)
     }
 }
@@ -61,9 +56,11 @@ mod tests {
     #[test]
     fn buckets_round_robin_weights_ignored() {
         let d = dests(&[5, 1, 1]);
-        let mut s = DestinationHashing::default();
+        let mut s = DestinationHashing;
         s.update(&d);
-        let owners: Vec<usize> = (0..TAB_SIZE).map(|b| s.bucket_owner(b).unwrap()).collect();
+        let owners: Vec<usize> = (0..TAB_SIZE)
+            .map(|b| bucket_owner(b, d.len()).unwrap())
+            .collect();
         assert_eq!(owners[..7], [0, 1, 2, 0, 1, 2, 0]);
         // 256 = 85 * 3 + 1: the weight-5 server gets one more bucket only by position.
         let count = |k| owners.iter().filter(|&&o| o == k).count();
@@ -74,7 +71,7 @@ mod tests {
     fn kernel_hash_vector() {
         // hash_32(0x0a000001, 8) = 39; 39 % 4 = 3.
         let d = dests(&[1, 1, 1, 1]);
-        let mut s = DestinationHashing::default();
+        let mut s = DestinationHashing;
         s.update(&d);
         assert_eq!(pick(&mut s, &d, 0x0a00_0001), 3);
     }
@@ -82,7 +79,7 @@ mod tests {
     #[test]
     fn unavailable_means_none() {
         let d = dests(&[1, 1, 1, 1]);
-        let mut s = DestinationHashing::default();
+        let mut s = DestinationHashing;
         s.update(&d);
         d[3].weight.store(0, Relaxed);
         assert_eq!(pick(&mut s, &d, 0x0a00_0001), usize::MAX);
@@ -97,7 +94,7 @@ mod tests {
         #[test]
         fn per_destination_stability(n in 1usize..10, daddr: u32, sources in proptest::collection::vec(any::<u32>(), 1..20)) {
             let d = dests(&vec![1; n]);
-            let mut s = DestinationHashing::default();
+            let mut s = DestinationHashing;
             s.update(&d);
             let first = pick(&mut s, &d, daddr);
             prop_assert_eq!(first, hash_32(daddr, 8) as usize % n);

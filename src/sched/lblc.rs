@@ -16,10 +16,9 @@
 //! that size, new destinations are not cached (the pick is still used).
 
 use super::wlc::weighted_least;
-use super::{hash_32, Scheduler};
+use super::{hash_32, StatefulScheduler};
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Timer period of the table collector (CHECK_EXPIRE_INTERVAL, 60 s).
@@ -51,7 +50,7 @@ pub(super) fn new_table<E>() -> Table<E> {
 /// lblc/lblcr `is_overloaded`: the server has more active connections than its weight
 /// while some server in the list is under half its weight.
 pub(super) fn is_overloaded(d: &DestRt, dests: &[Arc<DestRt>]) -> bool {
-    let active = |d: &DestRt| d.active_conns.load(Relaxed) as u64;
+    let active = |d: &DestRt| d.active() as u64;
     active(d) > d.weight() as u64 && dests.iter().any(|m| active(m) * 2 < m.weight() as u64)
 }
 
@@ -101,7 +100,7 @@ pub(super) trait Aged {
 }
 
 /// The periodic collector (`ip_vs_lblc_check_expire` / `ip_vs_lblcr_check_expire`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Collector {
     /// Next timer expiry; `None` until the first `expire` call arms it (IPVS arms it at
     /// service creation; we have no clock before then).
@@ -167,7 +166,7 @@ impl Collector {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     dest: DestRef,
     lastuse: u64,
@@ -179,7 +178,7 @@ impl Aged for Entry {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LocalityLeastConn {
     table: Table<Entry>,
     gc: Collector,
@@ -201,7 +200,7 @@ impl LocalityLeastConn {
     }
 }
 
-impl Scheduler for LocalityLeastConn {
+impl StatefulScheduler for LocalityLeastConn {
     fn name(&self) -> &'static str {
         "lblc"
     }
@@ -311,10 +310,10 @@ mod tests {
         let mut s = LocalityLeastConn::default();
         s.update(&d);
         assert_eq!(to(&mut s, &d, 100, 0), 0);
-        d[0].weight.store(0, Relaxed);
+        d[0].weight.store(0, std::sync::atomic::Ordering::Relaxed);
         s.update(&d);
         assert_eq!(to(&mut s, &d, 100, 1), 1);
-        d[0].weight.store(1, Relaxed);
+        d[0].weight.store(1, std::sync::atomic::Ordering::Relaxed);
         s.update(&d);
         assert_eq!(to(&mut s, &d, 100, 2), 1); // cached on 1 now
                                                // Server 1 leaves the list: its entry goes, the destination is rescheduled.

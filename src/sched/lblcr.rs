@@ -17,12 +17,12 @@ use super::lblc::{
     MAX_SIZE,
 };
 use super::wlc::weighted_least;
-use super::Scheduler;
+use super::StatefulScheduler;
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
 use std::sync::Arc;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     /// The server set in IPVS order: members are added at the head.
     set: Vec<DestRef>,
@@ -86,7 +86,7 @@ impl Entry {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LocalityLeastConnReplicated {
     table: Table<Entry>,
     gc: Collector,
@@ -108,7 +108,7 @@ impl LocalityLeastConnReplicated {
     }
 }
 
-impl Scheduler for LocalityLeastConnReplicated {
+impl StatefulScheduler for LocalityLeastConnReplicated {
     fn name(&self) -> &'static str {
         "lblcr"
     }

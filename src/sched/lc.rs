@@ -4,11 +4,11 @@
 //! IPVS lc ignores the weight's size but still honours weight 0 (quiesced) and OVERLOAD.
 
 use super::Scheduler;
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
 use std::sync::Arc;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct LeastConn;
 
 impl Scheduler for LeastConn {
@@ -16,10 +16,14 @@ impl Scheduler for LeastConn {
         "lc"
     }
 
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+
     /// Stateless: every pick reads the live counters.
     fn update(&mut self, _dests: &[Arc<DestRt>]) {}
 
-    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
+    fn schedule(&self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
         let mut least: Option<(usize, u64)> = None;
         for (i, d) in dests.iter().enumerate() {
             if !d.available() {
@@ -41,7 +45,7 @@ mod tests {
     use super::*;
 
     fn pick(d: &[Arc<DestRt>]) -> usize {
-        picks(&mut LeastConn, d, 1)[0]
+        picks(&LeastConn, d, 1)[0]
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Schedulers: one per file behind one trait, chosen by name as with `ipvsadm -s`.
 //!
-//! Semantics follow Linux IPVS (`net/netfilter/ipvs/ip_vs_*.c`), see `shared/ipvs-semantics.md`.
+//! Semantics follow Linux IPVS (`net/netfilter/ipvs/ip_vs_*.c`, each file names its source).
 
 mod dh;
 mod lblc;
@@ -24,26 +24,86 @@ pub use sh::SourceHashing;
 pub use wlc::WeightedLeastConn;
 pub use wrr::WeightedRoundRobin;
 
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A connection scheduler for one virtual service.
 ///
-/// `dests` is the service's server list in IPVS list order; the same list is passed to
-/// `update` whenever the list or any weight changes, before the next `schedule`.
-pub trait Scheduler: Send {
+/// `dests` is the service's server list in IPVS list order. A scheduler is built (or
+/// copied and `update`d) by the control thread for each new list or weight change and then
+/// published together with that list (`service::SchedSet`), so `schedule` always sees the
+/// list its tables were built from.
+///
+/// `schedule` takes `&self`: workers pick concurrently. lc, wlc, sed, nq, sh and dh read
+/// only the live load counters and tables fixed at `update`, so their picks take no lock,
+/// as in IPVS. rr, wrr, lblc and lblcr move their own state on every pick; IPVS serialises
+/// those with a per-service lock, and so does `Locked` here.
+pub trait Scheduler: Send + Sync {
     /// The ipvsadm name (`rr`, `wrr`, ...).
     fn name(&self) -> &'static str;
     /// IPVS's add_dest/del_dest/upd_dest hooks folded into one: the list or a weight changed.
+    /// Called on a private copy, off the data path.
     fn update(&mut self, dests: &[Arc<DestRt>]);
     /// Picks the server for a new connection (index into `dests`), `None` if none is available.
     /// Runs once per new connection: must not allocate (beyond tables sized at `update`);
     /// O(servers) at most. `now_ms` is a monotonic millisecond clock.
-    fn schedule(&mut self, dests: &[Arc<DestRt>], flow: &FlowKey, now_ms: u64) -> Option<usize>;
+    fn schedule(&self, dests: &[Arc<DestRt>], flow: &FlowKey, now_ms: u64) -> Option<usize>;
     /// Periodic housekeeping (lblc/lblcr table expiry), called about once a second by the
     /// daemon, off the packet path.
+    fn expire(&self, _now_ms: u64) {}
+    /// A copy carrying the current state (wrr's position and weight, lblc's table), which
+    /// the control thread then `update`s for a new list.
+    fn boxed_clone(&self) -> Box<dyn Scheduler>;
+}
+
+/// A scheduler whose pick changes its own state (rr, wrr, lblc, lblcr). Wrapped in `Locked`
+/// to become a `Scheduler`.
+pub trait StatefulScheduler: Send + Clone + 'static {
+    fn name(&self) -> &'static str;
+    fn update(&mut self, dests: &[Arc<DestRt>]);
+    fn schedule(&mut self, dests: &[Arc<DestRt>], flow: &FlowKey, now_ms: u64) -> Option<usize>;
     fn expire(&mut self, _now_ms: u64) {}
+}
+
+/// IPVS's per-service scheduler lock (`svc->sched_lock`) around a stateful scheduler: taken
+/// for one pick of a new connection, never for packets of existing connections.
+pub struct Locked<S>(Mutex<S>);
+
+impl<S> Locked<S> {
+    pub fn new(s: S) -> Self {
+        Locked(Mutex::new(s))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        // A poisoned lock means a pick panicked; the state is still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<S: StatefulScheduler> Scheduler for Locked<S> {
+    fn name(&self) -> &'static str {
+        self.lock().name()
+    }
+
+    fn update(&mut self, dests: &[Arc<DestRt>]) {
+        self.0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(dests)
+    }
+
+    fn schedule(&self, dests: &[Arc<DestRt>], flow: &FlowKey, now_ms: u64) -> Option<usize> {
+        self.lock().schedule(dests, flow, now_ms)
+    }
+
+    fn expire(&self, now_ms: u64) {
+        self.lock().expire(now_ms)
+    }
+
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(Locked::new(self.lock().clone()))
+    }
 }
 
 /// Scheduler flags (`-b`), as IPVS defines them.
@@ -93,16 +153,18 @@ pub fn by_name(name: &str) -> Result<Box<dyn Scheduler>, SchedError> {
 /// Creates a scheduler by its ipvsadm name with `-b` flags.
 pub fn by_name_with(name: &str, flags: SchedFlags) -> Result<Box<dyn Scheduler>, SchedError> {
     match name {
-        "rr" => Ok(Box::new(RoundRobin::default())),
-        "wrr" => Ok(Box::new(WeightedRoundRobin::default())),
+        "rr" => Ok(Box::new(Locked::new(RoundRobin::default()))),
+        "wrr" => Ok(Box::new(Locked::new(WeightedRoundRobin::default()))),
         "lc" => Ok(Box::new(LeastConn)),
         "wlc" => Ok(Box::new(WeightedLeastConn)),
         "sed" => Ok(Box::new(ShortestExpectedDelay)),
         "nq" => Ok(Box::new(NeverQueue)),
         "sh" => Ok(Box::new(SourceHashing::new(flags))),
-        "dh" => Ok(Box::new(DestinationHashing::default())),
-        "lblc" => Ok(Box::new(LocalityLeastConn::default())),
-        "lblcr" => Ok(Box::new(LocalityLeastConnReplicated::default())),
+        "dh" => Ok(Box::new(DestinationHashing)),
+        "lblc" => Ok(Box::new(Locked::new(LocalityLeastConn::default()))),
+        "lblcr" => Ok(Box::new(
+            Locked::new(LocalityLeastConnReplicated::default()),
+        )),
         n if IPVS_SCHEDULERS.contains(&n) => Err(SchedError::NotImplemented(n.to_string())),
         n => Err(SchedError::Unknown(n.to_string())),
     }
@@ -175,13 +237,15 @@ pub(crate) mod testutil {
     /// Sets a server's connection counters (IPVS activeconns / inactconns).
     pub fn load(d: &DestRt, active: u32, inactive: u32) {
         use std::sync::atomic::Ordering::Relaxed;
-        d.active_conns.store(active, Relaxed);
-        d.inactive_conns.store(inactive, Relaxed);
+        d.load.active_conns.store(active, Relaxed);
+        d.load.inactive_conns.store(inactive, Relaxed);
     }
 
     /// Sets a server's OVERLOAD flag.
     pub fn overload(d: &DestRt, on: bool) {
-        d.overloaded.store(on, std::sync::atomic::Ordering::Relaxed);
+        d.load
+            .overloaded
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A TCP flow from `saddr:sport` to `daddr:80` (host-order addresses).
@@ -196,7 +260,15 @@ pub(crate) mod testutil {
     }
 
     /// Runs `n` picks and returns the chosen indices (`None` as usize::MAX).
-    pub fn picks(s: &mut dyn Scheduler, d: &[Arc<DestRt>], n: usize) -> Vec<usize> {
+    pub fn picks(s: &dyn Scheduler, d: &[Arc<DestRt>], n: usize) -> Vec<usize> {
+        let flow = FlowKey::default();
+        (0..n)
+            .map(|_| s.schedule(d, &flow, 0).unwrap_or(usize::MAX))
+            .collect()
+    }
+
+    /// `picks` for a stateful scheduler used directly (without `Locked`).
+    pub fn picks_mut<S: StatefulScheduler>(s: &mut S, d: &[Arc<DestRt>], n: usize) -> Vec<usize> {
         let flow = FlowKey::default();
         (0..n)
             .map(|_| s.schedule(d, &flow, 0).unwrap_or(usize::MAX))

@@ -5,12 +5,11 @@
 use super::sed::expected_delay;
 use super::wlc::weighted_least;
 use super::Scheduler;
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct NeverQueue;
 
 impl Scheduler for NeverQueue {
@@ -18,15 +17,19 @@ impl Scheduler for NeverQueue {
         "nq"
     }
 
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+
     /// Stateless: every pick reads the live counters.
     fn update(&mut self, _dests: &[Arc<DestRt>]) {}
 
-    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
+    fn schedule(&self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
         // IPVS does both in one pass, returning at the first idle server; two passes choose
         // the same server.
         dests
             .iter()
-            .position(|d| d.available() && d.active_conns.load(Relaxed) == 0)
+            .position(|d| d.available() && d.active() == 0)
             .or_else(|| weighted_least(dests, expected_delay))
     }
 }
@@ -37,7 +40,7 @@ mod tests {
     use super::*;
 
     fn pick(d: &[Arc<DestRt>]) -> usize {
-        picks(&mut NeverQueue, d, 1)[0]
+        picks(&NeverQueue, d, 1)[0]
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Round robin (`rr`), as `ip_vs_rr.c`: continue after the last chosen server, skipping
 //! quiesced (weight 0) and overloaded ones.
 
-use super::Scheduler;
+use super::StatefulScheduler;
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
 use std::sync::Arc;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RoundRobin {
     /// The server chosen last: its index and its identity (address of its `DestRt`, only
     /// compared, never dereferenced), so that list edits keep the position as IPVS does (it
@@ -18,7 +18,7 @@ fn ident(d: &Arc<DestRt>) -> usize {
     Arc::as_ptr(d) as usize
 }
 
-impl Scheduler for RoundRobin {
+impl StatefulScheduler for RoundRobin {
     fn name(&self) -> &'static str {
         "rr"
     }
@@ -62,7 +62,7 @@ mod tests {
     fn cycles_and_skips_quiesced() {
         let d = dests(&[1, 0, 3]);
         let mut s = RoundRobin::default();
-        assert_eq!(picks(&mut s, &d, 5), vec![0, 2, 0, 2, 0]);
+        assert_eq!(picks_mut(&mut s, &d, 5), vec![0, 2, 0, 2, 0]);
     }
 
     #[test]
@@ -77,10 +77,10 @@ mod tests {
     fn keeps_position_across_additions() {
         let mut d = dests(&[1, 1, 1]);
         let mut s = RoundRobin::default();
-        assert_eq!(picks(&mut s, &d, 2), vec![0, 1]);
+        assert_eq!(picks_mut(&mut s, &d, 2), vec![0, 1]);
         // IPVS adds new servers at the list head.
         d.insert(0, dests(&[1])[0].clone());
         s.update(&d);
-        assert_eq!(picks(&mut s, &d, 3), vec![3, 0, 1]);
+        assert_eq!(picks_mut(&mut s, &d, 3), vec![3, 0, 1]);
     }
 }

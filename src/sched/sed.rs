@@ -4,17 +4,16 @@
 
 use super::wlc::weighted_least;
 use super::Scheduler;
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// sed/nq cost: active connections plus the incoming one (`ip_vs_sed_dest_overhead`).
 pub(super) fn expected_delay(d: &DestRt) -> u64 {
-    d.active_conns.load(Relaxed) as u64 + 1
+    d.active() as u64 + 1
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ShortestExpectedDelay;
 
 impl Scheduler for ShortestExpectedDelay {
@@ -22,10 +21,14 @@ impl Scheduler for ShortestExpectedDelay {
         "sed"
     }
 
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+
     /// Stateless: every pick reads the live counters.
     fn update(&mut self, _dests: &[Arc<DestRt>]) {}
 
-    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
+    fn schedule(&self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
         weighted_least(dests, expected_delay)
     }
 }
@@ -36,7 +39,7 @@ mod tests {
     use super::*;
 
     fn pick(d: &[Arc<DestRt>]) -> usize {
-        picks(&mut ShortestExpectedDelay, d, 1)[0]
+        picks(&ShortestExpectedDelay, d, 1)[0]
     }
 
     #[test]
@@ -64,7 +67,7 @@ mod tests {
         assert_eq!(pick(&d), 1); // 1/1 vs 2/2: tie -> first available
         overload(&d[1], true);
         assert_eq!(pick(&d), 2);
-        d[2].weight.store(0, Relaxed);
+        d[2].weight.store(0, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(pick(&d), usize::MAX);
         assert_eq!(pick(&[]), usize::MAX);
     }

@@ -17,8 +17,8 @@
 //! rebuild the table, so with `sh-fallback` it moves only the sources of that server.
 
 use super::{hash_32, SchedFlags, Scheduler};
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
 use std::sync::Arc;
 
 /// IP_VS_SH_TAB_BITS (CONFIG_IP_VS_SH_TAB_BITS default).
@@ -30,7 +30,7 @@ const TAB_MASK: usize = TAB_SIZE - 1;
 /// (`ip_vs_sh_get_port`); anything else hashes port 0.
 const PORT_PROTOS: [u8; 3] = [6, 17, 132];
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SourceHashing {
     flags: SchedFlags,
     /// Bucket -> index into the server list the table was built from.
@@ -83,16 +83,18 @@ impl Scheduler for SourceHashing {
         "sh"
     }
 
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+
     fn update(&mut self, dests: &[Arc<DestRt>]) {
         self.build(dests);
     }
 
-    fn schedule(&mut self, dests: &[Arc<DestRt>], flow: &FlowKey, _now_ms: u64) -> Option<usize> {
-        if self.built_len != dests.len() {
-            // Used without update(): build now (a fixed array, no allocation).
-            self.build(dests);
-        }
-        if dests.is_empty() {
+    fn schedule(&self, dests: &[Arc<DestRt>], flow: &FlowKey, _now_ms: u64) -> Option<usize> {
+        // The table is published with the list it was built for (service::SchedSet); a
+        // different length means update() was skipped: no pick rather than a wrong one.
+        if dests.is_empty() || self.built_len != dests.len() {
             return None;
         }
         let ihash = self.hashkey(flow);

@@ -7,8 +7,8 @@
 //! earlier server keeps a tie).
 
 use super::Scheduler;
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
 use std::sync::Arc;
 
 /// The first available server (weight > 0, not OVERLOAD) minimizing `cost(d) / weight(d)`.
@@ -35,7 +35,7 @@ pub(super) fn weighted_least(
     least.map(|(i, _, _)| i)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct WeightedLeastConn;
 
 impl Scheduler for WeightedLeastConn {
@@ -43,10 +43,14 @@ impl Scheduler for WeightedLeastConn {
         "wlc"
     }
 
+    fn boxed_clone(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+
     /// Stateless: every pick reads the live counters.
     fn update(&mut self, _dests: &[Arc<DestRt>]) {}
 
-    fn schedule(&mut self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
+    fn schedule(&self, dests: &[Arc<DestRt>], _flow: &FlowKey, _now_ms: u64) -> Option<usize> {
         weighted_least(dests, DestRt::overhead)
     }
 }
@@ -59,7 +63,7 @@ mod tests {
     use std::cmp::Ordering;
 
     fn pick(d: &[Arc<DestRt>]) -> usize {
-        picks(&mut WeightedLeastConn, d, 1)[0]
+        picks(&WeightedLeastConn, d, 1)[0]
     }
 
     #[test]
@@ -99,7 +103,7 @@ mod tests {
         assert_eq!(pick(&d), 2);
         overload(&d[2], true);
         assert_eq!(pick(&d), usize::MAX);
-        assert_eq!(picks(&mut WeightedLeastConn, &[], 1), vec![usize::MAX]);
+        assert_eq!(picks(&WeightedLeastConn, &[], 1), vec![usize::MAX]);
     }
 
     /// Server description for the property test: (weight, active, inactive, overloaded).

@@ -4,12 +4,12 @@
 //! starts at `mw`; walk on from the last chosen server and take the first with
 //! `weight >= cw`; each wrap past the list end lowers `cw` by `di`, back to `mw` at <= 0.
 
-use super::Scheduler;
+use super::StatefulScheduler;
+use crate::dest::DestRt;
 use crate::packet::FlowKey;
-use crate::runtime::DestRt;
 use std::sync::Arc;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct WeightedRoundRobin {
     /// Index of the last chosen server; `None` = before the list head (IPVS's `cl` at head).
     pos: Option<usize>,
@@ -39,7 +39,7 @@ impl WeightedRoundRobin {
     }
 }
 
-impl Scheduler for WeightedRoundRobin {
+impl StatefulScheduler for WeightedRoundRobin {
     fn name(&self) -> &'static str {
         "wrr"
     }
@@ -88,10 +88,7 @@ impl Scheduler for WeightedRoundRobin {
             };
             i = Some(next);
             let d = &dests[next];
-            if !d.overloaded.load(std::sync::atomic::Ordering::Relaxed)
-                && d.weight() > 0
-                && d.weight() as i64 >= self.cw
-            {
+            if !d.overloaded() && d.weight() > 0 && d.weight() as i64 >= self.cw {
                 self.pos = i;
                 return Some(next);
             }
@@ -112,7 +109,7 @@ mod tests {
         let d = dests(&[4, 3, 2]);
         let mut s = WeightedRoundRobin::default();
         s.update(&d);
-        let seq = picks(&mut s, &d, 18);
+        let seq = picks_mut(&mut s, &d, 18);
         let one = vec![0, 0, 1, 0, 1, 2, 0, 1, 2];
         assert_eq!(seq[..9], one[..]);
         assert_eq!(seq[9..], one[..]);
@@ -124,7 +121,7 @@ mod tests {
         let d = dests(&[2, 5, 5]);
         let mut s = WeightedRoundRobin::default();
         s.update(&d);
-        let seq = picks(&mut s, &d, 12);
+        let seq = picks_mut(&mut s, &d, 12);
         assert_eq!(seq, vec![1, 2, 1, 2, 1, 2, 0, 1, 2, 0, 1, 2]);
     }
 
@@ -134,7 +131,7 @@ mod tests {
         let d = dests(&[4, 2]);
         let mut s = WeightedRoundRobin::default();
         s.update(&d);
-        assert_eq!(picks(&mut s, &d, 6), vec![0, 0, 1, 0, 0, 1]);
+        assert_eq!(picks_mut(&mut s, &d, 6), vec![0, 0, 1, 0, 0, 1]);
     }
 
     #[test]
@@ -142,10 +139,10 @@ mod tests {
         let d = dests(&[0, 3, 0]);
         let mut s = WeightedRoundRobin::default();
         s.update(&d);
-        assert_eq!(picks(&mut s, &d, 3), vec![1, 1, 1]);
+        assert_eq!(picks_mut(&mut s, &d, 3), vec![1, 1, 1]);
         let d = dests(&[0, 0]);
         s.update(&d);
-        assert_eq!(picks(&mut s, &d, 2), vec![usize::MAX, usize::MAX]);
+        assert_eq!(picks_mut(&mut s, &d, 2), vec![usize::MAX, usize::MAX]);
     }
 
     #[test]
@@ -153,11 +150,11 @@ mod tests {
         let d = dests(&[4, 3, 2]);
         let mut s = WeightedRoundRobin::default();
         s.update(&d);
-        assert_eq!(picks(&mut s, &d, 4), vec![0, 0, 1, 0]); // cw is now 3
+        assert_eq!(picks_mut(&mut s, &d, 4), vec![0, 0, 1, 0]); // cw is now 3
         d[2].weight.store(3, std::sync::atomic::Ordering::Relaxed);
         s.update(&d);
         // mw = 4, cw stays 3 (di = 1), walk restarts at the head: A(4) B(3) C(3).
-        assert_eq!(picks(&mut s, &d, 3), vec![0, 1, 2]);
+        assert_eq!(picks_mut(&mut s, &d, 3), vec![0, 1, 2]);
     }
 
     proptest! {
@@ -169,7 +166,7 @@ mod tests {
             let mut s = WeightedRoundRobin::default();
             s.update(&d);
             let total: u32 = weights.iter().sum();
-            let seq = picks(&mut s, &d, total as usize * 2);
+            let seq = picks_mut(&mut s, &d, total as usize * 2);
             if total == 0 {
                 prop_assert!(seq.iter().all(|&i| i == usize::MAX));
             } else {

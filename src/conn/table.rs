@@ -1,4 +1,4 @@
-//! The connection table of one worker, with IPVS connection states and timeouts.
+//! A connection table: a worker's DR/TUN connections, or one shard of the NAT table.
 //!
 //! Each worker owns its table (no locks on the data path): with DR and TUN a flow always
 //! arrives on the same RX queue (the NIC's RSS hash, or veth's per-flow queue), so the worker
@@ -7,168 +7,19 @@
 //!
 //! Storage: a slab of fixed capacity plus a hash index of slab positions, both allocated up
 //! front, so inserting never allocates. Expiry is a clock sweep: every call to `expire`
-//! examines a bounded number of slots, so there is never a stop-the-world pass.
+//! examines a bounded number of slots, so there is never a stop-the-world pass. A full
+//! table makes room by evicting its oldest half-open entry (see `pressure`).
 
-use crate::model::{ConnStatus, Protocol, Timeouts};
-use crate::packet::{tcp_flags, FlowKey};
-use crate::runtime::{DestRt, ServiceRt, Template};
+use super::pressure::{is_half_open, PressurePolicy, SlotList};
+use super::state::ConnState;
+use crate::dest::DestRt;
+use crate::model::{ConnStatus, Protocol};
+use crate::packet::FlowKey;
+use crate::service::ServiceRt;
 use hashbrown::HashTable;
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-
-/// IPVS TCP states, in IPVS order (`IP_VS_TCP_S_*`), plus the UDP pseudo-state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ConnState {
-    None = 0,
-    Established,
-    SynSent,
-    SynRecv,
-    FinWait,
-    TimeWait,
-    Close,
-    CloseWait,
-    LastAck,
-    Listen,
-    SynAck,
-    Udp,
-}
-
-impl ConnState {
-    pub const COUNT: usize = 12;
-
-    /// The name `ipvsadm -L -c` prints.
-    pub fn name(self) -> &'static str {
-        match self {
-            ConnState::None => "NONE",
-            ConnState::Established => "ESTABLISHED",
-            ConnState::SynSent => "SYN_SENT",
-            ConnState::SynRecv => "SYN_RECV",
-            ConnState::FinWait => "FIN_WAIT",
-            ConnState::TimeWait => "TIME_WAIT",
-            ConnState::Close => "CLOSE",
-            ConnState::CloseWait => "CLOSE_WAIT",
-            ConnState::LastAck => "LAST_ACK",
-            ConnState::Listen => "LISTEN",
-            ConnState::SynAck => "SYNACK",
-            ConnState::Udp => "UDP",
-        }
-    }
-
-    /// IPVS counts only ESTABLISHED as active; everything else (UDP too) is inactive.
-    pub fn is_active(self) -> bool {
-        self == ConnState::Established
-    }
-}
-
-/// Per-state timeouts in milliseconds, derived from the `--set` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateTimeouts {
-    ms: [u64; ConnState::COUNT],
-}
-
-impl StateTimeouts {
-    /// IPVS defaults (ip_vs_proto_tcp.c, ip_vs_proto_udp.c) with ESTABLISHED, FIN_WAIT and UDP
-    /// taken from `t` (what `ipvsadm --set tcp tcpfin udp` controls).
-    pub fn new(t: &Timeouts) -> Self {
-        use ConnState::*;
-        let mut s = [0u64; ConnState::COUNT];
-        let secs = |st: ConnState, v: u32, s: &mut [u64; ConnState::COUNT]| {
-            s[st as usize] = v as u64 * 1000
-        };
-        secs(None, 2, &mut s);
-        secs(Established, t.tcp, &mut s);
-        secs(SynSent, 120, &mut s);
-        secs(SynRecv, 60, &mut s);
-        secs(FinWait, t.tcp_fin, &mut s);
-        secs(TimeWait, 120, &mut s);
-        secs(Close, 10, &mut s);
-        secs(CloseWait, 60, &mut s);
-        secs(LastAck, 30, &mut s);
-        secs(Listen, 120, &mut s);
-        secs(SynAck, 120, &mut s);
-        secs(Udp, t.udp, &mut s);
-        StateTimeouts { ms: s }
-    }
-
-    pub fn get(&self, s: ConnState) -> u64 {
-        self.ms[s as usize]
-    }
-}
-
-impl Default for StateTimeouts {
-    fn default() -> Self {
-        Self::new(&Timeouts::default())
-    }
-}
-
-/// Which IPVS transition table applies: DR and TUN see only client-to-server packets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Input,
-    Output,
-    InputOnly,
-}
-
-/// Index into the transition table by TCP flags, as IPVS's `tcp_state_idx`:
-/// RST beats SYN beats FIN beats ACK; a segment with none of them changes nothing.
-fn flag_index(flags: u8) -> Option<usize> {
-    if flags & tcp_flags::RST != 0 {
-        Some(3)
-    } else if flags & tcp_flags::SYN != 0 {
-        Some(0)
-    } else if flags & tcp_flags::FIN != 0 {
-        Some(1)
-    } else if flags & tcp_flags::ACK != 0 {
-        Some(2)
-    } else {
-        None
-    }
-}
-
-/// IPVS `tcp_states[]` (the non-"secure_tcp" table), rows syn/fin/ack/rst per direction,
-/// columns the current state sNO..sSA.
-const TCP_STATES: [[[ConnState; 11]; 4]; 3] = {
-    use ConnState::{
-        Close as CL, CloseWait as CW, Established as ES, FinWait as FW, LastAck as LA,
-        Listen as LI, SynRecv as SR, SynSent as SS, TimeWait as TW,
-    };
-    [
-        // INPUT
-        [
-            [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
-            [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW],
-            [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
-            [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR],
-        ],
-        // OUTPUT
-        [
-            [SS, ES, SS, SR, SS, SS, SS, SS, SS, LI, SR],
-            [TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW],
-            [ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES],
-            [CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL],
-        ],
-        // INPUT-ONLY
-        [
-            [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
-            [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
-            [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
-            [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
-        ],
-    ]
-};
-
-/// The next TCP state after a segment with `flags` in direction `dir`.
-pub fn tcp_transition(cur: ConnState, flags: u8, dir: Direction) -> ConnState {
-    let Some(row) = flag_index(flags) else {
-        return cur;
-    };
-    if cur == ConnState::Udp {
-        return cur;
-    }
-    TCP_STATES[dir as usize][row][cur as usize]
-}
 
 /// One tracked connection.
 pub struct Conn {
@@ -178,8 +29,10 @@ pub struct Conn {
     pub expires_ms: u64,
     pub svc: Arc<ServiceRt>,
     pub dest: Arc<DestRt>,
-    /// The persistence template that chose `dest`, if any (it outlives us, see runtime.rs).
-    pub tpl: Option<Arc<Template>>,
+    /// The slot of the persistence template that chose `dest` in `svc`'s templates, or
+    /// `NO_TEMPLATE`. Released when the connection is dropped, whatever the reason (also
+    /// when it never made it into a table), so a template never stays pinned.
+    pub tpl: u32,
     /// NAT: the real server's address and port of the reply tuple (RIP:rport -> CIP:cport,
     /// indexed too); `rip` is 0 for DR and TUN entries. Kept as two small fields rather
     /// than an `Option<FlowKey>` so an entry stays 64 bytes (see `reply_key`).
@@ -199,7 +52,7 @@ impl Conn {
         expires_ms: u64,
         svc: Arc<ServiceRt>,
         dest: Arc<DestRt>,
-        tpl: Option<Arc<Template>>,
+        tpl: u32,
     ) -> Self {
         Conn {
             key,
@@ -229,13 +82,7 @@ impl Conn {
     /// Moves to `new`, keeping the server's active/inactive counters right.
     pub fn set_state(&mut self, new: ConnState) {
         if self.state.is_active() != new.is_active() {
-            if new.is_active() {
-                self.dest.inactive_conns.fetch_sub(1, Relaxed);
-                self.dest.active_conns.fetch_add(1, Relaxed);
-            } else {
-                self.dest.active_conns.fetch_sub(1, Relaxed);
-                self.dest.inactive_conns.fetch_add(1, Relaxed);
-            }
+            self.dest.move_conn(new.is_active());
         }
         self.state = new;
     }
@@ -263,9 +110,12 @@ impl Conn {
 
     fn uncount(&self) {
         self.dest.unbind_conn(self.state.is_active());
-        if let Some(t) = &self.tpl {
-            t.n_control.fetch_sub(1, Relaxed);
-        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.svc.release_template(self.tpl);
     }
 }
 
@@ -282,6 +132,11 @@ pub struct TableFull;
 
 pub struct ConnTable {
     slots: Vec<Option<Conn>>,
+    /// Half-open entries, oldest first: what a full table evicts.
+    half_open: SlotList,
+    policy: PressurePolicy,
+    /// Entries evicted to make room, since creation.
+    evicted: u64,
     free: Vec<u32>,
     index: HashTable<u32>,
     hasher: ahash::RandomState,
@@ -303,6 +158,9 @@ impl ConnTable {
         let capacity = capacity.min(REPLY_TAG as usize - 1);
         ConnTable {
             slots: Vec::with_capacity(capacity),
+            half_open: SlotList::with_capacity(capacity),
+            policy: PressurePolicy::default(),
+            evicted: 0,
             free: Vec::with_capacity(capacity),
             // Twice the keys: hashbrown then always rehashes in place when deletions have
             // used up its growth budget (it only allocates when more than half full), so a
@@ -325,6 +183,33 @@ impl ConnTable {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    pub fn set_policy(&mut self, p: PressurePolicy) {
+        self.policy = p;
+    }
+
+    /// Entries evicted to make room for new connections, since the table was made.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Entries that have not completed a handshake.
+    pub fn half_open(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// Tells the table that the entry in `slot` may have changed state (from `was`), so that
+    /// it joins or leaves the half-open list.
+    pub fn note_state(&mut self, slot: u32, was: ConnState) {
+        let Some(now) = self.get(slot).map(|c| c.state) else {
+            return;
+        };
+        match (is_half_open(was), is_half_open(now)) {
+            (true, false) => self.half_open.unlink(slot),
+            (false, true) => self.half_open.push_back(slot),
+            _ => {}
+        }
     }
 
     fn hash(&self, k: &FlowKey) -> u64 {
@@ -362,11 +247,33 @@ impl ConnTable {
         self.slots.get(slot as usize)?.as_ref()
     }
 
+    /// Makes sure one more entry fits, evicting the oldest half-open entry of a full table
+    /// (policy permitting). Called before scheduling a new connection, so that the evicted
+    /// entry's template is free again when the new connection looks for one. `false`: the
+    /// table is full of entries that may not be evicted.
+    pub fn make_room(&mut self) -> bool {
+        if self.len < self.capacity {
+            return true;
+        }
+        match (self.policy, self.half_open.front()) {
+            (PressurePolicy::EvictHalfOpen, Some(victim)) => {
+                self.remove(victim);
+                self.evicted += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Inserts a new connection (the key must not be present) and counts it on its server.
+    /// A full table evicts its oldest half-open entry first (unless the policy is
+    /// `Refuse`); without one the connection is refused (and dropped, which releases its
+    /// template).
     pub fn insert(&mut self, conn: Conn) -> Result<u32, TableFull> {
-        if self.len >= self.capacity {
+        if !self.make_room() {
             return Err(TableFull);
         }
+        let half_open = is_half_open(conn.state);
         let h = self.hash(&conn.key);
         conn.count();
         let slot = match self.free.pop() {
@@ -401,6 +308,9 @@ impl ConnTable {
             let hr = self.hasher.hash_one(rk);
             self.index.insert_unique(hr, slot | REPLY_TAG, rehash);
         }
+        if half_open {
+            self.half_open.push_back(slot);
+        }
         self.len += 1;
         Ok(slot)
     }
@@ -411,6 +321,7 @@ impl ConnTable {
             return;
         };
         conn.uncount();
+        self.half_open.unlink(slot);
         let h = self.hash(&conn.key);
         if let Ok(e) = self.index.find_entry(h, |&i| i == slot) {
             e.remove();
@@ -477,7 +388,7 @@ mod tests {
     use super::*;
     use crate::model::{Forward, Protocol, ServiceKey};
     use crate::sched;
-    use tcp_flags::*;
+    use crate::service::NO_TEMPLATE;
     use ConnState::*;
 
     fn svc() -> Arc<ServiceRt> {
@@ -511,50 +422,6 @@ mod tests {
     }
 
     #[test]
-    fn input_only_handshake_and_close() {
-        let d = Direction::InputOnly;
-        let mut s = tcp_transition(None, SYN, d);
-        assert_eq!(s, SynRecv);
-        s = tcp_transition(s, ACK, d);
-        assert_eq!(s, Established);
-        s = tcp_transition(s, ACK | FIN, d);
-        assert_eq!(s, FinWait);
-        s = tcp_transition(s, ACK, d);
-        assert_eq!(s, FinWait);
-        assert_eq!(tcp_transition(Established, RST, d), Close);
-        assert_eq!(tcp_transition(SynRecv, RST, d), SynRecv);
-        assert_eq!(tcp_transition(Established, 0, d), Established);
-    }
-
-    #[test]
-    fn nat_sees_synack_and_fin_both_ways() {
-        let mut s = tcp_transition(None, SYN, Direction::Input);
-        assert_eq!(s, SynRecv);
-        s = tcp_transition(s, SYN | ACK, Direction::Output);
-        assert_eq!(s, SynRecv);
-        s = tcp_transition(s, ACK, Direction::Input);
-        assert_eq!(s, Established);
-        s = tcp_transition(s, FIN | ACK, Direction::Output);
-        assert_eq!(s, FinWait);
-        s = tcp_transition(s, FIN | ACK, Direction::Input);
-        assert_eq!(s, TimeWait);
-    }
-
-    #[test]
-    fn timeouts_follow_set() {
-        let t = StateTimeouts::new(&Timeouts {
-            tcp: 5,
-            tcp_fin: 3,
-            udp: 7,
-        });
-        assert_eq!(t.get(Established), 5000);
-        assert_eq!(t.get(FinWait), 3000);
-        assert_eq!(t.get(Udp), 7000);
-        assert_eq!(t.get(SynRecv), 60_000);
-        assert_eq!(t.get(Close), 10_000);
-    }
-
-    #[test]
     fn insert_lookup_counts_and_expire() {
         let (s, d) = (svc(), dest());
         let mut t = ConnTable::with_capacity(4);
@@ -565,26 +432,23 @@ mod tests {
                 expires_ms: 100,
                 svc: s.clone(),
                 dest: d.clone(),
-                tpl: Option::None,
+                tpl: NO_TEMPLATE,
                 rip: 0,
                 rport: 0,
                 client_mac: [0; 6],
                 in_port: 0,
             })
             .unwrap();
-        assert_eq!(d.inactive_conns.load(Relaxed), 1);
+        assert_eq!(d.inactive(), 1);
         t.get_mut(a).unwrap().set_state(Established);
         t.get_mut(a).unwrap().expires_ms = 1000;
-        assert_eq!(
-            (d.active_conns.load(Relaxed), d.inactive_conns.load(Relaxed)),
-            (1, 0)
-        );
+        assert_eq!((d.active(), d.inactive()), (1, 0));
         assert_eq!(t.lookup(&key(1)), Some(a));
         assert_eq!(t.lookup(&key(2)), Option::None);
         assert_eq!(t.expire(999, 10), 0);
         assert_eq!(t.expire(1000, 10), 1);
         assert_eq!(t.lookup(&key(1)), Option::None);
-        assert_eq!(d.active_conns.load(Relaxed), 0);
+        assert_eq!(d.active(), 0);
         assert!(t.is_empty());
     }
 
@@ -599,7 +463,7 @@ mod tests {
                 expires_ms: 10,
                 svc: s.clone(),
                 dest: d.clone(),
-                tpl: Option::None,
+                tpl: NO_TEMPLATE,
                 rip: 0,
                 rport: 0,
                 client_mac: [0; 6],
@@ -613,7 +477,7 @@ mod tests {
             expires_ms: 10,
             svc: s.clone(),
             dest: d.clone(),
-            tpl: Option::None,
+            tpl: NO_TEMPLATE,
             rip: 0,
             rport: 0,
             client_mac: [0; 6],
@@ -621,7 +485,7 @@ mod tests {
         });
         assert!(r.is_err());
         assert!(t.lookup(&key(0)).is_some() && t.lookup(&key(1)).is_some());
-        assert_eq!(d.inactive_conns.load(Relaxed), 2);
+        assert_eq!(d.inactive(), 2);
         // Freed slots are reused.
         t.remove(t.lookup(&key(0)).unwrap());
         assert!(t
@@ -631,7 +495,7 @@ mod tests {
                 expires_ms: 10,
                 svc: s,
                 dest: d.clone(),
-                tpl: Option::None,
+                tpl: NO_TEMPLATE,
                 rip: 0,
                 rport: 0,
                 client_mac: [0; 6],
@@ -639,7 +503,81 @@ mod tests {
             })
             .is_ok());
         drop(t);
-        assert_eq!(d.inactive_conns.load(Relaxed), 0);
+        assert_eq!(d.inactive(), 0);
+    }
+
+    fn conn(s: &Arc<ServiceRt>, d: &Arc<DestRt>, sport: u16, state: ConnState, tpl: u32) -> Conn {
+        Conn {
+            key: key(sport),
+            state,
+            expires_ms: u64::MAX,
+            svc: s.clone(),
+            dest: d.clone(),
+            tpl,
+            rip: 0,
+            rport: 0,
+            client_mac: [0; 6],
+            in_port: 0,
+        }
+    }
+
+    #[test]
+    fn full_table_evicts_the_oldest_half_open_never_established() {
+        let (s, d) = (svc(), dest());
+        let mut t = ConnTable::with_capacity(4);
+        // 0 and 2 established, 1 and 3 half-open (1 the older).
+        for (p, st) in [(0, SynRecv), (1, SynRecv), (2, Established), (3, SynRecv)] {
+            t.insert(conn(&s, &d, p, st, NO_TEMPLATE)).unwrap();
+        }
+        let s0 = t.lookup(&key(0)).unwrap();
+        t.get_mut(s0).unwrap().set_state(Established);
+        t.note_state(s0, SynRecv);
+        assert_eq!(t.half_open(), 2);
+        t.insert(conn(&s, &d, 10, SynRecv, NO_TEMPLATE)).unwrap();
+        assert!(t.lookup(&key(1)).is_none(), "oldest half-open evicted");
+        t.insert(conn(&s, &d, 11, SynRecv, NO_TEMPLATE)).unwrap();
+        assert!(t.lookup(&key(3)).is_none());
+        assert_eq!(t.evicted(), 2);
+        // Now 10 and 11 are the half-open ones; UDP and established are never evicted.
+        t.insert(conn(&s, &d, 12, Udp, NO_TEMPLATE)).unwrap();
+        t.insert(conn(&s, &d, 13, Udp, NO_TEMPLATE)).unwrap();
+        assert!(t.insert(conn(&s, &d, 14, SynRecv, NO_TEMPLATE)).is_err());
+        for p in [0, 2, 12, 13] {
+            assert!(t.lookup(&key(p)).is_some(), "entry {p} kept");
+        }
+        assert_eq!((d.active(), d.inactive()), (2, 2));
+        // Refuse policy: IPVS's behaviour without drop_entry.
+        let mut r = ConnTable::with_capacity(1);
+        r.set_policy(PressurePolicy::Refuse);
+        r.insert(conn(&s, &d, 1, SynRecv, NO_TEMPLATE)).unwrap();
+        assert!(r.insert(conn(&s, &d, 2, SynRecv, NO_TEMPLATE)).is_err());
+        assert_eq!(r.evicted(), 0);
+    }
+
+    #[test]
+    fn refused_connection_releases_its_template() {
+        use crate::service::Persistence;
+        let (s, d) = (svc(), dest());
+        s.set_dests(vec![d.clone()], Option::None);
+        s.set_persistence(
+            Some(Persistence {
+                timeout_ms: 1000,
+                netmask: u32::MAX,
+            }),
+            16,
+        );
+        let mut t = ConnTable::with_capacity(1);
+        t.insert(conn(&s, &d, 1, Established, NO_TEMPLATE)).unwrap();
+        let f = FlowKey { saddr: 7, ..key(2) };
+        let (_, tpl) = s.schedule(&f, 0).unwrap();
+        assert!(t.insert(conn(&s, &d, 2, SynRecv, tpl)).is_err());
+        // The refused connection no longer controls its template: it expires on time.
+        s.expire(1000);
+        assert_eq!(
+            s.templates_len(),
+            0,
+            "template pinned by a refused connection"
+        );
     }
 
     #[test]
@@ -652,7 +590,7 @@ mod tests {
             expires_ms: u64::MAX,
             svc: s.clone(),
             dest: d.clone(),
-            tpl: Option::None,
+            tpl: NO_TEMPLATE,
             rip: 0,
             rport: 0,
             client_mac: [0; 6],
@@ -661,7 +599,7 @@ mod tests {
         .unwrap();
         s.deleted.store(true, Relaxed);
         assert_eq!(t.expire(0, 8), 1);
-        assert_eq!(d.active_conns.load(Relaxed), 0);
+        assert_eq!(d.active(), 0);
     }
 }
 
@@ -669,6 +607,7 @@ mod tests {
 mod reply_tests {
     use super::*;
     use crate::model::{Forward, Protocol, ServiceKey};
+    use crate::service::NO_TEMPLATE;
 
     #[test]
     fn reply_key_finds_the_same_entry_and_is_removed_with_it() {
@@ -708,7 +647,7 @@ mod reply_tests {
                 expires_ms: 10,
                 svc,
                 dest: d,
-                tpl: None,
+                tpl: NO_TEMPLATE,
                 rip: rep.saddr,
                 rport: rep.sport,
                 client_mac: [0; 6],

@@ -1,0 +1,22 @@
+//! Connection tracking: the tables, the IPVS TCP state machine and the persistence
+//! templates.
+//!
+//! - `state`: IPVS connection states, transitions and per-state timeouts.
+//! - `table`: `Conn` and `ConnTable`, the fixed-capacity slab + index every table uses;
+//!   each worker owns one for its DR/TUN connections.
+//! - `nat`: `NatConns`, the sharded table shared by all workers for NAT connections, whose
+//!   replies may arrive on any queue.
+//! - `template`: persistence templates of one service.
+//! - `pressure`: what a full table does with a new connection (SYN-flood defence).
+
+mod nat;
+mod pressure;
+mod state;
+mod table;
+mod template;
+
+pub use nat::NatConns;
+pub use pressure::PressurePolicy;
+pub use state::{tcp_transition, ConnState, Direction, StateTimeouts};
+pub use table::{Conn, ConnTable, TableFull};
+pub use template::{Template, TemplateKey, Templates, TemplatesFull};
