@@ -35,7 +35,7 @@ fi
 # namespace harness and the demo.
 APT_PACKAGES=(
     clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4
-    iproute2 iputils-ping ethtool tcpdump curl iperf3 bpftool python3 procps
+    iproute2 iputils-ping ethtool tcpdump curl iperf3 bpftool python3 procps hping3
 )
 
 missing=()
