@@ -401,3 +401,27 @@ fn every_rx_queue_gets_a_worker() {
         "a queue's worker saw no traffic:\n{dp}"
     );
 }
+
+/// xvsd's log written to a file (here stdout and stderr both go to the lab's log file, as
+/// in demo.sh and bench.sh) carries no ANSI colour codes: colour is for terminals only.
+#[test]
+fn xvsd_log_in_a_file_is_plain_text() {
+    let mut lab = Lab::up("e2elog", 1, 1);
+    lab.start_xvsd(&[]);
+    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
+    assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
+    let log = lab.xvsd_log();
+    // The lines that must be there: start-up, the configuration change, shutdown.
+    for want in [
+        "XDP steering program attached",
+        "configuration changed",
+        "bye",
+    ] {
+        assert!(log.contains(want), "no {want:?} in the log:\n{log}");
+    }
+    assert!(
+        !log.contains('\x1b'),
+        "escape sequences in the log file:\n{}",
+        log.escape_debug()
+    );
+}
