@@ -1,20 +1,14 @@
-//! Compiles the XDP programs in `bpf/` and generates their libbpf-rs skeletons: the steering
-//! program of xvsd, and the load generator and sink of the bench tool (`src/bench/`).
+//! Compiles the steering XDP program (`bpf/xvs.bpf.c`) and generates its libbpf-rs skeleton.
+//! The bench tool's programs are built by its own crate (`benches/xvs-bench/build.rs`), and
+//! `bpf/xvs_decap.bpf.c` by the harness scripts (it runs in a real server's namespace).
 
 use libbpf_cargo::SkeletonBuilder;
 use std::env;
 use std::path::PathBuf;
 
 /// (source, skeleton file in OUT_DIR, headers it includes).
-const PROGRAMS: &[(&str, &str, &[&str])] = &[
-    ("bpf/xvs.bpf.c", "xvs.skel.rs", &["bpf/xvs_shared.h"]),
-    ("bpf/xvs_gen.bpf.c", "xvs_gen.skel.rs", &["bpf/xvs_bench.h"]),
-    (
-        "bpf/xvs_sink.bpf.c",
-        "xvs_sink.skel.rs",
-        &["bpf/xvs_bench.h"],
-    ),
-];
+const PROGRAMS: &[(&str, &str, &[&str])] =
+    &[("bpf/xvs.bpf.c", "xvs.skel.rs", &["bpf/xvs_shared.h"])];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

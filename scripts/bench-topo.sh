@@ -197,7 +197,7 @@ do_up() {
     for tool in ip ethtool sysctl; do
         command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/deps.sh)"
     done
-    [[ -x $(bench_bin) ]] || die "$(bench_bin) not found: cargo build --release --bin xvs-bench"
+    [[ -x $(bench_bin) ]] || die "$(bench_bin) not found: cargo build --release -p xvs-bench"
 
     do_down
     mkdir -p "$STATE"

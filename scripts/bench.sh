@@ -179,11 +179,11 @@ fi
 if ((BUILD)); then
     log "building release binaries"
     T0=$(date +%s)
-    cargo build --release --bins 2>&1 | tail -n 3 | tee -a "$LOG" >&2
+    cargo build --release --workspace --bins 2>&1 | tail -n 3 | tee -a "$LOG" >&2
     log "build took $(($(date +%s) - T0)) s"
 fi
 for b in "$BENCH" "$XVSD" "$XVSADM"; do
-    [[ -x $b ]] || die "$b missing (cargo build --release --bins)"
+    [[ -x $b ]] || die "$b missing (cargo build --release --workspace --bins)"
 done
 "$XVSD" --help 2>/dev/null | grep -q -- --reflect || die "this xvsd has no --reflect"
 if want nft && ! command -v nft >/dev/null 2>&1; then

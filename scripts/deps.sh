@@ -31,10 +31,11 @@ fi
 [[ $(id -u) -eq 0 ]] || die "must run as root (installs packages with apt-get); try: sudo $0"
 
 # Debian package names. The BPF ones (libbpf-dev, libxdp-dev, bpftool, clang)
-# build the XDP program and the xsk-rs/libbpf-rs crates; the rest run the
+# build the XDP program and the xsk-rs/libbpf-rs crates; g++ builds libFuzzer
+# for the fuzz crate (libfuzzer-sys, scripts/test.sh); the rest run the
 # namespace harness and the demo.
 APT_PACKAGES=(
-    clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4
+    clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4 g++
     iproute2 iputils-ping ethtool tcpdump curl iperf3 bpftool python3 procps hping3
 )
 

@@ -2,7 +2,6 @@
 //!
 //! See `docs/architecture.md` for the data flow and who owns which state.
 
-pub mod bench;
 pub mod bpf;
 pub mod cli;
 pub mod clock;

@@ -1,6 +1,7 @@
 //! xvsd: the xvs daemon. Thin wiring; the logic lives in `xvs::daemon`.
 
 use clap::Parser;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use xvs::control::proto;
 
@@ -48,11 +49,15 @@ fn parse_table_full(s: &str) -> Result<xvs::conn::PressurePolicy, String> {
 }
 
 fn main() {
+    // The log goes to stderr, in colour only on a terminal: written to a file (demo.sh,
+    // bench.sh, systemd) it stays plain text.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let a = Args::parse();
     let opts = xvs::daemon::DaemonOpts {

@@ -76,12 +76,7 @@ impl Steering {
     /// Attaches to `ifindex` as interface `slot` (its XSKMAP range) in native mode, falling
     /// back to generic mode with a warning.
     pub fn attach(&mut self, slot: u32, ifindex: u32, ifname: &str) -> Result<XdpMode> {
-        anyhow::ensure!(slot < MAX_IFACES, "at most {MAX_IFACES} interfaces");
-        self.skel
-            .maps
-            .xvs_ifaces
-            .update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| format!("registering {ifname} in the interface map"))?;
+        self.set_iface(slot, ifindex, ifname)?;
         let prog_fd = self.skel.progs.xvs_steer.as_fd().as_raw_fd();
         match link_xdp(prog_fd, ifindex, libbpf_sys::XDP_FLAGS_DRV_MODE) {
             Ok(fd) => {
@@ -105,6 +100,54 @@ impl Steering {
                 Ok(XdpMode::Generic)
             }
         }
+    }
+
+    /// Registers interface `ifindex` as slot `slot`: its frames use XSKMAP entries
+    /// `slot * MAX_QUEUES + queue`. [`attach`](Self::attach) does this first.
+    pub fn set_iface(&self, slot: u32, ifindex: u32, ifname: &str) -> Result<()> {
+        anyhow::ensure!(slot < MAX_IFACES, "at most {MAX_IFACES} interfaces");
+        self.skel
+            .maps
+            .xvs_ifaces
+            .update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("registering {ifname} in the interface map"))
+    }
+
+    /// Runs the program once on `frame` with `BPF_PROG_RUN`, as if it had arrived on RX
+    /// queue `rx_queue` of interface `ingress_ifindex` (which must exist and have that queue),
+    /// and returns its verdict (`XDP_PASS`, `XDP_REDIRECT`, ...). The redirect itself is not
+    /// carried out: only live-frame runs do that. The kernel refuses frames shorter than an
+    /// Ethernet header (EINVAL). For the packet tables in `tests/steer_table.rs`.
+    pub fn test_run(&self, frame: &[u8], ingress_ifindex: u32, rx_queue: u32) -> Result<u32> {
+        // The kernel wants data 0 and data_end = the frame's length (no metadata).
+        let mut ctx = libbpf_sys::xdp_md {
+            data: 0,
+            data_end: frame.len() as u32,
+            data_meta: 0,
+            ingress_ifindex,
+            rx_queue_index: rx_queue,
+            egress_ifindex: 0,
+        };
+        // SAFETY: xdp_md is a plain C struct of u32 fields without padding; viewing it as
+        // bytes while `ctx` lives (the rest of this function) is sound.
+        let ctx_bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                (&mut ctx as *mut libbpf_sys::xdp_md).cast::<u8>(),
+                std::mem::size_of::<libbpf_sys::xdp_md>(),
+            )
+        };
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            context_in: Some(ctx_bytes),
+            ..Default::default()
+        };
+        let out = self
+            .skel
+            .progs
+            .xvs_steer
+            .test_run(input)
+            .context("BPF_PROG_RUN of the steering program")?;
+        Ok(out.return_value)
     }
 
     /// Detaches the program (also happens on drop and when the process exits).

@@ -181,21 +181,41 @@ impl Lab {
             .args(cmd))
     }
 
-    /// One HTTP request from the client (a new TCP connection); returns the body, trimmed,
-    /// or an empty string on failure.
-    pub fn curl(&self, url: &str) -> String {
-        let o = self.exec("client", &["curl", "-s", "--max-time", "3", url]);
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    /// One HTTP request from the client (a new TCP connection, 3 s at most): the body, or
+    /// how it failed.
+    pub fn http(&self, url: &str) -> Http {
+        self.http_from("client", url)
     }
 
-    /// One UDP request/response from the client; the reply text, or "" on timeout.
+    /// One HTTP request from namespace `role` (3 s at most).
+    pub fn http_from(&self, role: &str, url: &str) -> Http {
+        // -v: curl 7.88 says only "Couldn't connect to server" on exit 7; the verbose
+        // "connect to ... failed: Connection refused" line tells a RST from the rest.
+        let o = self.exec(role, &["curl", "-sSv", "--max-time", "3", url]);
+        Http::from_curl(&o)
+    }
+
+    /// One HTTP request from the client; the body, trimmed, or a `<...>` description of the
+    /// failure (which no real server's body equals), so comparisons with a body fail.
+    pub fn curl(&self, url: &str) -> String {
+        self.http(url).to_string()
+    }
+
+    /// One UDP request/response from the client; the reply text, or `<timeout>` or
+    /// `<refused>` (ICMP port unreachable), which no real server's reply equals.
     pub fn udp(&self, addr: &str, port: u16) -> String {
         let py = format!(
             "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(3)\n\
              s.sendto(b'q',('{addr}',{port}))\ntry: print(s.recvfrom(100)[0].decode().strip())\n\
-             except Exception: print('')"
+             except socket.timeout: print('<timeout>')\n\
+             except ConnectionRefusedError: print('<refused>')"
         );
         let o = self.exec("client", &["python3", "-c", &py]);
+        assert!(
+            o.status.success(),
+            "UDP client failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
@@ -226,6 +246,52 @@ impl Lab {
             "10.0.0.20" => "rs2",
             "10.0.0.21" => "rs3",
             _ => "?",
+        }
+    }
+}
+
+/// What one curl request ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Http {
+    /// A response; its body, trimmed.
+    Body(String),
+    /// The peer answered the SYN with a RST: nothing listens there (curl exit 7).
+    Refused,
+    /// No answer within the time limit: the frames were dropped somewhere (curl exit 28).
+    Timeout,
+    /// Any other failure: curl's exit code and message.
+    Failed { code: i32, stderr: String },
+}
+
+impl Http {
+    fn from_curl(o: &Output) -> Http {
+        // Of the verbose log, keep the failure lines: "* connect to ... failed: REASON" and
+        // "curl: (N) ...".
+        let stderr: Vec<String> = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .filter(|l| l.starts_with("curl:") || l.contains(" failed: "))
+            .map(str::to_string)
+            .collect();
+        let stderr = stderr.join("; ");
+        match o.status.code() {
+            Some(0) => Http::Body(String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            Some(7) if stderr.contains("failed: Connection refused") => Http::Refused,
+            Some(28) => Http::Timeout,
+            code => Http::Failed {
+                code: code.unwrap_or(-1),
+                stderr,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Http::Body(b) => f.write_str(b),
+            Http::Refused => f.write_str("<connection refused>"),
+            Http::Timeout => f.write_str("<timeout>"),
+            Http::Failed { code, stderr } => write!(f, "<curl exit {code}: {stderr}>"),
         }
     }
 }
@@ -321,6 +387,21 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// Polls `f` every 100 ms until it returns `Ok`, for at most `timeout`; panics with the last
+/// `Err` (the state that did not match) when time runs out.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 pub fn exists(p: &Path) -> bool {

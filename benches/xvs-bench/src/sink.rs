@@ -275,7 +275,7 @@ pub fn diff(sink: &str, a: &SinkReading, b: &SinkReading) -> (Vec<KeyRate>, u64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::frame::{FrameSpec, Proto};
+    use crate::frame::{FrameSpec, Proto};
     use std::net::Ipv4Addr;
 
     fn run(fd: i32, frame: &[u8]) -> u32 {

@@ -462,7 +462,7 @@ pub fn describe(o: &GenOpts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::frame::{flow_addr, flow_number, Mac, Proto};
+    use crate::frame::{flow_addr, flow_number, Mac, Proto};
     use std::net::Ipv4Addr;
 
     const XDP_DROP: u32 = 1;
@@ -521,7 +521,7 @@ mod tests {
                 let opening = mode == Mode::New || n < flows;
                 let want = g.template().frame(proto, h, p, opening);
                 assert_eq!(out, want, "{proto} {mode} frame {n}");
-                crate::bench::frame::tests::check_frame(
+                crate::frame::tests::check_frame(
                     &out,
                     &opts(proto, mode, flows, 0, size).spec,
                     h,

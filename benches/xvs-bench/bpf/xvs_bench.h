@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Structures shared between the benchmark XDP programs (xvs_gen.bpf.c, xvs_sink.bpf.c) and
- * the bench tool (src/bench/). Every struct has a #[repr(C)] mirror in src/bench/maps.rs; a
+ * the bench tool (benches/xvs-bench/src/). Every struct has a #[repr(C)] mirror in src/maps.rs; a
  * unit test compares sizes and offsets with the skeletons' BTF-generated types.
  */
 #ifndef XVS_BENCH_H

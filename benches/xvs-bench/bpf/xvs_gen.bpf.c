@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * xvs load generator: an XDP program run with BPF_PROG_RUN and BPF_F_TEST_XDP_LIVE_FRAMES
- * (see src/bench/gen.rs). Every run gets a live frame on the generator's veth; returning
+ * (see benches/xvs-bench/src/gen.rs). Every run gets a live frame on the generator's veth; returning
  * XDP_TX sends it out of that veth, XDP_DROP recycles it unsent.
  *
  * The bench tool makes one long call per CPU (a short call costs ~20 ms of teardown here)
