@@ -84,6 +84,7 @@ impl Fixture {
             rport: 0,
             client_mac: [0; 6],
             in_port: 0,
+            worker: 0,
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct FwdCounters {
     /// Half-open entries evicted to make room for new connections (table pressure, e.g. a
     /// SYN flood); each is a connection the flood made the director create and forget.
     pub evicted: u64,
+    /// NAT replies handled by another worker than the one that made the connection (the
+    /// reason the NAT table is shared).
+    pub nat_other_worker: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -295,6 +298,7 @@ impl Cx<'_> {
             rport,
             client_mac,
             in_port: self.in_port,
+            worker: self.worker_id as u16,
         };
         // A refused connection is dropped here, which also releases its template.
         if masq {
@@ -430,6 +434,9 @@ impl Cx<'_> {
     /// came in on, to the MAC it came from.
     fn nat_reply(&mut self, conn: &mut Conn) -> Verdict {
         self.track(conn, Direction::Output);
+        if conn.worker as usize != self.worker_id {
+            self.counters.nat_other_worker += 1;
+        }
         let (vip, vport) = (conn.key.daddr, conn.key.dport);
         let port = conn.in_port;
         conn.svc

@@ -324,6 +324,9 @@ pub struct WorkerCounters {
     /// Entries of the worker's own table that have not completed a handshake.
     #[serde(default)]
     pub half_open: u64,
+    /// NAT replies this worker handled for connections another worker made.
+    #[serde(default)]
+    pub nat_other_worker: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

@@ -48,6 +48,7 @@ pub struct WorkerStats {
     pub new_conns: AtomicU64,
     pub icmp_frag_needed: AtomicU64,
     pub evicted: AtomicU64,
+    pub nat_other_worker: AtomicU64,
     pub conns: AtomicU64,
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
@@ -61,6 +62,7 @@ impl WorkerStats {
         self.new_conns.store(c.new_conns, Relaxed);
         self.icmp_frag_needed.store(c.icmp_frag_needed, Relaxed);
         self.evicted.store(c.evicted, Relaxed);
+        self.nat_other_worker.store(c.nat_other_worker, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
@@ -75,6 +77,7 @@ impl WorkerStats {
             new_conns: self.new_conns.load(Relaxed),
             icmp_frag_needed: self.icmp_frag_needed.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
+            nat_other_worker: self.nat_other_worker.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {

@@ -392,6 +392,7 @@ fn churn_at_capacity_does_not_allocate() {
         rport: 0,
         client_mac: [0; 6],
         in_port: 0,
+        worker: 0,
     };
     let mut t = ConnTable::with_capacity(CAP);
     let mut live = VecDeque::with_capacity(CAP);

@@ -356,6 +356,7 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("conns", w.conns),
             ("half_open", w.half_open),
             ("evicted", w.evicted),
+            ("nat_other_worker", w.nat_other_worker),
             ("icmp_frag_needed", w.icmp_frag_needed),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
@@ -1074,6 +1075,7 @@ TCP  10.0.0.88:80 wrr persistent 600
                 icmp_frag_needed: 3,
                 evicted: 7,
                 half_open: 6,
+                nat_other_worker: 8,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1093,6 +1095,7 @@ queue 0 (zero-copy):
   conns: 1
   half_open: 6
   evicted: 7
+  nat_other_worker: 8
   icmp_frag_needed: 3
   truncated: 4
   malformed: 0

@@ -42,6 +42,8 @@ pub struct Conn {
     /// the port (interface) the request arrived on.
     pub client_mac: [u8; 6],
     pub in_port: u8,
+    /// The worker that created the entry (NAT replies may be handled by another one).
+    pub worker: u16,
 }
 
 impl Conn {
@@ -65,6 +67,7 @@ impl Conn {
             rport: 0,
             client_mac: [0; 6],
             in_port: 0,
+            worker: 0,
         }
     }
 
@@ -437,6 +440,7 @@ mod tests {
                 rport: 0,
                 client_mac: [0; 6],
                 in_port: 0,
+                worker: 0,
             })
             .unwrap();
         assert_eq!(d.inactive(), 1);
@@ -468,6 +472,7 @@ mod tests {
                 rport: 0,
                 client_mac: [0; 6],
                 in_port: 0,
+                worker: 0,
             })
             .unwrap();
         }
@@ -482,6 +487,7 @@ mod tests {
             rport: 0,
             client_mac: [0; 6],
             in_port: 0,
+            worker: 0,
         });
         assert!(r.is_err());
         assert!(t.lookup(&key(0)).is_some() && t.lookup(&key(1)).is_some());
@@ -500,6 +506,7 @@ mod tests {
                 rport: 0,
                 client_mac: [0; 6],
                 in_port: 0,
+                worker: 0,
             })
             .is_ok());
         drop(t);
@@ -518,7 +525,14 @@ mod tests {
             rport: 0,
             client_mac: [0; 6],
             in_port: 0,
+            worker: 0,
         }
+    }
+
+    #[test]
+    fn an_entry_is_one_cache_line() {
+        // The slab is the bulk of the table's memory (docs/benchmarks.md, bytes per entry).
+        assert!(std::mem::size_of::<Option<Conn>>() <= 64);
     }
 
     #[test]
@@ -595,6 +609,7 @@ mod tests {
             rport: 0,
             client_mac: [0; 6],
             in_port: 0,
+            worker: 0,
         })
         .unwrap();
         s.deleted.store(true, Relaxed);
@@ -652,6 +667,7 @@ mod reply_tests {
                 rport: rep.sport,
                 client_mac: [0; 6],
                 in_port: 0,
+                worker: 0,
             })
             .unwrap();
         assert_eq!(t.find(&req), Some((s, false)));

@@ -126,6 +126,7 @@ impl DataPathView {
                         conns: h.stats.conns.load(Relaxed),
                         icmp_frag_needed: c.icmp_frag_needed,
                         evicted: c.evicted,
+                        nat_other_worker: c.nat_other_worker,
                         half_open: h.stats.half_open.load(Relaxed),
                         drops: DropReason::ALL
                             .iter()
