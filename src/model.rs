@@ -315,9 +315,15 @@ pub struct WorkerCounters {
     pub tx_frames: u64,
     pub new_conns: u64,
     pub conns: u64,
-    /// ICMP "fragmentation needed" answers sent for oversized TUN packets.
+    /// ICMP "fragmentation needed" answers sent for packets too big for the egress MTU.
     #[serde(default)]
     pub icmp_frag_needed: u64,
+    /// ICMP "time exceeded" answers sent for packets whose TTL ran out at the director.
+    #[serde(default)]
+    pub icmp_time_exceeded: u64,
+    /// ICMP errors about connections relayed to the real server or the client.
+    #[serde(default)]
+    pub icmp_relayed: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

@@ -45,6 +45,8 @@ pub struct WorkerStats {
     pub tx_frames: AtomicU64,
     pub new_conns: AtomicU64,
     pub icmp_frag_needed: AtomicU64,
+    pub icmp_time_exceeded: AtomicU64,
+    pub icmp_relayed: AtomicU64,
     pub conns: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
 }
@@ -55,6 +57,8 @@ impl WorkerStats {
         self.tx_frames.store(c.tx_frames, Relaxed);
         self.new_conns.store(c.new_conns, Relaxed);
         self.icmp_frag_needed.store(c.icmp_frag_needed, Relaxed);
+        self.icmp_time_exceeded.store(c.icmp_time_exceeded, Relaxed);
+        self.icmp_relayed.store(c.icmp_relayed, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
             a.store(*v, Relaxed);
@@ -67,6 +71,8 @@ impl WorkerStats {
             tx_frames: self.tx_frames.load(Relaxed),
             new_conns: self.new_conns.load(Relaxed),
             icmp_frag_needed: self.icmp_frag_needed.load(Relaxed),
+            icmp_time_exceeded: self.icmp_time_exceeded.load(Relaxed),
+            icmp_relayed: self.icmp_relayed.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {

@@ -355,6 +355,8 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("new_conns", w.new_conns),
             ("conns", w.conns),
             ("icmp_frag_needed", w.icmp_frag_needed),
+            ("icmp_time_exceeded", w.icmp_time_exceeded),
+            ("icmp_relayed", w.icmp_relayed),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1070,6 +1072,8 @@ TCP  10.0.0.88:80 wrr persistent 600
                 new_conns: 2,
                 conns: 1,
                 icmp_frag_needed: 3,
+                icmp_time_exceeded: 6,
+                icmp_relayed: 7,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1088,6 +1092,8 @@ queue 0 (zero-copy):
   new_conns: 2
   conns: 1
   icmp_frag_needed: 3
+  icmp_time_exceeded: 6
+  icmp_relayed: 7
   truncated: 4
   malformed: 0
 ";

@@ -119,6 +119,8 @@ impl DataPathView {
                         new_conns: c.new_conns,
                         conns: h.stats.conns.load(Relaxed),
                         icmp_frag_needed: c.icmp_frag_needed,
+                        icmp_time_exceeded: c.icmp_time_exceeded,
+                        icmp_relayed: c.icmp_relayed,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))

@@ -5,6 +5,7 @@
 
 pub mod csum;
 pub mod ethernet;
+pub mod icmp;
 pub mod ipv4;
 pub mod l4;
 
@@ -35,12 +36,16 @@ pub enum DropReason {
     TxFull,
     /// A TCP segment without SYN for an unknown connection (IPVS schedules only on SYN).
     NoConn,
-    /// TUN: the encapsulated packet would exceed the egress MTU and DF is clear.
+    /// Too big for the egress MTU with DF clear (xvs does not fragment), or an ICMP error
+    /// too big to relay.
     TooBig,
+    /// TTL expired: an ICMP error to relay whose TTL ran out (no ICMP is sent about an
+    /// ICMP error). Other packets are answered with ICMP time exceeded instead.
+    TtlExpired,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
         DropReason::Malformed,
@@ -53,6 +58,7 @@ impl DropReason {
         DropReason::TxFull,
         DropReason::NoConn,
         DropReason::TooBig,
+        DropReason::TtlExpired,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +74,7 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::NoConn => "no_conn",
             DropReason::TooBig => "too_big",
+            DropReason::TtlExpired => "ttl_expired",
         }
     }
 }
