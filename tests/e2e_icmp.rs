@@ -65,19 +65,20 @@ fn route_get(lab: &Lab, role: &str, dst: &str) -> String {
     r
 }
 
-/// A UDP datagram from the client to VIP:port with IP TTL `ttl`; what came back: "ok",
-/// "refused" (an ICMP port unreachable), "icmp TYPE CODE FROM" for another ICMP error (read
-/// from the socket's error queue, IP_RECVERR), or "timeout".
-fn udp_probe(lab: &Lab, port: u16, ttl: u32) -> String {
+/// A UDP datagram of `size` payload bytes, DF set, from the client to VIP:port with IP TTL
+/// `ttl`; what came back: "ok", "refused" (an ICMP port unreachable), "icmp TYPE CODE FROM
+/// INFO" for another ICMP error (from the socket's error queue, IP_RECVERR), or "timeout".
+fn udp_probe(lab: &Lab, port: u16, ttl: u32, size: usize) -> String {
     let py = format!(
         r#"
 import socket, struct
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_IP, 11, 1)  # IP_RECVERR
 s.setsockopt(socket.SOL_IP, socket.IP_TTL, {ttl})
+s.setsockopt(socket.SOL_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF
 s.settimeout(3)
 s.connect(("{VIP}", {port}))
-s.send(b"q")
+s.send(b"q" * {size})
 try:
     s.recv(100)
     print("ok")
@@ -88,7 +89,7 @@ except OSError:
         _, anc, _, _ = s.recvmsg(100, 512, 0x2000)  # MSG_ERRQUEUE
         for lvl, typ, data in anc:
             ee_errno, origin, t, code, pad, info, dat = struct.unpack("IBBBBII", data[:16])
-            print("icmp", t, code, socket.inet_ntoa(data[20:24]))
+            print("icmp", t, code, socket.inet_ntoa(data[20:24]), info)
     except OSError:
         print("timeout")
 "#
@@ -125,9 +126,9 @@ fn dr_path_mtu_and_ttl() {
 
     // TTL: 2 from the client, 1 after its router: the director answers time exceeded
     // from the VIP instead of forwarding. TTL 3 goes through.
-    assert_eq!(udp_probe(&lab, 5353, 2), format!("icmp 11 0 {VIP}"));
+    assert_eq!(udp_probe(&lab, 5353, 2, 1), format!("icmp 11 0 {VIP} 0"));
     assert!(lab.counter("icmp_time_exceeded") > 0);
-    assert_eq!(udp_probe(&lab, 5353, 3), "ok");
+    assert_eq!(udp_probe(&lab, 5353, 3, 1), "ok");
 
     // ICMP to the VIP and the DIP that is not about a connection stays with the kernel.
     for ip in [VIP, DIP] {
@@ -139,12 +140,19 @@ fn dr_path_mtu_and_ttl() {
 #[test]
 fn nat_path_mtu_and_port_unreachable() {
     let mut lab = Lab::up_with("e2eicmpnat", "nat2", 1, 1, &["--client-router"]);
+    // The internal segment takes 1450 bytes (set before xvsd reads the MTUs).
+    for (role, dev) in [("dir", "eth1"), ("rs1", "eth0")] {
+        let o = lab.exec(role, &["ip", "link", "set", dev, "mtu", "1450"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
     lab.start_xvsd_args(&["--interface", "eth0", "--interface", "eth1"]);
     lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
     lab.adm_ok(&["-a", "-t", "10.0.0.88:80", "-r", "192.168.80.10:80", "-m"]);
     // Nobody listens on 5354 on the real server: it answers port unreachable.
     lab.adm_ok(&["-A", "-u", "10.0.0.88:5354", "-s", "rr"]);
     lab.adm_ok(&["-a", "-u", "10.0.0.88:5354", "-r", "192.168.80.10", "-m"]);
+    lab.adm_ok(&["-A", "-u", "10.0.0.88:5353", "-s", "rr"]);
+    lab.adm_ok(&["-a", "-u", "10.0.0.88:5353", "-r", "192.168.80.10", "-m"]);
     assert_eq!(lab.curl("http://10.0.0.88/"), "rs1", "{}", lab.xvsd_log());
 
     // Replies, rewritten to come from the VIP, are too big for the client's router, whose
@@ -162,8 +170,23 @@ fn nat_path_mtu_and_port_unreachable() {
 
     // The real server's port unreachable (RIP -> client, about client -> RIP:5354) reaches
     // the client as from the VIP about VIP:5354: the client's socket sees ECONNREFUSED.
-    assert_eq!(udp_probe(&lab, 5354, 64), "refused", "{}", lab.xvsd_log());
+    assert_eq!(
+        udp_probe(&lab, 5354, 64, 1),
+        "refused",
+        "{}",
+        lab.xvsd_log()
+    );
     assert!(lab.counter("icmp_relayed") > relayed);
+
+    // Requests too big for the internal segment: xvs's own frag needed (1450, from the
+    // VIP); the client caches it and its next datagram of that size fits.
+    assert_eq!(
+        udp_probe(&lab, 5353, 64, 1472),
+        format!("icmp 3 4 {VIP} 1450")
+    );
+    let r = route_get(&lab, "client", VIP);
+    assert!(r.contains("mtu 1450"), "the client did not learn 1450: {r}");
+    assert_eq!(udp_probe(&lab, 5353, 64, 1450 - 28), "ok");
 }
 
 #[test]
