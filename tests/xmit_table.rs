@@ -744,6 +744,22 @@ fn the_expectations_themselves_are_valid() {
     }
 }
 
+/// RFC 6040 section 4.1 normal mode (Linux `INET_ECN_encapsulate`): outer ECN = inner,
+/// except CE (11) becomes ECT(0) (10); DSCP copied.
+#[test]
+fn ecn_encapsulation_table() {
+    for (inner, outer) in [
+        (0x00, 0x00), // Not-ECT
+        (0x01, 0x01), // ECT(1)
+        (0x02, 0x02), // ECT(0)
+        (0x03, 0x02), // CE -> ECT(0)
+        (0xb8, 0xb8), // EF, Not-ECT
+        (0xbb, 0xba), // EF, CE
+    ] {
+        assert_eq!(xmit::ecn_encapsulate(inner), outer, "TOS {inner:#04x}");
+    }
+}
+
 #[test]
 fn dont_fragment_reads_the_df_bit() {
     for df in [false, true] {
@@ -1607,6 +1623,21 @@ proptest! {
         xmit::nat_in(&mut f, &flow, u32::from(rip), rport);
         prop_assert_eq!(&f, &p.with_dst(rip, rport).frame());
         assert_valid(&f, "nat_in");
+    }
+
+    /// decrement_ttl's RFC 1624 update equals etherparse's full recomputation; TTL 1 and 0
+    /// are refused and leave the frame as it was.
+    #[test]
+    fn decrement_ttl_equals_full_recomputation(p in arb_pkt()) {
+        let mut f = p.frame();
+        let ok = xmit::decrement_ttl(&mut f, 14);
+        prop_assert_eq!(ok, p.ttl > 1);
+        if ok {
+            prop_assert_eq!(&f, &p.hop().frame());
+            assert_valid(&f, "decrement_ttl");
+        } else {
+            prop_assert_eq!(&f, &p.frame());
+        }
     }
 
     /// nat_out likewise.

@@ -177,21 +177,21 @@ fn relay_local(
     let Some((port, mac, mtu)) = next_hop(ports, dest) else {
         return Verdict::Drop(DropReason::NoNeighbour);
     };
+    let ip_len = e.ip_end - e.l3_offset;
+    let tunnel = dest.forward == Forward::Tunnel;
+    let overhead = if tunnel { xmit::IPIP_OVERHEAD } else { 0 };
+    if ip_len + overhead > mtu as usize {
+        return Verdict::Drop(DropReason::TooBig);
+    }
     if !xmit::decrement_ttl(buf, e.l3_offset) {
         return Verdict::Drop(DropReason::TtlExpired);
     }
-    let ip_len = e.ip_end - e.l3_offset;
-    if dest.forward == Forward::Tunnel {
-        if ip_len + xmit::IPIP_OVERHEAD > mtu as usize {
-            return Verdict::Drop(DropReason::TooBig);
-        }
+    if tunnel {
         let src = dest.tun_src.load(Relaxed);
         match xmit::tun_encap_packet(buf, e.l3_offset, ip_len, src, u32::from(dest.addr)) {
             Some(n) => *len = n,
             None => return Verdict::Drop(DropReason::TooBig),
         }
-    } else if ip_len > mtu as usize {
-        return Verdict::Drop(DropReason::TooBig);
     }
     xmit::set_macs(buf, mac, ports[port as usize].mac);
     conn.svc.stats.add_in(worker, ip_len as u64);
