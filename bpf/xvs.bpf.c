@@ -4,7 +4,8 @@
  *
  * Decides, per frame, one thing: does it belong to a virtual service? If so it goes to the
  * AF_XDP socket of the RX queue it arrived on, where a userspace worker load-balances it.
- * Everything else (ARP, ICMP, SSH to the DIP, health checks, IPv6) is XDP_PASS, untouched,
+ * That includes ICMP errors about a service's traffic (see icmp_error_is_ours). Everything
+ * else (ARP, ping, other ICMP, SSH to the DIP, health checks, IPv6) is XDP_PASS, untouched,
  * so the director's kernel keeps working as if xvs were not there.
  *
  * The program is deliberately small and table-driven: all policy lives in userspace.
@@ -63,13 +64,114 @@ struct {
 	__type(value, struct xvs_xdp_stats);
 } xvs_stats SEC(".maps");
 
-/* IPv4 flags/fragment-offset field: offset bits (the MF bit is 0x2000). */
+/* IPv4 flags/fragment-offset field: offset bits and the MF bit. */
 #define XVS_IP_OFFSET 0x1fff
+#define XVS_IP_MF 0x2000
+
+/* ICMP error types IPVS relays for its connections (ip_vs_in_icmp, ip_vs_out_icmp). */
+#define XVS_ICMP_DEST_UNREACH 3
+#define XVS_ICMP_SOURCE_QUENCH 4
+#define XVS_ICMP_TIME_EXCEEDED 11
+/* ICMP header: type, code, checksum, 4 bytes; the quoted IP header follows. */
+#define XVS_ICMP_HLEN 8
 
 static __always_inline struct xvs_xdp_stats *stats(void)
 {
 	__u32 zero = 0;
 	return bpf_map_lookup_elem(&xvs_stats, &zero);
+}
+
+/* Is (addr, port, proto) a virtual service, exactly or as an all-ports (port 0) one? */
+static __always_inline int is_service(__u32 addr, __u16 port, __u8 proto)
+{
+	struct xvs_svc_key key = { .addr = addr, .port = port, .proto = proto };
+
+	if (bpf_map_lookup_elem(&xvs_services, &key))
+		return 1;
+	key.port = 0;
+	return bpf_map_lookup_elem(&xvs_services, &key) != NULL;
+}
+
+/* Is (addr, port, proto) a NAT real server's, exactly or for an all-ports service? */
+static __always_inline int is_nat_rs(__u32 addr, __u16 port, __u8 proto)
+{
+	struct xvs_svc_key key = { .addr = addr, .port = port, .proto = proto };
+
+	if (bpf_map_lookup_elem(&xvs_nat_rs, &key))
+		return 1;
+	key.port = 0;
+	return bpf_map_lookup_elem(&xvs_nat_rs, &key) != NULL;
+}
+
+/*
+ * An ICMP error (destination unreachable incl. fragmentation needed, source quench, time
+ * exceeded) whose quoted packet belongs to a service, which the workers relay as IPVS does:
+ *  - quoted src = VIP:vport: about a reply to a client (from the real server for DR/TUN, or
+ *    NAT-rewritten), sent from the client's side to the VIP;
+ *  - quoted dst = NAT RIP:rport: about a request xvs forwarded, from the real server's side,
+ *    to the client (not to the director: its own traffic with the servers is the kernel's);
+ *  - quoted IPIP from a director address, around a packet to VIP:vport: about a packet xvs
+ *    tunnelled, from a router on the way, to the director.
+ * Returns 1 to steer, 0 to pass. Every read is bounds-checked: quoted headers are variable
+ * length (IHL) and quotes are truncated by design; what cannot be parsed is counted
+ * malformed and passed.
+ */
+static __always_inline int icmp_error_is_ours(struct iphdr *iph, void *data_end,
+					      struct xvs_xdp_stats *st)
+{
+	__u8 *icmp = (void *)iph + iph->ihl * 4;
+	struct iphdr *q, *q2;
+	__u16 *ports;
+
+	if (iph->frag_off & bpf_htons(XVS_IP_OFFSET | XVS_IP_MF))
+		return 0;
+	if ((void *)(icmp + XVS_ICMP_HLEN) > data_end) {
+		st->malformed++;
+		return 0;
+	}
+	if (icmp[0] != XVS_ICMP_DEST_UNREACH && icmp[0] != XVS_ICMP_SOURCE_QUENCH &&
+	    icmp[0] != XVS_ICMP_TIME_EXCEEDED)
+		return 0;
+	q = (void *)(icmp + XVS_ICMP_HLEN);
+	if ((void *)(q + 1) > data_end || q->version != 4 || q->ihl < 5) {
+		st->malformed++;
+		return 0;
+	}
+	if (q->frag_off & bpf_htons(XVS_IP_OFFSET))
+		return 0; /* a non-first fragment: no ports quoted */
+
+	if (q->protocol == IPPROTO_IPIP) {
+		/* Our tunnels start at a director address and their errors come to one. */
+		if (!bpf_map_lookup_elem(&xvs_local, &iph->daddr) ||
+		    !bpf_map_lookup_elem(&xvs_local, &q->saddr))
+			return 0;
+		q2 = (void *)q + q->ihl * 4;
+		if ((void *)(q2 + 1) > data_end || q2->version != 4 || q2->ihl < 5) {
+			st->malformed++;
+			return 0;
+		}
+		if (q2->frag_off & bpf_htons(XVS_IP_OFFSET))
+			return 0;
+		if (q2->protocol != IPPROTO_TCP && q2->protocol != IPPROTO_UDP)
+			return 0;
+		ports = (void *)q2 + q2->ihl * 4;
+		if ((void *)(ports + 2) > data_end) {
+			st->malformed++;
+			return 0;
+		}
+		return is_service(q2->daddr, ports[1], q2->protocol);
+	}
+	if (q->protocol != IPPROTO_TCP && q->protocol != IPPROTO_UDP)
+		return 0;
+	ports = (void *)q + q->ihl * 4;
+	if ((void *)(ports + 2) > data_end) {
+		st->malformed++;
+		return 0;
+	}
+	if (is_service(q->saddr, ports[0], q->protocol))
+		return 1;
+	return is_nat_rs(q->daddr, ports[1], q->protocol) &&
+	       !bpf_map_lookup_elem(&xvs_local, &iph->daddr);
 }
 
 SEC("xdp")
@@ -102,6 +204,13 @@ int xvs_steer(struct xdp_md *ctx)
 	if ((void *)(iph + 1) > data_end || iph->version != 4 || iph->ihl < 5) {
 		st->malformed++;
 		return XDP_PASS;
+	}
+	if (iph->protocol == IPPROTO_ICMP) {
+		if (!icmp_error_is_ours(iph, data_end, st)) {
+			st->passed++;
+			return XDP_PASS;
+		}
+		goto redirect;
 	}
 	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP) {
 		st->passed++;
@@ -153,6 +262,7 @@ int xvs_steer(struct xdp_md *ctx)
 		}
 	}
 
+redirect:
 	ifindex = ctx->ingress_ifindex;
 	ifslot = bpf_map_lookup_elem(&xvs_ifaces, &ifindex);
 	if (!ifslot || ctx->rx_queue_index >= XVS_MAX_QUEUES) {

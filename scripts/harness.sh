@@ -3,6 +3,7 @@
 # one-armed NAT and routed TUN.
 #
 # Usage: scripts/harness.sh up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras]
+#                             [--client-router]
 #        scripts/harness.sh down
 #        scripts/harness.sh status   (exit 0 when up and every RS listens)
 #
@@ -56,6 +57,19 @@
 #                   tc-BPF program bpf/xvs_decap.bpf.c on eth0 ingress)
 #   All MTUs are 1500: a full-size client packet plus the 20-byte IPIP
 #   header does not fit, as on a real Ethernet.
+#
+# --client-router (dr, nat2, tun): the client sits one router hop away, in its
+#   own subnet, so that path MTU tests have a router between client and
+#   director (a test lowers the MTU of the router's route to the client, e.g.
+#   `ip route replace 10.0.2.0/24 dev eth1 src 10.0.2.1 mtu 1400`, and the
+#   router answers full-size packets towards the client with ICMP
+#   fragmentation needed, addressed to their source: the VIP).
+#   P-crt     eth0  10.0.0.2/24 (on the client bridge), eth1 10.0.2.1/24,
+#             a direct veth to the client; ip_forward=1, rp_filter=0
+#   P-client  eth0  10.0.2.100/24, also 10.0.2.101-104/24; default route via
+#             10.0.2.1
+#   The director, the DR real servers and the tun router route 10.0.2.0/24
+#   via 10.0.0.2 (nat2 real servers reach it through the director as always).
 #
 # Real servers run scripts/rs-http.py rsK 80 5353 (HTTP on :80, UDP on :5353,
 # both answer "rsK\n"). With --extras, the default for every topology but dr,
@@ -119,6 +133,10 @@ RS_GW=""         # real servers' default route
 RTR_LAN_IP=""
 RTR_RS_IP=""
 PREFIXLEN=24
+CLIENT_ROUTER=0
+CRT_LAN_IP=10.0.0.2
+CRT_CLIENT_IP=10.0.2.1
+CRT_NET=10.0.2.0/24
 
 set_topology() {
     TOPOLOGY=$1
@@ -143,6 +161,16 @@ set_topology() {
             ;;
         *) return 1 ;;
     esac
+}
+
+# --client-router: the client moves behind P-crt into 10.0.2.0/24.
+set_client_router() {
+    [[ $TOPOLOGY == nat1 ]] && return 1
+    CLIENT_ROUTER=1
+    CLIENT_IP=10.0.2.100
+    CLIENT_EXTRA=(10.0.2.101 10.0.2.102 10.0.2.103 10.0.2.104)
+    CLIENT_GW=$CRT_CLIENT_IP
+    return 0
 }
 
 rs_ip() {
@@ -173,7 +201,7 @@ client_switch() {
 
 usage() {
     cat >&2 <<EOF
-usage: $0 up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras]
+usage: $0 up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras] [--client-router]
        $0 down
        $0 status
   Builds (up), removes (down) or shows (status) an LVS namespace lab:
@@ -185,6 +213,8 @@ usage: $0 up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras]
   --queues Q   rx/tx queues of the director's veths (default 1)
   --extras     also HTTP :$ALT_HTTP_PORT and iperf3 :$IPERF_PORT on each RS
                (always on for nat2, nat1 and tun)
+  --client-router  the client one router hop away (${P}-crt, 10.0.2.0/24);
+               dr, nat2 and tun only
   env XVS_NS_PREFIX   namespace prefix (now: $P)
 EOF
 }
@@ -214,7 +244,7 @@ mac_for() {
 # topology.
 our_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' |
-        grep -E "^${P}-(sw|swx|swi|swr|rtr|client|dir|rs[0-9]+)\$" || true
+        grep -E "^${P}-(sw|swx|swi|swr|rtr|crt|client|dir|rs[0-9]+)\$" || true
 }
 
 # Send TERM (then KILL) to a list of pids; bounded wait, never fails.
@@ -353,10 +383,33 @@ new_ns() {
     nsx "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
 }
 
+# The client's router (--client-router): eth0 on the client bridge, eth1 a
+# direct veth to the client's eth0.
+setup_client_router() {
+    local key
+    new_ns "$P-crt"
+    nsx "$P-crt" sysctl -qw net.ipv4.ip_forward=1
+    add_port "$(client_switch)" crt "$P-crt" eth0 1 "$(mac_for "$CRT_LAN_IP")"
+    nsx "$P-crt" ip addr add "$CRT_LAN_IP/$PREFIXLEN" dev eth0
+    for key in all default eth0; do
+        nsx "$P-crt" sysctl -qw "net.ipv4.conf.$key.rp_filter=0"
+    done
+    nsx "$P-crt" ip link set eth0 up
+}
+
 setup_client() {
     local ip
     new_ns "$P-client"
-    add_port "$(client_switch)" client "$P-client" eth0 1 "$(mac_for "$CLIENT_IP")"
+    if [[ $CLIENT_ROUTER == 1 ]]; then
+        setup_client_router
+        ip -n "$P-crt" link add eth1 address "$(mac_for "$CRT_CLIENT_IP")" type veth \
+            peer name eth0 netns "$P-client" address "$(mac_for "$CLIENT_IP")"
+        nsx "$P-crt" ip addr add "$CRT_CLIENT_IP/$CLIENT_PREFIXLEN" dev eth1
+        nsx "$P-crt" sysctl -qw net.ipv4.conf.eth1.rp_filter=0
+        nsx "$P-crt" ip link set eth1 up
+    else
+        add_port "$(client_switch)" client "$P-client" eth0 1 "$(mac_for "$CLIENT_IP")"
+    fi
     nsx "$P-client" ip addr add "$CLIENT_IP/$CLIENT_PREFIXLEN" dev eth0
     for ip in "${CLIENT_EXTRA[@]}"; do
         nsx "$P-client" ip addr add "$ip/$CLIENT_PREFIXLEN" dev eth0
@@ -398,6 +451,9 @@ setup_director() {
         nsx "$P-dir" ip addr add "$DIR_INT_IP/$RS_PREFIXLEN" dev "$DIR_INT_IF"
         nsx "$P-dir" ip link set "$DIR_INT_IF" up
     fi
+    if [[ $CLIENT_ROUTER == 1 ]]; then
+        nsx "$P-dir" ip route add "$CRT_NET" via "$CRT_LAN_IP" dev eth0
+    fi
 }
 
 setup_router() {
@@ -417,6 +473,9 @@ setup_router() {
     nsx "$P-rtr" ip link set eth0 up
     nsx "$P-rtr" ip link set eth1 up
     nsx "$P-dir" ip route add "${RTR_RS_IP%.*}.0/$RS_PREFIXLEN" via "$RTR_LAN_IP" dev eth0
+    if [[ $CLIENT_ROUTER == 1 ]]; then
+        nsx "$P-rtr" ip route add "$CRT_NET" via "$CRT_LAN_IP" dev eth0
+    fi
 }
 
 # Real server k: namespace, address, routes, LVS real-server configuration
@@ -438,6 +497,10 @@ setup_rs() {
     nsx "$ns" ip link set eth0 up
     if [[ -n $RS_GW ]]; then
         nsx "$ns" ip route add default via "$RS_GW" dev eth0
+    fi
+    if [[ $CLIENT_ROUTER == 1 && $TOPOLOGY == dr ]]; then
+        # DR replies go straight to the client, through its router.
+        nsx "$ns" ip route add "$CRT_NET" via "$CRT_LAN_IP" dev eth0
     fi
     if [[ $TOPOLOGY == tun ]]; then
         # rs-tun.sh finds eth0 through the default route, as on a real host.
@@ -516,7 +579,7 @@ check_topology() {
 }
 
 do_up() {
-    local nrs=3 queues=1 extras="" topo=dr
+    local nrs=3 queues=1 extras="" topo=dr crt=0
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --rs)
@@ -542,11 +605,18 @@ do_up() {
                 extras=1
                 shift
                 ;;
+            --client-router)
+                crt=1
+                shift
+                ;;
             -h | --help) usage; exit 0 ;;
             *) usage; exit 2 ;;
         esac
     done
     set_topology "$topo" || die "--topology must be dr, nat2, nat1 or tun (got '$topo')"
+    if [[ $crt == 1 ]]; then
+        set_client_router || die "--client-router: not with --topology nat1"
+    fi
     if [[ -z $extras ]]; then
         # Extra listeners change nothing DR tests see, but keep dr as it was.
         if [[ $TOPOLOGY == dr ]]; then extras=0; else extras=1; fi
@@ -671,6 +741,15 @@ write_topology() {
             echo "RTR_RS_IF="
             echo "RTR_RS_IP="
             echo "RTR_RS_MAC="
+        fi
+        if [[ $CLIENT_ROUTER == 1 ]]; then
+            echo "CRT_NS=$P-crt"
+            echo "CRT_LAN_IP=$CRT_LAN_IP"
+            echo "CRT_CLIENT_IP=$CRT_CLIENT_IP"
+        else
+            echo "CRT_NS="
+            echo "CRT_LAN_IP="
+            echo "CRT_CLIENT_IP="
         fi
         echo "TUN_DECAP=$method"
         echo "RS_PREFIXLEN=$RS_PREFIXLEN"

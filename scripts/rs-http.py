@@ -11,6 +11,8 @@ usage: rs-http.py NAME [PORT] [UDPPORT] [--also-http PORT]...
   * GET /whoami answers "NAME LOCALIP:LOCALPORT PEERIP:PEERPORT\\n": the
     address and port the request arrived on and the peer as this server sees
     it (LVS-NAT and port mapping tests check both).
+  * GET /bytes/N answers N bytes ("x" repeated, at most 100 MB): a download
+    big enough for full-size segments from the real server (path MTU tests).
   * POST (and PUT) read the whole request body (Content-Length, or chunked
     transfer encoding) without keeping it and answer 200 "NAME BYTES\\n",
     BYTES being the number of body bytes received. A large upload through an
@@ -70,6 +72,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.body
 
     def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/bytes/"):
+            try:
+                n = int(path[len("/bytes/"):])
+            except ValueError:
+                n = -1
+            if not 0 <= n <= 100_000_000:
+                self.send_error(400, "bad size")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(n))
+            self.send_header("X-Xvs-Server", self.name)
+            self.end_headers()
+            chunk = b"x" * READ_CHUNK
+            while n > 0:
+                self.wfile.write(chunk[: min(n, READ_CHUNK)])
+                n -= READ_CHUNK
+            return
         self._send(self._get_body())
 
     def do_HEAD(self):

@@ -9,6 +9,8 @@
 //! the same RX queue. NAT connections live in `NatConns`, shared by all workers, because a
 //! reply may arrive on another queue or interface than its request (see docs/architecture.md).
 
+mod icmp;
+
 use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns};
 use crate::dest::{DestRt, NO_PORT};
 use crate::model::Forward;
@@ -43,7 +45,7 @@ pub struct FwdCounters {
     pub rx_frames: u64,
     pub tx_frames: u64,
     pub new_conns: u64,
-    /// ICMP "fragmentation needed" answers sent for oversized TUN packets.
+    /// ICMP "fragmentation needed" answers sent for packets too big for the egress MTU.
     pub icmp_frag_needed: u64,
     /// Half-open entries evicted to make room for new connections (table pressure, e.g. a
     /// SYN flood); each is a connection the flood made the director create and forget.
@@ -51,7 +53,25 @@ pub struct FwdCounters {
     /// NAT replies handled by another worker than the one that made the connection (the
     /// reason the NAT table is shared).
     pub nat_other_worker: u64,
+    /// ICMP "time exceeded" answers sent for packets whose TTL ran out here.
+    pub icmp_time_exceeded: u64,
+    /// ICMP errors about connections relayed to the real server or the client.
+    pub icmp_relayed: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+/// Where frames to `dest` leave (port, next-hop MAC, the port's info); `None` while the
+/// route or MAC is unresolved, which also asks the daemon to resolve it now.
+fn next_hop(ports: &[PortInfo; MAX_PORTS], dest: &DestRt) -> Option<(u8, [u8; 6], PortInfo)> {
+    let port = dest.egress.load(Relaxed);
+    let Some(mac) = dest
+        .mac()
+        .filter(|_| port != NO_PORT && (port as usize) < MAX_PORTS)
+    else {
+        dest.load.wants_resolution.store(true, Relaxed);
+        return None;
+    };
+    Some((port as u8, mac, ports[port as usize]))
 }
 
 /// Swaps source and destination MAC and sends the frame back.
@@ -147,6 +167,11 @@ impl Forwarder {
     ) -> Verdict {
         let flow = match parse_flow(&buf[..*len]) {
             Ok(f) => f,
+            // ICMP errors about connections (steered here by the XDP program): their own
+            // branch, in forward/icmp.rs.
+            Err(DropReason::NotIpv4L4) if icmp::is_icmp(&buf[..*len]) => {
+                return self.relay_icmp(buf, len)
+            }
             Err(r) => return Verdict::Drop(r),
         };
         let k = flow.key;
@@ -197,7 +222,7 @@ impl Forwarder {
                     if let Some(conn) = shard.get_mut(slot) {
                         if !conn.svc.deleted.load(Relaxed) {
                             let was = conn.state;
-                            let v = cx.nat_request(conn);
+                            let v = cx.nat_request(conn, len);
                             shard.note_state(slot, was);
                             return v;
                         }
@@ -217,7 +242,7 @@ impl Forwarder {
             if let Some(conn) = shard.get_mut(slot) {
                 if !conn.svc.deleted.load(Relaxed) {
                     let was = conn.state;
-                    let v = cx.nat_reply(conn);
+                    let v = cx.nat_reply(conn, len);
                     shard.note_state(slot, was);
                     return v;
                 }
@@ -311,7 +336,7 @@ impl Cx<'_> {
             };
             let was = c.state;
             self.count_new(c);
-            let v = self.nat_request(c);
+            let v = self.nat_request(c, len);
             shard.note_state(slot, was);
             return v;
         }
@@ -361,15 +386,55 @@ impl Cx<'_> {
 
     /// Where frames to `dest` leave, and with which MACs; `None` while unresolved.
     fn next_hop(&self, dest: &DestRt) -> Option<(u8, [u8; 6], PortInfo)> {
-        let port = dest.egress.load(Relaxed);
-        let Some(mac) = dest
-            .mac()
-            .filter(|_| port != NO_PORT && (port as usize) < MAX_PORTS)
-        else {
-            dest.load.wants_resolution.store(true, Relaxed);
+        next_hop(self.ports, dest)
+    }
+
+    /// IPVS's `decrement_ttl`, before any rewrite, part 1: `None` if the packet may be
+    /// forwarded (the caller then decrements the TTL, see `hop`). At TTL 1 or 0 the frame
+    /// becomes an ICMP time exceeded from `from`, quoting the packet as it arrived, back
+    /// out of the port it came in on.
+    fn ttl_expired(&mut self, len: &mut usize, from: u32) -> Option<Verdict> {
+        if self.buf[self.flow.l3_offset + 8] > 1 {
             return None;
-        };
-        Some((port as u8, mac, self.ports[port as usize]))
+        }
+        let our = self.ports[self.in_port as usize % MAX_PORTS];
+        Some(
+            match xmit::icmp_time_exceeded(self.buf, self.flow, from, our.mac) {
+                Some(n) => {
+                    *len = n;
+                    self.counters.icmp_time_exceeded += 1;
+                    Verdict::Tx(self.in_port)
+                }
+                None => Verdict::Drop(DropReason::TtlExpired),
+            },
+        )
+    }
+
+    /// A packet that does not fit the egress MTU (IPVS's `ensure_mtu_is_adequate`): with DF,
+    /// ICMP "fragmentation needed" advertising `mtu`, from `from`, back out of the in-port;
+    /// without DF dropped and counted (IPVS would fragment; xvs does not).
+    /// The quote shows the decremented TTL: IPVS checks the MTU after `decrement_ttl`. A
+    /// dropped frame is left unchanged.
+    fn too_big(&mut self, len: &mut usize, from: u32, mtu: u16) -> Verdict {
+        if !xmit::dont_fragment(self.buf, self.flow) {
+            return Verdict::Drop(DropReason::TooBig);
+        }
+        self.hop();
+        let our = self.ports[self.in_port as usize % MAX_PORTS];
+        match xmit::icmp_frag_needed(self.buf, self.flow, from, our.mac, mtu) {
+            Some(n) => {
+                *len = n;
+                self.counters.icmp_frag_needed += 1;
+                Verdict::Tx(self.in_port)
+            }
+            None => Verdict::Drop(DropReason::TooBig),
+        }
+    }
+
+    /// Part 2 of `decrement_ttl`, once `ttl_expired` said the packet may go on.
+    fn hop(&mut self) {
+        let ok = xmit::decrement_ttl(self.buf, self.flow.l3_offset);
+        debug_assert!(ok, "hop() without ttl_expired()");
     }
 
     /// DR and TUN: client-to-server packets only (IPVS's input-only state table).
@@ -380,25 +445,22 @@ impl Cx<'_> {
         let Some((port, mac, pinfo)) = self.next_hop(dest) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
+        // IPVS: route, decrement the TTL, check the MTU, transmit (__ip_vs_get_out_rt).
+        // Errors come from the VIP, the address the client sent to.
+        if let Some(v) = self.ttl_expired(len, flow.key.daddr) {
+            return v;
+        }
+        let overhead = if dest.forward == Forward::Tunnel {
+            xmit::IPIP_OVERHEAD
+        } else {
+            0
+        };
+        if flow.ip_len + overhead > pinfo.mtu as usize {
+            let mtu = (pinfo.mtu as usize).saturating_sub(overhead) as u16;
+            return self.too_big(len, flow.key.daddr, mtu);
+        }
+        self.hop();
         if dest.forward == Forward::Tunnel {
-            if flow.ip_len + xmit::IPIP_OVERHEAD > pinfo.mtu as usize {
-                if !xmit::dont_fragment(self.buf, flow) {
-                    // IPVS would let the kernel fragment the outer packet; xvs does not
-                    // fragment (documented), so the packet is dropped and counted.
-                    return Verdict::Drop(DropReason::TooBig);
-                }
-                // ICMP "fragmentation needed" back to the client, as IPVS sends it.
-                let our = self.ports[self.in_port as usize % MAX_PORTS];
-                let mtu = (pinfo.mtu as usize - xmit::IPIP_OVERHEAD) as u16;
-                return match xmit::icmp_frag_needed(self.buf, flow, flow.key.daddr, our.mac, mtu) {
-                    Some(n) => {
-                        *len = n;
-                        self.counters.icmp_frag_needed += 1;
-                        Verdict::Tx(self.in_port)
-                    }
-                    None => Verdict::Drop(DropReason::TooBig),
-                };
-            }
             let src = dest.tun_src.load(Relaxed);
             match xmit::tun_encap(self.buf, flow, src, u32::from(dest.addr)) {
                 Some(n) => *len = n,
@@ -413,12 +475,22 @@ impl Cx<'_> {
     }
 
     /// NAT, client to server: VIP:vport becomes RIP:rport.
-    fn nat_request(&mut self, conn: &mut Conn) -> Verdict {
+    fn nat_request(&mut self, conn: &mut Conn, len: &mut usize) -> Verdict {
         self.track(conn, Direction::Input);
         let dest = &*conn.dest;
         let Some((port, mac, pinfo)) = self.next_hop(dest) else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
+        // TTL and MTU before the rewrite, as in ip_vs_nat_xmit: errors quote the packet
+        // the client sent, from the VIP.
+        let vip = self.flow.key.daddr;
+        if let Some(v) = self.ttl_expired(len, vip) {
+            return v;
+        }
+        if self.flow.ip_len > pinfo.mtu as usize {
+            return self.too_big(len, vip, pinfo.mtu);
+        }
+        self.hop();
         // The real port chosen at scheduling time.
         let rport = conn.rport;
         xmit::nat_in(self.buf, self.flow, u32::from(dest.addr), rport);
@@ -432,13 +504,28 @@ impl Cx<'_> {
 
     /// NAT, server to client: RIP:rport becomes VIP:vport, back out of the port the request
     /// came in on, to the MAC it came from.
-    fn nat_reply(&mut self, conn: &mut Conn) -> Verdict {
+    fn nat_reply(&mut self, conn: &mut Conn, len: &mut usize) -> Verdict {
         self.track(conn, Direction::Output);
         if conn.worker as usize != self.worker_id {
             self.counters.nat_other_worker += 1;
         }
         let (vip, vport) = (conn.key.daddr, conn.key.dport);
         let port = conn.in_port;
+        // IPVS lets the kernel forward replies (ip_forward: TTL, then MTU, both before the
+        // translation), which answers the real server from the director's own address
+        // towards it (the route's preferred source; the VIP if that is not known yet).
+        let ours = match conn.dest.tun_src.load(Relaxed) {
+            0 => vip,
+            a => a,
+        };
+        if let Some(v) = self.ttl_expired(len, ours) {
+            return v;
+        }
+        let mtu = self.ports[port as usize % MAX_PORTS].mtu;
+        if self.flow.ip_len > mtu as usize {
+            return self.too_big(len, ours, mtu);
+        }
+        self.hop();
         conn.svc
             .stats
             .add_out(self.worker_id, self.flow.ip_len as u64);
@@ -542,7 +629,11 @@ mod tests {
         assert_eq!(run(&mut f, &mut syn, &snap, 0), Verdict::Tx(0));
         assert_eq!(&syn[0..6], &[0x02, 0, 0, 0, 1, 0]);
         assert_eq!(&syn[6..12], &LOCAL);
-        assert_eq!(&syn[12..], &orig[12..], "DR must not touch the IP packet");
+        // DR changes nothing in the IP packet but the TTL (and so the header checksum).
+        let mut want = orig.clone();
+        assert!(xmit::decrement_ttl(&mut want, 14));
+        assert_eq!(want[14 + 8], 63);
+        assert_eq!(&syn[12..], &want[12..], "DR must only decrement the TTL");
         assert_eq!(dests[0].inactive(), 1);
 
         // The ACK follows the connection (rr would otherwise pick the other server).
@@ -653,6 +744,32 @@ mod tests {
         assert_eq!(active, 2);
         assert_eq!(f.conns.half_open(), 62);
         assert_eq!(f.counters.drops[DropReason::TableFull as usize], 0);
+    }
+
+    #[test]
+    fn ttl_one_is_answered_with_time_exceeded_and_counted() {
+        let (snap, dests, _svc) = setup(&[1]);
+        let mut f = fwd(4);
+        let mut syn = tcp(1000, "S");
+        syn[14 + 8] = 1;
+        let c = crate::packet::csum::checksum(&{
+            let mut h = syn[14..34].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            h
+        });
+        syn[24..26].copy_from_slice(&c.to_be_bytes());
+        let orig = syn.clone();
+        assert_eq!(run(&mut f, &mut syn, &snap, 0), Verdict::Tx(0));
+        // To the client's MAC, from the VIP, type 11 code 0, quoting the packet as sent.
+        assert_eq!(&syn[0..6], &CLIENT);
+        assert_eq!(syn[14 + 9], 1);
+        assert_eq!(&syn[14 + 12..14 + 20], &[10, 0, 0, 88, 10, 0, 0, 100]);
+        assert_eq!((syn[34], syn[35]), (11, 0));
+        assert_eq!(&syn[42..42 + 28], &orig[14..14 + 28]);
+        assert_eq!(f.counters.icmp_time_exceeded, 1);
+        // The connection exists (IPVS schedules before routing); nothing reached a server.
+        assert_eq!(dests[0].stats.read().inpkts, 0);
     }
 
     #[test]

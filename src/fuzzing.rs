@@ -109,8 +109,10 @@ fn fnv(data: &[u8]) -> u64 {
     })
 }
 
-/// `parse_flow` on any bytes: never panics, and what it accepts is in bounds.
+/// `parse_flow` and the ICMP error parser on any bytes: never panic, and what they accept
+/// is in bounds.
 pub fn parse_flow(data: &[u8]) {
+    parse_icmp_error(data);
     let Ok(f) = parse(data) else {
         return;
     };
@@ -123,6 +125,37 @@ pub fn parse_flow(data: &[u8]) {
     assert!(f.l4_offset >= f.l3_offset + ipv4::MIN_HEADER_LEN);
     assert!(f.l4_offset + l4_min <= f.l3_offset + f.ip_len);
     assert!(f.l3_offset + f.ip_len <= data.len());
+}
+
+/// `packet::icmp::parse_error`: every offset it returns is in bounds, in order, and the
+/// relay rewrites of xmit.rs on it keep the ICMP checksum valid and never panic.
+fn parse_icmp_error(data: &[u8]) {
+    let Ok(e) = crate::packet::icmp::parse_error(data) else {
+        return;
+    };
+    assert_eq!(e.l3_offset, ethernet::HEADER_LEN);
+    assert!(e.icmp_offset >= e.l3_offset + ipv4::MIN_HEADER_LEN);
+    assert!(e.quote_offset == e.icmp_offset + 8);
+    assert!(e.inner_ip >= e.quote_offset);
+    assert!(e.inner_l4 >= e.inner_ip + ipv4::MIN_HEADER_LEN);
+    assert!(e.inner_l4 + 4 <= e.ip_end && e.ip_end <= data.len());
+    assert!(sums_ok(ones_add(0, &data[e.icmp_offset..e.ip_end])));
+    for to_rs in [false, true] {
+        let mut f = data.to_vec();
+        if to_rs {
+            xmit::icmp_nat_to_rs(&mut f, &e, 0x0a00_0001, 8080);
+        } else {
+            xmit::icmp_nat_to_client(&mut f, &e, 0x0a00_0001, 80);
+        }
+        if ip_csum_ok(data, e.l3_offset) {
+            assert!(ip_csum_ok(&f, e.l3_offset), "outer IP checksum after relay");
+        }
+        assert!(
+            sums_ok(ones_add(0, &f[e.icmp_offset..e.ip_end])),
+            "ICMP checksum after relay"
+        );
+        assert!(crate::packet::icmp::parse_error(&f).is_ok());
+    }
 }
 
 /// Which address/port pair a NAT rewrite changes.
@@ -224,7 +257,10 @@ fn check_tun(data: &[u8], flow: &Flow, buf: &mut [u8], src: u32, dst: u32) {
     assert_eq!((outer.src_addr(), outer.dst_addr()), (src, dst));
     assert!(!outer.is_fragment());
     assert!(ip_csum_ok(out, ip), "outer header checksum");
-    assert_eq!(out[ip + 1], data[ip + 1], "TOS not copied");
+    let tos = data[ip + 1];
+    let want_tos = if tos & 3 == 3 { (tos & !3) | 2 } else { tos };
+    assert_eq!(out[ip + 1], want_tos, "TOS not copied (CE becomes ECT(0))");
+    assert_eq!(out[ip + 8], data[ip + 8], "TTL not copied");
     assert_eq!(out[ip + 6] & 0x40, data[ip + 6] & 0x40, "DF not copied");
     assert_eq!(outer.payload(), inner, "inner packet changed");
     // The inner packet, behind the same Ethernet header, is the original flow.

@@ -315,7 +315,7 @@ pub struct WorkerCounters {
     pub tx_frames: u64,
     pub new_conns: u64,
     pub conns: u64,
-    /// ICMP "fragmentation needed" answers sent for oversized TUN packets.
+    /// ICMP "fragmentation needed" answers sent for packets too big for the egress MTU.
     #[serde(default)]
     pub icmp_frag_needed: u64,
     /// Half-open entries evicted to make room for new connections (table pressure).
@@ -327,6 +327,12 @@ pub struct WorkerCounters {
     /// NAT replies this worker handled for connections another worker made.
     #[serde(default)]
     pub nat_other_worker: u64,
+    /// ICMP "time exceeded" answers sent for packets whose TTL ran out at the director.
+    #[serde(default)]
+    pub icmp_time_exceeded: u64,
+    /// ICMP errors about connections relayed to the real server or the client.
+    #[serde(default)]
+    pub icmp_relayed: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

@@ -49,6 +49,8 @@ pub struct WorkerStats {
     pub icmp_frag_needed: AtomicU64,
     pub evicted: AtomicU64,
     pub nat_other_worker: AtomicU64,
+    pub icmp_time_exceeded: AtomicU64,
+    pub icmp_relayed: AtomicU64,
     pub conns: AtomicU64,
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
@@ -63,6 +65,8 @@ impl WorkerStats {
         self.icmp_frag_needed.store(c.icmp_frag_needed, Relaxed);
         self.evicted.store(c.evicted, Relaxed);
         self.nat_other_worker.store(c.nat_other_worker, Relaxed);
+        self.icmp_time_exceeded.store(c.icmp_time_exceeded, Relaxed);
+        self.icmp_relayed.store(c.icmp_relayed, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
@@ -78,6 +82,8 @@ impl WorkerStats {
             icmp_frag_needed: self.icmp_frag_needed.load(Relaxed),
             evicted: self.evicted.load(Relaxed),
             nat_other_worker: self.nat_other_worker.load(Relaxed),
+            icmp_time_exceeded: self.icmp_time_exceeded.load(Relaxed),
+            icmp_relayed: self.icmp_relayed.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {

@@ -4,13 +4,14 @@
 //! `Flow` are in bounds) and never panics on such a frame. Checksums are updated
 //! incrementally (RFC 1624) where fields change, and computed in full for headers we build.
 
+use crate::packet::icmp::{self, IcmpError};
 use crate::packet::{csum, ethernet, ipv4, Flow};
 
 /// Bytes an IPIP outer header adds.
 pub const IPIP_OVERHEAD: usize = 20;
 /// IP protocol number of IP-in-IP (RFC 2003).
 pub const PROTO_IPIP: u8 = 4;
-const PROTO_ICMP: u8 = 1;
+const PROTO_ICMP: u8 = icmp::PROTO_ICMP;
 /// The IPv4 "don't fragment" bit in the flags/offset word.
 const DF: u16 = 0x4000;
 
@@ -113,17 +114,30 @@ pub fn dont_fragment(frame: &[u8], flow: &Flow) -> bool {
 }
 
 /// IPIP encapsulation in place: the IP packet moves 20 bytes up and an outer header
-/// `outer_src -> outer_dst` (protocol 4, DF and TOS copied from the inner header, as IPVS
-/// does) goes in front. `buf` is the whole frame buffer; returns the new frame length, or
-/// `None` if `buf` has no room.
+/// `outer_src -> outer_dst` goes in front, as `ip_vs_tunnel_xmit` builds it: protocol 4, DF
+/// copied, TTL copied from the inner header (which the caller has already decremented,
+/// see `decrement_ttl`), DSCP copied and ECN encapsulated per RFC 6040 (`ecn_encapsulate`).
+/// `buf` is the whole frame buffer; returns the new frame length, or `None` if `buf` has
+/// no room.
 pub fn tun_encap(buf: &mut [u8], flow: &Flow, outer_src: u32, outer_dst: u32) -> Option<usize> {
-    let ip = flow.l3_offset;
-    let inner_len = flow.ip_len;
+    tun_encap_packet(buf, flow.l3_offset, flow.ip_len, outer_src, outer_dst)
+}
+
+/// `tun_encap` for any IPv4 packet of `inner_len` bytes at `ip` in `buf` (an ICMP error
+/// relayed to a TUN real server, for one).
+pub fn tun_encap_packet(
+    buf: &mut [u8],
+    ip: usize,
+    inner_len: usize,
+    outer_src: u32,
+    outer_dst: u32,
+) -> Option<usize> {
     let new_len = ip + IPIP_OVERHEAD + inner_len;
-    if new_len > buf.len() {
+    if inner_len < ipv4::MIN_HEADER_LEN || new_len > buf.len() {
         return None;
     }
-    let tos = buf[ip + 1];
+    let tos = ecn_encapsulate(buf[ip + 1]);
+    let ttl = buf[ip + 8];
     let df = be16(buf, ip + 6) & DF;
     // Ethernet padding after the inner packet is dropped (new_len counts only the packet).
     buf.copy_within(ip..ip + inner_len, ip + IPIP_OVERHEAD);
@@ -135,7 +149,7 @@ pub fn tun_encap(buf: &mut [u8], flow: &Flow, outer_src: u32, outer_dst: u32) ->
     // unique per source/destination for the reassembly lifetime (RFC 6864 section 4.1).
     put16(h, 4, if df != 0 { 0 } else { next_ip_id() });
     put16(h, 6, df);
-    h[8] = 64;
+    h[8] = ttl;
     h[9] = PROTO_IPIP;
     put16(h, 10, 0);
     put32(h, 12, outer_src);
@@ -146,9 +160,9 @@ pub fn tun_encap(buf: &mut [u8], flow: &Flow, outer_src: u32, outer_dst: u32) ->
 }
 
 /// Replaces the frame with an ICMP "fragmentation needed" (type 3 code 4, RFC 1191) to the
-/// sender, advertising `mtu`, as IPVS does when a tunnelled packet would not fit. The reply
-/// goes from `src_ip` (the address the client sent to) back to the frame's source MAC.
-/// Returns the new frame length, or `None` if `buf` is too small.
+/// sender, advertising `mtu`, as IPVS does when a packet would not fit. The reply goes from
+/// `src_ip` (the address the client sent to) back to the frame's source MAC. Returns the
+/// new frame length, or `None` if `buf` is too small.
 pub fn icmp_frag_needed(
     buf: &mut [u8],
     flow: &Flow,
@@ -156,24 +170,95 @@ pub fn icmp_frag_needed(
     our_mac: [u8; 6],
     mtu: u16,
 ) -> Option<usize> {
+    icmp_reply(
+        buf,
+        flow,
+        src_ip,
+        our_mac,
+        icmp::TYPE_DEST_UNREACH,
+        icmp::CODE_FRAG_NEEDED,
+        mtu as u32,
+    )
+}
+
+/// Replaces the frame with an ICMP "time exceeded in transit" (type 11 code 0) to the
+/// sender, from `src_ip`, back to the frame's source MAC: what IPVS (`decrement_ttl`) and
+/// every router send instead of forwarding a packet whose TTL is 1 or 0.
+pub fn icmp_time_exceeded(
+    buf: &mut [u8],
+    flow: &Flow,
+    src_ip: u32,
+    our_mac: [u8; 6],
+) -> Option<usize> {
+    icmp_reply(
+        buf,
+        flow,
+        src_ip,
+        our_mac,
+        icmp::TYPE_TIME_EXCEEDED,
+        icmp::CODE_TTL_EXCEEDED,
+        0,
+    )
+}
+
+/// An ICMP error about the frame's TCP/UDP packet, to its sender and source MAC.
+fn icmp_reply(
+    buf: &mut [u8],
+    flow: &Flow,
+    src_ip: u32,
+    our_mac: [u8; 6],
+    icmp_type: u8,
+    code: u8,
+    info: u32,
+) -> Option<usize> {
     let ip = flow.l3_offset;
     // RFC 792: the original IP header plus the first 8 bytes of its payload.
     let quote_len = (flow.l4_offset - ip + 8).min(flow.ip_len);
-    let mut quote = [0u8; 60 + 8];
-    quote[..quote_len].copy_from_slice(&buf[ip..ip + quote_len]);
-    let client = flow.key.saddr;
-    let client_mac = {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&buf[6..12]);
-        m
+    let mut client_mac = [0u8; 6];
+    client_mac.copy_from_slice(&buf[6..12]);
+    let m = IcmpMsg {
+        dst_mac: client_mac,
+        src_mac: our_mac,
+        src_ip,
+        dst_ip: flow.key.saddr,
+        icmp_type,
+        code,
+        info,
     };
-    let icmp_len = 8 + quote_len;
+    icmp_error(buf, ip, quote_len, &m)
+}
+
+/// The headers of an ICMP error xvs originates.
+#[derive(Debug, Clone, Copy)]
+pub struct IcmpMsg {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src_ip: u32,
+    pub dst_ip: u32,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The 4 type-specific bytes (the next-hop MTU in the low 16 bits for frag needed).
+    pub info: u32,
+}
+
+/// Longest quote `icmp_error` sends: a full IPv4 header and 8 bytes (RFC 792).
+pub const MAX_QUOTE: usize = 60 + 8;
+
+/// Replaces the frame in `buf` with the ICMP error `m` quoting `quote_len` bytes (at most
+/// `MAX_QUOTE`, cut to it) found at `quote_at` in `buf`. Returns the new frame length, or
+/// `None` if the quote is not within `buf` or the message does not fit.
+pub fn icmp_error(buf: &mut [u8], quote_at: usize, quote_len: usize, m: &IcmpMsg) -> Option<usize> {
+    let quote_len = quote_len.min(MAX_QUOTE);
+    let mut quote = [0u8; MAX_QUOTE];
+    quote[..quote_len].copy_from_slice(buf.get(quote_at..quote_at.checked_add(quote_len)?)?);
+    let ip = ethernet::HEADER_LEN;
+    let icmp_len = icmp::HEADER_LEN + quote_len;
     let total = 20 + icmp_len;
-    let new_len = ethernet::HEADER_LEN + total;
+    let new_len = ip + total;
     if new_len > buf.len() {
         return None;
     }
-    set_macs(buf, client_mac, our_mac);
+    set_macs(buf, m.dst_mac, m.src_mac);
     put16(buf, 12, ethernet::ETHERTYPE_IPV4);
     let h = &mut buf[ip..ip + 20];
     h[0] = 0x45;
@@ -184,18 +269,107 @@ pub fn icmp_frag_needed(
     h[8] = 64;
     h[9] = PROTO_ICMP;
     put16(h, 10, 0);
-    put32(h, 12, src_ip);
-    put32(h, 16, client);
+    put32(h, 12, m.src_ip);
+    put32(h, 16, m.dst_ip);
     let c = csum::checksum(h);
     put16(h, 10, c);
-    let m = &mut buf[ip + 20..ip + 20 + icmp_len];
-    m[0] = 3; // destination unreachable
-    m[1] = 4; // fragmentation needed and DF set
-    put16(m, 2, 0);
-    put16(m, 4, 0); // unused
-    put16(m, 6, mtu); // next-hop MTU (RFC 1191)
-    m[8..].copy_from_slice(&quote[..quote_len]);
-    let c = csum::checksum(m);
-    put16(m, 2, c);
+    let b = &mut buf[ip + 20..ip + 20 + icmp_len];
+    b[0] = m.icmp_type;
+    b[1] = m.code;
+    put16(b, 2, 0);
+    put32(b, 4, m.info);
+    b[8..].copy_from_slice(&quote[..quote_len]);
+    let c = csum::checksum(b);
+    put16(b, 2, c);
     Some(new_len)
+}
+
+/// RFC 6040 section 4.1 (normal mode), Linux's `INET_ECN_encapsulate`: the outer TOS is the
+/// inner one, except that a CE mark becomes ECT(0) outside (congestion is re-marked on the
+/// outer header by the tunnel's own path and propagated at decapsulation).
+pub fn ecn_encapsulate(tos: u8) -> u8 {
+    const CE: u8 = 3;
+    const ECT0: u8 = 2;
+    if tos & 3 == CE {
+        (tos & !3) | ECT0
+    } else {
+        tos
+    }
+}
+
+/// Decrements the TTL of the IPv4 header at `l3` with an RFC 1624 checksum update, as
+/// IPVS's `decrement_ttl` does for every packet it forwards (DR, TUN, NAT) and the kernel's
+/// `ip_forward` for NAT replies. Returns false, leaving the header unchanged, when the TTL
+/// is 1 or 0: the packet must not be forwarded (answer ICMP time exceeded instead).
+///
+/// Panics if the frame is shorter than `l3 + 20` (callers pass a parsed frame).
+pub fn decrement_ttl(frame: &mut [u8], l3: usize) -> bool {
+    let ttl = frame[l3 + 8];
+    if ttl <= 1 {
+        return false;
+    }
+    let old = be16(frame, l3 + 8);
+    let new = old - 0x0100;
+    put16(frame, l3 + 8, new);
+    let c = be16(frame, l3 + 10);
+    put16(frame, l3 + 10, csum::replace2(c, old, new));
+    true
+}
+
+/// Relays an ICMP error from the real server's side to the client, as IPVS's
+/// `ip_vs_nat_icmp` (out) does: the outer source becomes the VIP, the quoted request's
+/// destination RIP:rport becomes VIP:vport. Checksums: outer IP, quoted IP and quoted
+/// TCP/UDP (when the quote reaches its checksum field) incrementally, ICMP in full.
+pub fn icmp_nat_to_client(frame: &mut [u8], e: &IcmpError, vip: u32, vport: u16) {
+    icmp_nat(frame, e, 12, 16, 2, vip, vport);
+}
+
+/// Relays an ICMP error from the client's side to the NAT real server (IPVS's
+/// `ip_vs_nat_icmp`, in): the outer destination becomes the RIP, the quoted reply's source
+/// VIP:vport becomes RIP:rport; checksums as in `icmp_nat_to_client`.
+pub fn icmp_nat_to_rs(frame: &mut [u8], e: &IcmpError, rip: u32, rport: u16) {
+    icmp_nat(frame, e, 16, 12, 0, rip, rport);
+}
+
+/// Rewrites the outer address at `outer_at` and the quoted packet's address at `inner_at`
+/// (IPv4 header offsets) and port at `port_at` (L4 offset) to `addr` and `port`.
+fn icmp_nat(
+    frame: &mut [u8],
+    e: &IcmpError,
+    outer_at: usize,
+    inner_at: usize,
+    port_at: usize,
+    addr: u32,
+    port: u16,
+) {
+    let (l3, q, l4) = (e.l3_offset, e.inner_ip, e.inner_l4);
+    let old = be32(frame, l3 + outer_at);
+    put32(frame, l3 + outer_at, addr);
+    let c = be16(frame, l3 + 10);
+    put16(frame, l3 + 10, csum::replace4(c, old, addr));
+
+    let old_addr = be32(frame, q + inner_at);
+    put32(frame, q + inner_at, addr);
+    let c = be16(frame, q + 10);
+    put16(frame, q + 10, csum::replace4(c, old_addr, addr));
+    let old_port = be16(frame, l4 + port_at);
+    put16(frame, l4 + port_at, port);
+    if let Some((off, zero_is_none)) = l4_csum_field(e.inner.proto) {
+        let at = l4 + off;
+        if at + 2 <= e.ip_end {
+            let c = be16(frame, at);
+            if !(zero_is_none && c == 0) {
+                let mut n = csum::replace4(c, old_addr, addr);
+                n = csum::replace2(n, old_port, port);
+                if zero_is_none && n == 0 {
+                    n = 0xffff;
+                }
+                put16(frame, at, n);
+            }
+        }
+    }
+    let m = e.icmp_offset;
+    put16(frame, m + 2, 0);
+    let c = csum::checksum(&frame[m..e.ip_end]);
+    put16(frame, m + 2, c);
 }

@@ -156,6 +156,18 @@ fn seeds_are_what_their_names_say() {
         }
     }
     for (name, s) in corpus("parse_flow") {
+        if name.starts_with("icmp-") {
+            // ICMP errors: not flows, but what the ICMP branch parses.
+            assert!(
+                xvs::packet::parse_flow(&s).is_err(),
+                "parse_flow seed {name}"
+            );
+            assert!(
+                xvs::packet::icmp::parse_error(&s).is_ok(),
+                "parse_flow seed {name} is not an ICMP error"
+            );
+            continue;
+        }
         assert_eq!(
             xvs::packet::parse_flow(&s).is_err(),
             name.starts_with("bad-"),
@@ -376,6 +388,59 @@ fn invalid_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+/// ICMP errors of each kind the ICMP branch relays (see src/forward/icmp.rs): ICMP type 3
+/// quoting a TCP reply from a VIP, a UDP request to a NAT real server, and an IPIP packet.
+fn icmp_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use etherparse::{icmpv4::DestUnreachableHeader, Icmpv4Type};
+    let icmp = |to: Ipv4Addr, t: Icmpv4Type, quote: &[u8]| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0xaa], EXT_MAC)
+            .ipv4([198, 51, 100, 1], to.octets(), 64)
+            .icmpv4(t)
+            .write(&mut f, quote)
+            .unwrap();
+        f
+    };
+    let frag = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+        next_hop_mtu: 1400,
+    });
+    let reply = Seed {
+        src: DR_VIP,
+        sport: VPORT,
+        dst: CIP,
+        dport: 40000,
+        ..seed(CIP, Kind::Tcp(0x12))
+    }
+    .frame();
+    let request = Seed {
+        dst: NAT_RIP,
+        dport: NAT_RPORT,
+        payload: 4,
+        ..seed(NAT_VIP, Kind::Udp)
+    }
+    .frame();
+    let tunnelled = seed(TUN_VIP, Kind::Tcp(0x02)).frame(); // SYN
+    let mut ipip = Vec::new();
+    PacketBuilder::ipv4(TUN_SRC.octets(), TUN_RIP.octets(), 64)
+        .write(&mut ipip, etherparse::IpNumber::IPV4, &tunnelled[14..])
+        .unwrap();
+    vec![
+        (
+            "icmp-frag-needed-about-dr-reply",
+            icmp(DR_VIP, frag.clone(), &reply[14..14 + 28]),
+        ),
+        (
+            "icmp-port-unreachable-from-nat-rs",
+            icmp(
+                CIP,
+                Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port),
+                &request[14..],
+            ),
+        ),
+        ("icmp-frag-needed-about-ipip", icmp(TUN_SRC, frag, &ipip)),
+    ]
+}
+
 fn write_seeds(target: &str, seeds: &[(&str, Vec<u8>)]) {
     let dir = corpus_dir(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -390,6 +455,7 @@ fn write_seed_corpus() {
     let valid = valid_seeds();
     let mut all = valid.clone();
     all.extend(invalid_seeds());
+    all.extend(icmp_seeds());
     write_seeds("parse_flow", &all);
     write_seeds("forward", &valid);
     write_seeds("xmit", &valid);

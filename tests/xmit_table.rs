@@ -190,6 +190,14 @@ impl Pkt {
         }
     }
 
+    /// The packet one router hop later: TTL decremented (as every method forwards it).
+    fn hop(&self) -> Pkt {
+        Pkt {
+            ttl: self.ttl - 1,
+            ..self.clone()
+        }
+    }
+
     fn with_src(&self, addr: Ipv4Addr, port: u16) -> Pkt {
         Pkt {
             src: addr,
@@ -221,12 +229,14 @@ fn udp_checksum_zero_after(p: &Pkt, after: impl Fn(&Pkt) -> Pkt) -> Pkt {
     q
 }
 
-/// The IPIP frame IPVS-style encapsulation makes of `inner`: outer header `src -> dst`,
-/// protocol 4, TOS and DF copied, identification 0, TTL 64 (xvs's choice), no padding.
+/// The IPIP frame `ip_vs_tunnel_xmit` makes of `inner`: outer header `src -> dst`,
+/// protocol 4, DF, DSCP and TTL copied from the inner header, ECN copied except that CE
+/// becomes ECT(0) (RFC 6040, `INET_ECN_encapsulate`), identification 0, no padding.
 fn ipip(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, inner: &Pkt) -> Vec<u8> {
-    let mut h = Ipv4Header::new(0, 64, IpNumber::IPV4, src.octets(), dst.octets()).unwrap();
+    let mut h = Ipv4Header::new(0, inner.ttl, IpNumber::IPV4, src.octets(), dst.octets()).unwrap();
     h.dscp = Ipv4Dscp::try_new(inner.tos >> 2).unwrap();
-    h.ecn = Ipv4Ecn::try_new(inner.tos & 3).unwrap();
+    let ecn = if inner.tos & 3 == 3 { 2 } else { inner.tos & 3 };
+    h.ecn = Ipv4Ecn::try_new(ecn).unwrap();
     h.dont_fragment = inner.df;
     h.identification = 0;
     let mut out = Vec::new();
@@ -734,6 +744,22 @@ fn the_expectations_themselves_are_valid() {
     }
 }
 
+/// RFC 6040 section 4.1 normal mode (Linux `INET_ECN_encapsulate`): outer ECN = inner,
+/// except CE (11) becomes ECT(0) (10); DSCP copied.
+#[test]
+fn ecn_encapsulation_table() {
+    for (inner, outer) in [
+        (0x00, 0x00), // Not-ECT
+        (0x01, 0x01), // ECT(1)
+        (0x02, 0x02), // ECT(0)
+        (0x03, 0x02), // CE -> ECT(0)
+        (0xb8, 0xb8), // EF, Not-ECT
+        (0xbb, 0xba), // EF, CE
+    ] {
+        assert_eq!(xmit::ecn_encapsulate(inner), outer, "TOS {inner:#04x}");
+    }
+}
+
 #[test]
 fn dont_fragment_reads_the_df_bit() {
     for df in [false, true] {
@@ -817,7 +843,7 @@ fn forward_dr() {
         sport: CPORT + 1,
         ..request(DR_VIP, tcp(SYN)).with_dst(DR_VIP, 443)
     };
-    let to_rs = |p: &Pkt| p.with_macs(DR_RS_MAC, INT_MAC).frame();
+    let to_rs = |p: &Pkt| p.hop().with_macs(DR_RS_MAC, INT_MAC).frame();
     run_steps(vec![
         step(
             "DR: SYN goes to the real server's MAC, IP packet untouched",
@@ -869,6 +895,7 @@ fn forward_nat_tcp() {
     // Requests: VIP:80 -> RIP:8080, to the real server's MAC out of the internal port.
     let to_rs = |p: &Pkt| {
         p.with_dst(NAT_RIP, NAT_RPORT)
+            .hop()
             .with_macs(NAT_RS_MAC, INT_MAC)
             .frame()
     };
@@ -876,6 +903,7 @@ fn forward_nat_tcp() {
     // request came in on (external), whichever port the reply arrived on.
     let to_client = |p: &Pkt| {
         p.with_src(NAT_VIP, VPORT)
+            .hop()
             .with_macs(CLIENT_MAC, EXT_MAC)
             .frame()
     };
@@ -946,8 +974,8 @@ fn forward_nat_udp() {
         },
         nat_out,
     );
-    let to_rs = |p: &Pkt| nat_in(p).with_macs(NAT_RS_MAC, INT_MAC).frame();
-    let to_client = |p: &Pkt| nat_out(p).with_macs(CLIENT_MAC, EXT_MAC).frame();
+    let to_rs = |p: &Pkt| nat_in(p).hop().with_macs(NAT_RS_MAC, INT_MAC).frame();
+    let to_client = |p: &Pkt| nat_out(p).hop().with_macs(CLIENT_MAC, EXT_MAC).frame();
     run_steps(vec![
         step("NAT UDP: request", 0, &udp, Expect::Tx(1, to_rs(&udp))),
         step(
@@ -1016,7 +1044,7 @@ fn forward_tun() {
     let big_udp = tun_sized(L4::Udp, CPORT + 2, true, INT_MTU as usize);
     let big_udp_int = tun_sized(L4::Udp, CPORT + 3, true, max + 1);
     let big_no_df = tun_sized(L4::Udp, CPORT + 4, false, max + 1);
-    let encap = |p: &Pkt| ipip(TUN_RS_MAC, INT_MAC, TUN_SRC, TUN_RIP, p);
+    let encap = |p: &Pkt| ipip(TUN_RS_MAC, INT_MAC, TUN_SRC, TUN_RIP, &p.hop());
     let mtu = INT_MTU - 20;
     let counters = run_steps(vec![
         step(
@@ -1041,13 +1069,19 @@ fn forward_tun() {
             "TUN: 1381 bytes with DF: ICMP frag needed (MTU 1380) back out of the in-port",
             0,
             &big_tcp,
-            Expect::Tx(0, frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, mtu, &big_tcp)),
+            Expect::Tx(
+                0,
+                frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, mtu, &big_tcp.hop()),
+            ),
         ),
         step(
             "TUN: new UDP flow too big with DF: ICMP frag needed",
             0,
             &big_udp,
-            Expect::Tx(0, frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, mtu, &big_udp)),
+            Expect::Tx(
+                0,
+                frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, mtu, &big_udp.hop()),
+            ),
         ),
         Step {
             name: "TUN: too big arriving on the internal port: ICMP leaves by it",
@@ -1055,7 +1089,7 @@ fn forward_tun() {
             input: big_udp_int.with_macs(INT_MAC, CLIENT_MAC).frame(),
             expect: Expect::Tx(
                 1,
-                frag_needed(CLIENT_MAC, INT_MAC, TUN_VIP, mtu, &big_udp_int),
+                frag_needed(CLIENT_MAC, INT_MAC, TUN_VIP, mtu, &big_udp_int.hop()),
             ),
         },
         step(
@@ -1067,6 +1101,467 @@ fn forward_tun() {
     ]);
     assert_eq!(counters.icmp_frag_needed, 3);
     assert_eq!(counters.drops[DropReason::TooBig as usize], 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Table 3: TTL and ICMP errors about connections, through Forwarder::process
+// ---------------------------------------------------------------------------------------
+
+const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
+
+/// The first `n` bytes of `p`'s IP datagram (an ICMP error's quote).
+fn quote(p: &Pkt, n: usize) -> Vec<u8> {
+    let ip = p.ip_packet();
+    ip[..n.min(ip.len())].to_vec()
+}
+
+/// An ICMP error frame as Linux sends it (TOS 0xc0, DF clear, ID 0) with TTL `ttl`.
+fn icmp_frame(
+    macs: ([u8; 6], [u8; 6]),
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    ttl: u8,
+    t: Icmpv4Type,
+    quote: &[u8],
+) -> Vec<u8> {
+    let (dst_mac, src_mac) = macs;
+    let mut h = Ipv4Header::new(0, ttl, IpNumber::ICMP, from.octets(), to.octets()).unwrap();
+    h.dscp = Ipv4Dscp::try_new(0xc0 >> 2).unwrap();
+    h.dont_fragment = false;
+    h.identification = 0;
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ip(IpHeaders::Ipv4(h, Default::default()))
+        .icmpv4(t)
+        .write(&mut out, quote)
+        .expect("write ICMP");
+    out
+}
+
+/// `frame`'s IP datagram inside IPIP as `ip_vs_tunnel_xmit` sends it (TTL, TOS and DF
+/// copied; the ICMP errors here have DF clear, so the outer ID is free).
+fn ipip_of(macs: ([u8; 6], [u8; 6]), src: Ipv4Addr, dst: Ipv4Addr, frame: &[u8]) -> Vec<u8> {
+    let inner = &frame[14..];
+    let mut h = Ipv4Header::new(0, inner[8], IpNumber::IPV4, src.octets(), dst.octets()).unwrap();
+    h.dscp = Ipv4Dscp::try_new(inner[1] >> 2).unwrap();
+    h.ecn = Ipv4Ecn::try_new(inner[1] & 3).unwrap();
+    h.dont_fragment = inner[6] & 0x40 != 0;
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(macs.1, macs.0)
+        .ip(IpHeaders::Ipv4(h, Default::default()))
+        .write(&mut out, IpNumber::IPV4, inner)
+        .expect("write IPIP");
+    out
+}
+
+fn frag(mtu: u16) -> Icmpv4Type {
+    Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+        next_hop_mtu: mtu,
+    })
+}
+
+/// ICMP time exceeded in transit for the sender of `orig`, from `from`, quoting the IP
+/// header and 8 bytes (Linux's layout, as `frag_needed`).
+fn time_exceeded(macs: ([u8; 6], [u8; 6]), from: Ipv4Addr, orig: &Pkt) -> Vec<u8> {
+    icmp_frame(
+        macs,
+        from,
+        orig.src,
+        64,
+        Icmpv4Type::TimeExceeded(etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit),
+        &quote(orig, orig.ihl_bytes() + 8),
+    )
+}
+
+fn raw(name: &'static str, in_port: u8, input: Vec<u8>, expect: Expect) -> Step {
+    Step {
+        name,
+        in_port,
+        input,
+        expect,
+    }
+}
+
+#[test]
+fn forward_ttl() {
+    let dr = Pkt {
+        ttl: 1,
+        ..request(DR_VIP, tcp(SYN))
+    };
+    let dr0 = Pkt {
+        ttl: 0,
+        sport: CPORT + 1,
+        ..dr.clone()
+    };
+    let dr2 = Pkt {
+        ttl: 2,
+        sport: CPORT + 2,
+        ..dr.clone()
+    };
+    let nat = request(NAT_VIP, tcp(SYN));
+    let nat_reply1 = Pkt {
+        ttl: 1,
+        ..nat_reply(tcp(SYN | ACK))
+    };
+    let tun = Pkt {
+        ttl: 1,
+        ..request(TUN_VIP, L4::Udp)
+    };
+    let nat_big =
+        tun_sized(tcp(SYN), CPORT + 3, true, INT_MTU as usize + 1).with_dst(NAT_VIP, VPORT);
+    let nat_big_nodf = Pkt {
+        df: false,
+        sport: CPORT + 4,
+        ..nat_big.clone()
+    };
+    let to_client = (CLIENT_MAC, EXT_MAC);
+    let c =
+        run_steps(vec![
+        step(
+            "DR: TTL 1: time exceeded from the VIP back to the client",
+            0,
+            &dr,
+            Expect::Tx(0, time_exceeded(to_client, DR_VIP, &dr)),
+        ),
+        step(
+            "DR: TTL 0 likewise",
+            0,
+            &dr0,
+            Expect::Tx(0, time_exceeded(to_client, DR_VIP, &dr0)),
+        ),
+        step(
+            "DR: TTL 2 goes on with TTL 1",
+            0,
+            &dr2,
+            Expect::Tx(1, dr2.hop().with_macs(DR_RS_MAC, INT_MAC).frame()),
+        ),
+        step(
+            "NAT: request",
+            0,
+            &nat,
+            Expect::Tx(
+                1,
+                nat.with_dst(NAT_RIP, NAT_RPORT)
+                    .hop()
+                    .with_macs(NAT_RS_MAC, INT_MAC)
+                    .frame(),
+            ),
+        ),
+        step(
+            "NAT: reply with TTL 1: time exceeded to the real server, from the director's \
+             address towards it, quoting the untranslated reply",
+            1,
+            &nat_reply1,
+            Expect::Tx(1, time_exceeded((NAT_RS_MAC, INT_MAC), TUN_SRC, &nat_reply1)),
+        ),
+        step(
+            "TUN: TTL 1: time exceeded, nothing tunnelled",
+            0,
+            &tun,
+            Expect::Tx(0, time_exceeded(to_client, TUN_VIP, &tun)),
+        ),
+        step(
+            "NAT: request bigger than the internal MTU with DF: frag needed (1400) from the VIP",
+            0,
+            &nat_big,
+            Expect::Tx(
+                0,
+                frag_needed(CLIENT_MAC, EXT_MAC, NAT_VIP, INT_MTU, &nat_big.hop()),
+            ),
+        ),
+        step(
+            "NAT: the same without DF is dropped (xvs does not fragment)",
+            0,
+            &nat_big_nodf,
+            Expect::Drop(DropReason::TooBig),
+        ),
+    ]);
+    assert_eq!(c.icmp_time_exceeded, 4);
+    assert_eq!(c.icmp_frag_needed, 1);
+}
+
+#[test]
+fn forward_icmp_errors() {
+    let dr_syn = request(DR_VIP, tcp(SYN));
+    let nat_syn = request(NAT_VIP, tcp(SYN));
+    // Another client port: the fixture's NAT table holds one entry per shard.
+    let nat_udp = Pkt {
+        payload: b"query".to_vec(),
+        sport: CPORT + 5,
+        ..request(NAT_VIP, L4::Udp)
+    };
+    let tun_syn = request(TUN_VIP, tcp(SYN));
+    // Replies as they left the real servers (DR/TUN) or the director (NAT) for the client.
+    let dr_answer = swapped(&dr_syn);
+    let nat_answer = Pkt {
+        payload: b"HTTP/1.0 200 OK\r\n".to_vec(),
+        ..swapped(&request(NAT_VIP, tcp(ACK)))
+    };
+    let tun_answer = swapped(&tun_syn);
+    let from_client_side = (EXT_MAC, ROUTER_MAC);
+    let port_unreach = Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Port);
+    let quench = Icmpv4Type::Unknown {
+        type_u8: 4,
+        code_u8: 0,
+        bytes5to8: [0; 4],
+    };
+
+    // DR: an error from a router on the client's side about the real server's reply
+    // (quoted VIP:80 -> CIP) arrives for the VIP: to the real server unchanged but the TTL.
+    let dr_err = icmp_frame(
+        from_client_side,
+        ROUTER,
+        DR_VIP,
+        64,
+        frag(1280),
+        &quote(&dr_answer, 28),
+    );
+    let dr_out = icmp_frame(
+        (DR_RS_MAC, INT_MAC),
+        ROUTER,
+        DR_VIP,
+        63,
+        frag(1280),
+        &quote(&dr_answer, 28),
+    );
+    // NAT, client side: outer destination and quoted source become the real server's; the
+    // quote here is long enough to hold the TCP checksum, which is updated too.
+    let q = nat_answer.ip_packet().len();
+    let nat_in_err = icmp_frame(
+        from_client_side,
+        ROUTER,
+        NAT_VIP,
+        64,
+        frag(1280),
+        &quote(&nat_answer, q),
+    );
+    let nat_in_out = icmp_frame(
+        (NAT_RS_MAC, INT_MAC),
+        ROUTER,
+        NAT_RIP,
+        63,
+        frag(1280),
+        &quote(&nat_answer.with_src(NAT_RIP, NAT_RPORT), q),
+    );
+    // NAT, server side: the real server's port unreachable about the request it got
+    // (CIP -> RIP:8080, UDP, checksum quoted) goes to the client from the VIP, about VIP:80.
+    let at_rs = nat_udp.with_dst(NAT_RIP, NAT_RPORT).hop();
+    let nat_out_err = icmp_frame(
+        (INT_MAC, NAT_RS_MAC),
+        NAT_RIP,
+        CIP,
+        64,
+        port_unreach.clone(),
+        &quote(&at_rs, 60),
+    );
+    let nat_out_out = icmp_frame(
+        (CLIENT_MAC, EXT_MAC),
+        NAT_VIP,
+        CIP,
+        63,
+        port_unreach,
+        &quote(&nat_udp.hop(), 60),
+    );
+    // Source quench from a router behind the real servers: the source becomes the VIP as
+    // well (ip_vs_nat_icmp rewrites it whoever sent the error).
+    let quench_err = icmp_frame(
+        (INT_MAC, ROUTER_MAC),
+        ROUTER,
+        CIP,
+        64,
+        quench.clone(),
+        &quote(&at_rs, 28),
+    );
+    let quench_out = icmp_frame(
+        (CLIENT_MAC, EXT_MAC),
+        NAT_VIP,
+        CIP,
+        63,
+        quench,
+        &quote(&nat_udp.hop(), 28),
+    );
+    // TUN, client side: the error goes to the real server inside IPIP.
+    let tun_err = icmp_frame(
+        from_client_side,
+        ROUTER,
+        TUN_VIP,
+        64,
+        frag(1280),
+        &quote(&tun_answer, 28),
+    );
+    let tun_out = ipip_of(
+        (TUN_RS_MAC, INT_MAC),
+        TUN_SRC,
+        TUN_RIP,
+        &icmp_frame(
+            (TUN_RS_MAC, INT_MAC),
+            ROUTER,
+            TUN_VIP,
+            63,
+            frag(1280),
+            &quote(&tun_answer, 28),
+        ),
+    );
+    // TUN, a router on the tunnel's path: frag needed (1300) about our IPIP packet; the
+    // client hears frag needed (1280) about its own packet, from the VIP.
+    let tunnelled = ipip(
+        (TUN_RS_MAC, INT_MAC).0,
+        INT_MAC,
+        TUN_SRC,
+        TUN_RIP,
+        &tun_syn.hop(),
+    );
+    let path_err = icmp_frame(
+        (INT_MAC, ROUTER_MAC),
+        ROUTER,
+        TUN_SRC,
+        64,
+        frag(1300),
+        &tunnelled[14..14 + 20 + 28],
+    );
+    let path_out = frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, 1280, &tun_syn.hop());
+
+    let unknown = icmp_frame(
+        from_client_side,
+        ROUTER,
+        DR_VIP,
+        64,
+        frag(1280),
+        &quote(&dr_answer.with_dst(CIP, CPORT + 9), 28),
+    );
+    let echo = icmp_frame(
+        from_client_side,
+        ROUTER,
+        DR_VIP,
+        64,
+        Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id: 1, seq: 1 }),
+        b"ping",
+    );
+    let param = icmp_frame(
+        from_client_side,
+        ROUTER,
+        DR_VIP,
+        64,
+        Icmpv4Type::ParameterProblem(
+            etherparse::icmpv4::ParameterProblemHeader::PointerIndicatesError(0),
+        ),
+        &quote(&dr_answer, 28),
+    );
+    let ttl1 = icmp_frame(
+        from_client_side,
+        ROUTER,
+        DR_VIP,
+        1,
+        frag(1280),
+        &quote(&dr_answer, 28),
+    );
+    let mut bad_csum = dr_err.clone();
+    bad_csum[14 + 20 + 7] ^= 0x55;
+
+    let c = run_steps(vec![
+        step(
+            "DR: SYN",
+            0,
+            &dr_syn,
+            Expect::Tx(1, dr_syn.hop().with_macs(DR_RS_MAC, INT_MAC).frame()),
+        ),
+        raw(
+            "DR: error about the reply, to the real server",
+            0,
+            dr_err,
+            Expect::Tx(1, dr_out),
+        ),
+        step(
+            "NAT: SYN",
+            0,
+            &nat_syn,
+            Expect::Tx(
+                1,
+                nat_syn
+                    .with_dst(NAT_RIP, NAT_RPORT)
+                    .hop()
+                    .with_macs(NAT_RS_MAC, INT_MAC)
+                    .frame(),
+            ),
+        ),
+        raw(
+            "NAT: client-side error, translated to the real server",
+            0,
+            nat_in_err,
+            Expect::Tx(1, nat_in_out),
+        ),
+        step(
+            "NAT: UDP request",
+            0,
+            &nat_udp,
+            Expect::Tx(1, at_rs.with_macs(NAT_RS_MAC, INT_MAC).frame()),
+        ),
+        raw(
+            "NAT: real server's port unreachable, translated to the client",
+            1,
+            nat_out_err,
+            Expect::Tx(0, nat_out_out),
+        ),
+        raw(
+            "NAT: source quench from behind the servers, from the VIP",
+            1,
+            quench_err,
+            Expect::Tx(0, quench_out),
+        ),
+        step(
+            "TUN: SYN",
+            0,
+            &tun_syn,
+            Expect::Tx(
+                1,
+                ipip(TUN_RS_MAC, INT_MAC, TUN_SRC, TUN_RIP, &tun_syn.hop()),
+            ),
+        ),
+        raw(
+            "TUN: client-side error, IPIP to the real server",
+            0,
+            tun_err,
+            Expect::Tx(1, tun_out),
+        ),
+        raw(
+            "TUN: path error about our IPIP, MTU - 20 to the client",
+            1,
+            path_err,
+            Expect::Tx(0, path_out),
+        ),
+        raw(
+            "no connection",
+            0,
+            unknown,
+            Expect::Drop(DropReason::NoConn),
+        ),
+        raw(
+            "echo request: not relayed",
+            0,
+            echo,
+            Expect::Drop(DropReason::NotIpv4L4),
+        ),
+        raw(
+            "parameter problem: not relayed (IPVS neither)",
+            0,
+            param,
+            Expect::Drop(DropReason::NotIpv4L4),
+        ),
+        raw(
+            "error with TTL 1: dropped",
+            0,
+            ttl1,
+            Expect::Drop(DropReason::TtlExpired),
+        ),
+        raw(
+            "bad ICMP checksum",
+            0,
+            bad_csum,
+            Expect::Drop(DropReason::Malformed),
+        ),
+    ]);
+    assert_eq!(c.icmp_relayed, 6);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1128,6 +1623,21 @@ proptest! {
         xmit::nat_in(&mut f, &flow, u32::from(rip), rport);
         prop_assert_eq!(&f, &p.with_dst(rip, rport).frame());
         assert_valid(&f, "nat_in");
+    }
+
+    /// decrement_ttl's RFC 1624 update equals etherparse's full recomputation; TTL 1 and 0
+    /// are refused and leave the frame as it was.
+    #[test]
+    fn decrement_ttl_equals_full_recomputation(p in arb_pkt()) {
+        let mut f = p.frame();
+        let ok = xmit::decrement_ttl(&mut f, 14);
+        prop_assert_eq!(ok, p.ttl > 1);
+        if ok {
+            prop_assert_eq!(&f, &p.hop().frame());
+            assert_valid(&f, "decrement_ttl");
+        } else {
+            prop_assert_eq!(&f, &p.frame());
+        }
     }
 
     /// nat_out likewise.
@@ -1212,6 +1722,7 @@ fn forward_nat_all_ports_keeps_the_client_port() {
     );
     let want = syn
         .with_dst(NAT_RIP, 443)
+        .hop()
         .with_macs(NAT_RS_MAC, INT_MAC)
         .frame();
     assert_frame_eq(&buf[..len], &want, "port-0 NAT request keeps port 443");
@@ -1229,6 +1740,7 @@ fn forward_nat_all_ports_keeps_the_client_port() {
     );
     let want = syn_ack
         .with_src(vip, 443)
+        .hop()
         .with_macs(CLIENT_MAC, EXT_MAC)
         .frame();
     assert_frame_eq(&buf[..len], &want, "port-0 NAT reply from VIP:443");

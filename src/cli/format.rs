@@ -358,6 +358,8 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("evicted", w.evicted),
             ("nat_other_worker", w.nat_other_worker),
             ("icmp_frag_needed", w.icmp_frag_needed),
+            ("icmp_time_exceeded", w.icmp_time_exceeded),
+            ("icmp_relayed", w.icmp_relayed),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1076,6 +1078,8 @@ TCP  10.0.0.88:80 wrr persistent 600
                 evicted: 7,
                 half_open: 6,
                 nat_other_worker: 8,
+                icmp_time_exceeded: 6,
+                icmp_relayed: 7,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1097,6 +1101,8 @@ queue 0 (zero-copy):
   evicted: 7
   nat_other_worker: 8
   icmp_frag_needed: 3
+  icmp_time_exceeded: 6
+  icmp_relayed: 7
   truncated: 4
   malformed: 0
 ";

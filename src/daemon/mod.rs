@@ -128,6 +128,8 @@ impl DataPathView {
                         evicted: c.evicted,
                         nat_other_worker: c.nat_other_worker,
                         half_open: h.stats.half_open.load(Relaxed),
+                        icmp_time_exceeded: c.icmp_time_exceeded,
+                        icmp_relayed: c.icmp_relayed,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))

@@ -5,6 +5,7 @@
 
 pub mod csum;
 pub mod ethernet;
+pub mod icmp;
 pub mod ipv4;
 pub mod l4;
 
@@ -35,14 +36,18 @@ pub enum DropReason {
     TxFull,
     /// A TCP segment without SYN for an unknown connection (IPVS schedules only on SYN).
     NoConn,
-    /// TUN: the encapsulated packet would exceed the egress MTU and DF is clear.
+    /// Too big for the egress MTU with DF clear (xvs does not fragment), or an ICMP error
+    /// too big to relay.
     TooBig,
     /// A persistent service's template table is full of templates in use.
     TemplateFull,
+    /// TTL expired: an ICMP error to relay whose TTL ran out (no ICMP is sent about an
+    /// ICMP error). Other packets are answered with ICMP time exceeded instead.
+    TtlExpired,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
         DropReason::Malformed,
@@ -56,6 +61,7 @@ impl DropReason {
         DropReason::NoConn,
         DropReason::TooBig,
         DropReason::TemplateFull,
+        DropReason::TtlExpired,
     ];
 
     pub fn name(self) -> &'static str {
@@ -72,6 +78,7 @@ impl DropReason {
             DropReason::NoConn => "no_conn",
             DropReason::TooBig => "too_big",
             DropReason::TemplateFull => "template_full",
+            DropReason::TtlExpired => "ttl_expired",
         }
     }
 }

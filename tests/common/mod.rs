@@ -51,6 +51,11 @@ impl Lab {
 
     /// Like `up` with a `--topology` (dr, nat2, nat1, tun).
     pub fn up_topology(prefix: &str, topology: &str, rs: u32, queues: u32) -> Lab {
+        Self::up_with(prefix, topology, rs, queues, &[])
+    }
+
+    /// Like `up_topology` with more `harness.sh up` options (e.g. `--client-router`).
+    pub fn up_with(prefix: &str, topology: &str, rs: u32, queues: u32, extra: &[&str]) -> Lab {
         require_root();
         let lab = Lab {
             prefix: prefix.to_string(),
@@ -62,6 +67,7 @@ impl Lab {
             .arg(root().join("scripts/harness.sh"))
             .args(["up", "--topology", topology, "--rs", &rs.to_string()])
             .args(["--queues", &queues.to_string()])
+            .args(extra)
             .env("XVS_NS_PREFIX", prefix));
         assert!(
             out.status.success(),
