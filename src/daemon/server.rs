@@ -9,6 +9,7 @@ use std::io::BufReader;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,17 +41,32 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves requests one connection at a time (they are short) forever.
+/// Serves requests one connection at a time (they are short) forever; `-L -c` listings,
+/// which take seconds on a full table, each run on a thread of their own so that changes
+/// are not held up behind them.
 pub fn serve(listener: UnixListener, state: Arc<Mutex<DaemonState>>, view: Arc<DataPathView>) {
+    let listings = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
-        if let Err(e) = handle(stream, &state, &view) {
+        if let Err(e) = handle(stream, &state, &view, &listings) {
             tracing::warn!("control connection: {e:#}");
         }
     }
 }
 
-fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -> Result<()> {
+/// Concurrent `-L -c` listings at most (each holds a few chunk buffers, about a megabyte).
+const MAX_LISTINGS: usize = 4;
+
+/// How long a listing waits for its client to take the next chunk before giving up: long
+/// enough for a slow pipe (`xvsadm -Lcn | less` paused for a while).
+const LISTING_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn handle(
+    stream: UnixStream,
+    state: &Mutex<DaemonState>,
+    view: &Arc<DataPathView>,
+    listings: &Arc<AtomicUsize>,
+) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut w = stream.try_clone()?;
@@ -65,13 +81,8 @@ fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -
     let resp = match &req {
         Request::DataPath => Response::DataPath(view.stats()),
         Request::Connections => {
-            let now = crate::clock::now_ms();
-            let mut all = state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .templates(now);
-            all.extend(view.connections());
-            Response::Connections(all)
+            let services = state.lock().unwrap_or_else(|e| e.into_inner()).services();
+            return start_listing(w, services, view.clone(), listings.clone());
         }
         other => {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,6 +100,44 @@ fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -
         wait_for_neighbours(state);
     }
     proto::write_message(&mut w, &resp)
+}
+
+/// Runs one `-L -c` listing on its own thread (see `listing`).
+fn start_listing(
+    mut w: UnixStream,
+    services: Vec<Arc<crate::runtime::ServiceRt>>,
+    view: Arc<DataPathView>,
+    listings: Arc<AtomicUsize>,
+) -> Result<()> {
+    if listings.fetch_add(1, SeqCst) >= MAX_LISTINGS {
+        listings.fetch_sub(1, SeqCst);
+        return proto::write_message(
+            &mut w,
+            &Response::Error(format!(
+                "{MAX_LISTINGS} connection listings are already running; try again later"
+            )),
+        );
+    }
+    w.set_write_timeout(Some(LISTING_WRITE_TIMEOUT))?;
+    let spawned = std::thread::Builder::new().name("xvs-list".into()).spawn({
+        let listings = listings.clone();
+        move || {
+            let workers: Vec<_> = view.workers.iter().map(|(h, _)| h).collect();
+            let t = std::time::Instant::now();
+            match super::listing::stream(&mut w, &services, &workers, &view.nat) {
+                Ok(n) => {
+                    tracing::debug!(entries = n, elapsed = ?t.elapsed(), "connection listing sent")
+                }
+                Err(e) => tracing::warn!("connection listing: {e:#}"),
+            }
+            listings.fetch_sub(1, SeqCst);
+        }
+    });
+    if let Err(e) = spawned {
+        listings.fetch_sub(1, SeqCst);
+        return Err(e).context("spawning a listing thread");
+    }
+    Ok(())
 }
 
 /// After a change, gives the neighbour refresher up to 500 ms to resolve new real servers, so
