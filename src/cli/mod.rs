@@ -334,7 +334,7 @@ where
             let _ = print(&[], &mut *stdout);
             Ok(entries)
         }
-        Ok(other) => Err(Some(other)),
+        Ok(other) => Err(other),
         Err(e) => {
             if write_failed {
                 return exit::LIST_FAILED;
@@ -359,7 +359,7 @@ where
             ));
             exit::LIST_FAILED
         }
-        Err(Some(Response::Error(msg))) => {
+        Err(Response::Error(msg)) => {
             io.err(&msg);
             exit::LIST_FAILED
         }
@@ -367,7 +367,7 @@ where
             io.err(&format!(
                 "unexpected answer from xvsd at {}: {} instead of a connection list",
                 path.display(),
-                other.as_ref().map_or("nothing", describe)
+                describe(&other)
             ));
             exit::LIST_FAILED
         }
