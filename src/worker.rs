@@ -592,3 +592,43 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_message_wakes_an_idle_worker_and_is_taken_once() {
+        let (h, mb) = mailbox(0, Default::default()).unwrap();
+        assert!(mb.take().is_empty());
+        assert!(!readable(mb.wake_fd()), "nothing sent: poll(2) must sleep");
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        h.send(WorkerMsg::ListConns {
+            from: 0,
+            rows: Vec::with_capacity(8),
+            reply: tx,
+        });
+        // What the idle worker's poll(2) waits on becomes readable at once.
+        assert!(readable(mb.wake_fd()));
+        mb.clear_wake();
+        assert!(!readable(mb.wake_fd()), "cleared: later polls sleep again");
+        let msgs = mb.take();
+        assert_eq!(msgs.len(), 1);
+        assert!(mb.take().is_empty());
+        for m in msgs {
+            m.answer(&ConnTable::with_capacity(4));
+        }
+        let (rows, next) = rx.recv().unwrap();
+        assert!(rows.is_empty() && rows.capacity() >= 8 && next.is_none());
+    }
+}
