@@ -32,10 +32,12 @@ fi
 
 # Debian package names. The BPF ones (libbpf-dev, libxdp-dev, bpftool, clang)
 # build the XDP program and the xsk-rs/libbpf-rs crates; the rest run the
-# namespace harness and the demo.
+# namespace harness and the demo; hping3 fills the connection table for the
+# large -L -c end-to-end test.
 APT_PACKAGES=(
     clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4
     iproute2 iputils-ping ethtool tcpdump curl iperf3 bpftool python3 procps
+    hping3
 )
 
 missing=()
