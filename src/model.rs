@@ -283,7 +283,14 @@ pub enum Response {
     /// An ipvsadm-style message ("No such service", ...); the configuration is unchanged.
     Error(String),
     DataPath(DataPathStats),
+    /// One chunk of the `-L -c` stream (see `control::proto`): a request for `Connections`
+    /// is answered by any number of these, then `ConnectionsEnd` (or an `Error`).
     Connections(Vec<ConnStatus>),
+    /// The end of the `-L -c` stream and how many entries it carried, so that a stream cut
+    /// short is told apart from a complete one.
+    ConnectionsEnd {
+        entries: u64,
+    },
 }
 
 /// One connection-table entry as `ipvsadm -L -c` shows it.

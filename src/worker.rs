@@ -7,16 +7,17 @@
 //! shares the configuration snapshot (read lock-free through `ArcSwap`), the NAT table
 //! (sharded locks) and the real servers' load counters.
 
-use crate::conn::{NatConns, PressurePolicy};
+use crate::conn::{Conn, ConnState, ConnTable, NatConns, PressurePolicy};
 use crate::forward::{Forwarder, FwdCounters, PortInfo, Verdict, MAX_PORTS};
-use crate::model::ConnStatus;
-use crate::packet::DropReason;
+use crate::model::{ConnStatus, Protocol};
+use crate::packet::{DropReason, FlowKey};
 use crate::service::Snapshot;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use crossbeam::utils::CachePadded;
+use std::net::Ipv4Addr;
 use std::num::NonZeroU32;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use xsk_rs::config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
@@ -93,10 +94,92 @@ impl WorkerStats {
     }
 }
 
+/// Table slots one `-L -c` chunk covers at most. Copying them takes a worker some tens of
+/// microseconds (4096 slots of 64 bytes, a 32-byte row each), about one batch's worth of
+/// forwarding, so a listing never keeps a worker from its rings for long; and a NAT shard is
+/// locked no longer than that either.
+pub const LIST_CHUNK_SLOTS: usize = 4096;
+
+/// One connection as a listing needs it: plain data, copied out of a table without
+/// allocating while a worker (or a NAT shard's lock) is busy with it. The control thread
+/// turns it into a [`ConnStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRow {
+    pub key: FlowKey,
+    pub state: ConnState,
+    /// Absolute expiry on the millisecond clock.
+    pub expires_ms: u64,
+    pub dest_addr: Ipv4Addr,
+    pub dest_port: u16,
+}
+
+impl ConnRow {
+    pub fn of(c: &Conn) -> Self {
+        ConnRow {
+            key: c.key,
+            state: c.state,
+            expires_ms: c.expires_ms,
+            dest_addr: c.dest.addr,
+            dest_port: c.dest.port,
+        }
+    }
+
+    /// The entry as `-L -c` shows it (same fields as `Conn::status`).
+    pub fn status(&self, now_ms: u64) -> ConnStatus {
+        ConnStatus {
+            proto: Protocol::from_number(self.key.proto).unwrap_or(Protocol::Tcp),
+            expires_ms: self.expires_ms.saturating_sub(now_ms),
+            state: self.state.name().to_string(),
+            client_addr: Ipv4Addr::from(self.key.saddr),
+            client_port: self.key.sport,
+            virtual_addr: Ipv4Addr::from(self.key.daddr),
+            virtual_port: self.key.dport,
+            dest_addr: self.dest_addr,
+            dest_port: self.dest_port,
+            template: false,
+        }
+    }
+}
+
+/// Appends the entries of at most `LIST_CHUNK_SLOTS` slots of `table` from slot `from` on to
+/// `rows`, never beyond its spare capacity (so this never allocates), and returns the slot to
+/// resume from (`None` at the end of the table).
+pub fn copy_rows(table: &ConnTable, from: usize, rows: &mut Vec<ConnRow>) -> Option<usize> {
+    let room = (rows.capacity() - rows.len()).clamp(1, LIST_CHUNK_SLOTS);
+    table.for_each_from(from, room, |c| rows.push(ConnRow::of(c)))
+}
+
+/// A chunk of a worker's table: the rows and the slot to resume from (`None`: the end).
+pub type ConnChunk = (Vec<ConnRow>, Option<usize>);
+
 /// A request the control thread sends to a worker, answered between batches.
 pub enum WorkerMsg {
-    /// Send a copy of the connection table (`-L -c`).
-    ListConns(crossbeam::channel::Sender<Vec<ConnStatus>>),
+    /// `-L -c`: copy one chunk of the connection table from slot `from` into `rows` (emptied
+    /// first) and send it back. The buffer travels both ways so that the worker never
+    /// allocates for a listing; its capacity bounds the chunk (see [`copy_rows`]).
+    ListConns {
+        from: usize,
+        rows: Vec<ConnRow>,
+        reply: crossbeam::channel::Sender<ConnChunk>,
+    },
+}
+
+impl WorkerMsg {
+    /// Answers the message from the worker's own table.
+    pub fn answer(self, table: &ConnTable) {
+        match self {
+            WorkerMsg::ListConns {
+                from,
+                mut rows,
+                reply,
+            } => {
+                rows.clear();
+                let next = copy_rows(table, from, &mut rows);
+                // The lister may have given up (its client went away): nothing to do.
+                let _ = reply.send((rows, next));
+            }
+        }
+    }
 }
 
 /// Per-daemon worker behaviour.
@@ -137,23 +220,95 @@ pub struct Worker {
     /// Bind mode per port.
     pub modes: Vec<BindMode>,
     busy_poll: bool,
-    inbox: Arc<Mutex<Vec<WorkerMsg>>>,
-    inbox_flag: Arc<AtomicBool>,
+    mailbox: Mailbox,
 }
 
 /// Handle the control thread keeps for each worker.
 pub struct WorkerHandle {
     pub queue: u32,
     pub stats: Arc<CachePadded<WorkerStats>>,
-    inbox: Arc<Mutex<Vec<WorkerMsg>>>,
-    inbox_flag: Arc<AtomicBool>,
+    inbox: Arc<Inbox>,
+}
+
+/// Messages for one worker: a list behind a flag the worker checks once per loop iteration
+/// (no lock unless something is there), and an eventfd that wakes it from its idle poll(2)
+/// so that an idle worker answers at once instead of after up to `IDLE_POLL_MS` (a
+/// million-entry listing is some 250 chunks per worker).
+struct Inbox {
+    msgs: Mutex<Vec<WorkerMsg>>,
+    flag: AtomicBool,
+    wake: OwnedFd,
+}
+
+/// The worker's side of its inbox.
+pub struct Mailbox {
+    inbox: Arc<Inbox>,
+}
+
+/// A worker's inbox: the handle for the control thread and the mailbox for the worker.
+pub fn mailbox(
+    queue: u32,
+    stats: Arc<CachePadded<WorkerStats>>,
+) -> Result<(WorkerHandle, Mailbox)> {
+    // SAFETY: eventfd has no memory preconditions; the result is checked below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("creating the wake-up eventfd of worker {queue}"));
+    }
+    // SAFETY: fd is a fresh descriptor that nothing else owns.
+    let wake = unsafe { OwnedFd::from_raw_fd(fd) };
+    let inbox = Arc::new(Inbox {
+        msgs: Mutex::new(Vec::new()),
+        flag: AtomicBool::new(false),
+        wake,
+    });
+    Ok((
+        WorkerHandle {
+            queue,
+            stats,
+            inbox: inbox.clone(),
+        },
+        Mailbox { inbox },
+    ))
 }
 
 impl WorkerHandle {
     pub fn send(&self, m: WorkerMsg) {
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push(m);
-        self.inbox_flag
-            .store(true, std::sync::atomic::Ordering::Release);
+        let inbox = &*self.inbox;
+        inbox.msgs.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+        inbox.flag.store(true, std::sync::atomic::Ordering::Release);
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. It only fails when the
+        // counter would overflow, and then the worker is due to wake anyway.
+        unsafe { libc::write(inbox.wake.as_raw_fd(), &one as *const u64 as *const _, 8) };
+    }
+}
+
+impl Mailbox {
+    /// The messages that arrived since the last call; empty (and lock-free) if none.
+    pub fn take(&self) -> Vec<WorkerMsg> {
+        if !self
+            .inbox
+            .flag
+            .swap(false, std::sync::atomic::Ordering::Acquire)
+        {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.inbox.msgs.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The eventfd to poll(2) on while idle.
+    pub fn wake_fd(&self) -> RawFd {
+        self.inbox.wake.as_raw_fd()
+    }
+
+    /// Resets the eventfd after poll(2) reported it (otherwise every later poll returns at
+    /// once). Messages are found through the flag, so a wake-up read here is never lost.
+    fn clear_wake(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a valid u64; non-blocking.
+        unsafe { libc::read(self.wake_fd(), &mut v as *mut u64 as *mut _, 8) };
     }
 }
 
@@ -275,14 +430,7 @@ impl Worker {
         fwd.reflect = opts.reflect;
         fwd.conns.set_policy(opts.table_full);
         let stats = Arc::new(CachePadded::new(WorkerStats::default()));
-        let inbox = Arc::new(Mutex::new(Vec::new()));
-        let inbox_flag = Arc::new(AtomicBool::new(false));
-        let handle = WorkerHandle {
-            queue,
-            stats: stats.clone(),
-            inbox: inbox.clone(),
-            inbox_flag: inbox_flag.clone(),
-        };
+        let (handle, mailbox) = mailbox(queue, stats.clone())?;
         Ok((
             Worker {
                 queue,
@@ -294,8 +442,7 @@ impl Worker {
                 stats,
                 modes,
                 busy_poll: opts.busy_poll,
-                inbox,
-                inbox_flag,
+                mailbox,
             },
             handle,
         ))
@@ -306,25 +453,26 @@ impl Worker {
         self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
     }
 
-    /// Sleeps in poll(2) until a port has frames or `IDLE_POLL_MS` passes.
+    /// Sleeps in poll(2) until a port has frames, a control message arrives or
+    /// `IDLE_POLL_MS` passes.
     fn idle_wait(&self) {
         let mut pfds = [libc::pollfd {
             fd: -1,
             events: 0,
             revents: 0,
-        }; MAX_PORTS];
+        }; MAX_PORTS + 1];
         for (pfd, p) in pfds.iter_mut().zip(&self.ports) {
             pfd.fd = p.rx.fd().as_raw_fd();
             pfd.events = libc::POLLIN;
         }
-        // SAFETY: pfds is a valid array of pollfd with at least ports.len() entries.
-        unsafe {
-            libc::poll(
-                pfds.as_mut_ptr(),
-                self.ports.len() as libc::nfds_t,
-                IDLE_POLL_MS,
-            )
-        };
+        let n = self.ports.len();
+        pfds[n].fd = self.mailbox.wake_fd();
+        pfds[n].events = libc::POLLIN;
+        // SAFETY: pfds is a valid array of pollfd with at least n + 1 entries.
+        unsafe { libc::poll(pfds.as_mut_ptr(), (n + 1) as libc::nfds_t, IDLE_POLL_MS) };
+        if pfds[n].revents & libc::POLLIN != 0 {
+            self.mailbox.clear_wake();
+        }
     }
 
     /// Runs until `shared.stop` is set.
@@ -337,11 +485,8 @@ impl Worker {
         let mut idle: u32 = 0;
 
         while !self.shared.stop.load(Relaxed) {
-            if self
-                .inbox_flag
-                .swap(false, std::sync::atomic::Ordering::Acquire)
-            {
-                self.drain_inbox();
+            for m in self.mailbox.take() {
+                m.answer(&self.fwd.conns);
             }
 
             let now_ms = crate::clock::now_ms();
@@ -477,19 +622,44 @@ impl Worker {
             let _ = p.tx.wakeup();
         }
     }
+}
 
-    fn drain_inbox(&mut self) {
-        let msgs: Vec<WorkerMsg> =
-            std::mem::take(&mut *self.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_message_wakes_an_idle_worker_and_is_taken_once() {
+        let (h, mb) = mailbox(0, Default::default()).unwrap();
+        assert!(mb.take().is_empty());
+        assert!(!readable(mb.wake_fd()), "nothing sent: poll(2) must sleep");
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        h.send(WorkerMsg::ListConns {
+            from: 0,
+            rows: Vec::with_capacity(8),
+            reply: tx,
+        });
+        // What the idle worker's poll(2) waits on becomes readable at once.
+        assert!(readable(mb.wake_fd()));
+        mb.clear_wake();
+        assert!(!readable(mb.wake_fd()), "cleared: later polls sleep again");
+        let msgs = mb.take();
+        assert_eq!(msgs.len(), 1);
+        assert!(mb.take().is_empty());
         for m in msgs {
-            match m {
-                WorkerMsg::ListConns(tx) => {
-                    let now = crate::clock::now_ms();
-                    let mut out = Vec::with_capacity(self.fwd.conns.len());
-                    self.fwd.conns.for_each(|c| out.push(c.status(now)));
-                    let _ = tx.send(out);
-                }
-            }
+            m.answer(&ConnTable::with_capacity(4));
         }
+        let (rows, next) = rx.recv().unwrap();
+        assert!(rows.is_empty() && rows.capacity() >= 8 && next.is_none());
     }
 }

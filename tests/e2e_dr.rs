@@ -425,3 +425,153 @@ fn xvsd_log_in_a_file_is_plain_text() {
         log.escape_debug()
     );
 }
+
+#[test]
+fn adding_a_server_does_not_wait_for_an_unrelated_dead_one() {
+    use std::time::Instant;
+    let mut lab = Lab::up("e2enbr", 3, 1);
+    lab.start_xvsd(&[]);
+    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
+    // 10.0.0.77 is on the lab's subnet but nothing answers ARP for it: its MAC never
+    // resolves. Weight 0, so that no client is sent there.
+    let t = Instant::now();
+    lab.adm_ok(&[
+        "-a",
+        "-t",
+        "10.0.0.88:80",
+        "-r",
+        "10.0.0.77",
+        "-g",
+        "-w",
+        "0",
+    ]);
+    let dead = t.elapsed();
+    // Adding it waits (up to 500 ms) for its own MAC: the wait itself is still there.
+    assert!(dead >= Duration::from_millis(450), "{dead:?}");
+    // Adding live servers, and editing, no longer waits for the dead one (before: at
+    // least 500 ms each, every time). The minimum over several changes is robust to a
+    // busy machine.
+    let mut took = Vec::new();
+    for ip in RS_IPS {
+        let t = Instant::now();
+        lab.adm_ok(&["-a", "-t", "10.0.0.88:80", "-r", ip, "-g", "-w", "1"]);
+        took.push(t.elapsed());
+    }
+    for w in ["2", "1", "3"] {
+        let t = Instant::now();
+        lab.adm_ok(&["-e", "-t", "10.0.0.88:80", "-r", RS_IPS[0], "-g", "-w", w]);
+        took.push(t.elapsed());
+    }
+    let fastest = took.iter().min().unwrap();
+    assert!(*fastest < Duration::from_millis(450), "{took:?}");
+    // The added servers were resolved when -a returned: they serve at once.
+    let mut seen: Vec<String> = (0..6).map(|_| lab.curl("http://10.0.0.88/")).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["rs1", "rs2", "rs3"], "{}", lab.xvsd_log());
+}
+
+#[test]
+fn connection_listing_streams_a_large_table_while_serving() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    const ENTRIES: u64 = 200_000;
+    let mut lab = Lab::up("e2elistc", 3, 2);
+    lab.start_xvsd(&["--conn-max", "400000"]);
+    http_service(&lab, "rr", [1, 1, 1]);
+    // A UDP service nothing listens on: every datagram from a new source is a new entry
+    // (UDP entries live 300 s, long enough for the test), and the real servers only
+    // answer with (rate-limited) ICMP.
+    lab.adm_ok(&["-A", "-u", "10.0.0.88:9999", "-s", "rr"]);
+    add_dr_servers(&lab, "-u", "10.0.0.88:9999", [1, 1, 1]);
+
+    let mut gen = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("client"), "timeout", "120"])
+        .args([
+            "hping3",
+            "--udp",
+            "--flood",
+            "--rand-source",
+            "-p",
+            "9999",
+            VIP,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning hping3");
+    let filled = (0..240).any(|_| {
+        std::thread::sleep(Duration::from_millis(500));
+        lab.counter("conns") >= ENTRIES
+    });
+    // SIGTERM to timeout(1) stops hping3 too.
+    let _ = Command::new("kill")
+        .args(["-TERM", &gen.id().to_string()])
+        .status();
+    let _ = gen.wait();
+    assert!(
+        filled,
+        "the generator did not make {ENTRIES} entries in 120 s"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = lab.counter("conns");
+
+    // The listing, read as it streams, while clients keep being served.
+    let mut ls = Command::new(env!("CARGO_BIN_EXE_xvsadm"))
+        .arg("--socket")
+        .arg(&lab.socket)
+        .args(["-L", "-c", "-n"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = ls.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut lines, mut udp, mut first) = (0u64, 0u64, Vec::new());
+        for l in std::io::BufReader::new(out).lines() {
+            let l = l.unwrap();
+            lines += 1;
+            if l.starts_with("UDP ") {
+                udp += 1;
+            }
+            if first.len() < 3 {
+                first.push(l);
+            }
+        }
+        (lines, udp, first)
+    });
+    let mut served = Vec::new();
+    loop {
+        served.push(lab.curl("http://10.0.0.88/"));
+        if ls.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let status = ls.wait().unwrap();
+    let (lines, udp, first) = reader.join().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut ls.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "xvsadm -L -c -n failed: {err}");
+    let after = lab.counter("conns");
+    assert_eq!(first[0], "IPVS connection entries");
+    assert_eq!(
+        first[1],
+        "pro expire state       source             virtual            destination"
+    );
+    // Every entry that lived throughout is listed once; the curls' own entries may or may
+    // not be (the listing is no snapshot, as with /proc/net/ip_vs_conn).
+    let entries = lines - 2;
+    assert!(
+        entries >= before && entries <= after,
+        "{entries} entries listed; the table held {before} before and {after} after"
+    );
+    assert!(udp >= before, "{udp} UDP lines of {before}");
+    assert!(
+        served.iter().all(|b| b.starts_with("rs")),
+        "requests failed during the listing: {served:?}"
+    );
+    eprintln!(
+        "listed {entries} entries; {} requests served meanwhile",
+        served.len()
+    );
+}

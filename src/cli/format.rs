@@ -290,6 +290,15 @@ pub fn format_connections(
     fmt: FormatOpts,
     names: &PortNames,
 ) -> String {
+    let mut out = connections_header(persistent_conn);
+    for c in conns {
+        push_connection_line(&mut out, c, fmt, names);
+    }
+    out
+}
+
+/// The banner and column header of `-L -c` (see [`format_connections`]).
+pub fn connections_header(persistent_conn: bool) -> String {
     let mut out = String::from("IPVS connection entries\n");
     let _ = if persistent_conn {
         writeln!(
@@ -304,22 +313,25 @@ pub fn format_connections(
             "state", "source", "virtual"
         )
     };
-    for c in conns {
-        let p = c.proto;
-        // IPVS names every template's state NONE, whatever its protocol.
-        let state = if c.template { "NONE" } else { c.state.as_str() };
-        let _ = writeln!(
-            out,
-            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
-            p.list_name(),
-            expire(c.expires_ms),
-            state,
-            addr_port(c.client_addr, c.client_port, p, fmt, names),
-            addr_port(c.virtual_addr, c.virtual_port, p, fmt, names),
-            addr_port(c.dest_addr, c.dest_port, p, fmt, names),
-        );
-    }
     out
+}
+
+/// Appends one `-L -c` line (see [`format_connections`]); the streamed listing prints a
+/// chunk of these at a time.
+pub fn push_connection_line(out: &mut String, c: &ConnStatus, fmt: FormatOpts, names: &PortNames) {
+    let p = c.proto;
+    // IPVS names every template's state NONE, whatever its protocol.
+    let state = if c.template { "NONE" } else { c.state.as_str() };
+    let _ = writeln!(
+        out,
+        "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+        p.list_name(),
+        expire(c.expires_ms),
+        state,
+        addr_port(c.client_addr, c.client_port, p, fmt, names),
+        addr_port(c.virtual_addr, c.virtual_port, p, fmt, names),
+        addr_port(c.dest_addr, c.dest_port, p, fmt, names),
+    );
 }
 
 /// `-L --timeout`.

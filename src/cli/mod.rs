@@ -5,8 +5,8 @@
 //! - [`parse`]: argv → [`Invocation`] (a [`Request`] for the daemon, or a listing to print);
 //! - [`format`]: a daemon [`Status`](crate::model::Status) or connection table → `-L` / `-S`
 //!   text;
-//! - [`run`]: the whole command, with the transport injected so it can be tested without a
-//!   daemon; [`main`] wires it to the process's stdio and the control socket.
+//! - [`run`]: the whole command, with the [`Transport`] injected so it can be tested without
+//!   a daemon; [`main`] wires it to the process's stdio and the control socket.
 //!
 //! Exit statuses follow ipvsadm: 0 success, 2 for a bad command line (`fail(2, ...)`), 255 for
 //! usage errors and for changes the daemon refused (ipvsadm returns -1 from `main`), 1 when a
@@ -43,6 +43,67 @@ pub mod exit {
     pub const FAILED: i32 = 255;
 }
 
+/// How the CLI reaches the daemon. [`SocketTransport`] is the real one; any
+/// `FnMut(&Path, &Request) -> Result<Response>` is one too (tests pass closures), answering a
+/// streamed request with a single message.
+pub trait Transport {
+    /// Sends one request and returns its response.
+    fn call(&mut self, path: &Path, req: &Request) -> anyhow::Result<Response>;
+
+    /// Sends a request answered by a stream (`-L -c`): hands each chunk to `chunk` as it
+    /// arrives and returns the message that closed the stream.
+    fn call_streamed(
+        &mut self,
+        path: &Path,
+        req: &Request,
+        chunk: &mut dyn FnMut(Vec<ConnStatus>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Response>;
+}
+
+impl<F> Transport for F
+where
+    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+{
+    fn call(&mut self, path: &Path, req: &Request) -> anyhow::Result<Response> {
+        self(path, req)
+    }
+
+    /// A one-message answer: a `Connections` list is the whole stream.
+    fn call_streamed(
+        &mut self,
+        path: &Path,
+        req: &Request,
+        chunk: &mut dyn FnMut(Vec<ConnStatus>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Response> {
+        match self(path, req)? {
+            Response::Connections(c) => {
+                let entries = c.len() as u64;
+                chunk(c)?;
+                Ok(Response::ConnectionsEnd { entries })
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// The control socket ([`proto::call`], [`proto::call_streamed`]).
+pub struct SocketTransport;
+
+impl Transport for SocketTransport {
+    fn call(&mut self, path: &Path, req: &Request) -> anyhow::Result<Response> {
+        proto::call(path, req)
+    }
+
+    fn call_streamed(
+        &mut self,
+        path: &Path,
+        req: &Request,
+        chunk: &mut dyn FnMut(Vec<ConnStatus>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Response> {
+        proto::call_streamed(path, req, chunk)
+    }
+}
+
 /// The streams a command uses; tests pass buffers.
 pub struct Io<'a> {
     pub stdin: &'a mut dyn Read,
@@ -73,12 +134,11 @@ impl Io<'_> {
 }
 
 /// Runs one xvsadm command line. `prog` is the name used in hints, `args` excludes it;
-/// `call` sends one request to the daemon at a socket path (normally
-/// [`proto::call`]). Returns the process exit status. Nothing is sent when the command line
-/// is invalid.
+/// `call` reaches the daemon at a socket path (normally [`SocketTransport`]). Returns the
+/// process exit status. Nothing is sent when the command line is invalid.
 pub fn run<F>(prog: &str, args: &[String], io: &mut Io<'_>, names: &PortNames, mut call: F) -> i32
 where
-    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+    F: Transport,
 {
     let inv = match parse::parse_with(args, names) {
         Ok(inv) => inv,
@@ -147,9 +207,9 @@ fn ask<F, T>(
     want: impl FnOnce(Response) -> Result<T, Response>,
 ) -> Result<T, i32>
 where
-    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+    F: Transport,
 {
-    let resp = match call(path, req) {
+    let resp = match call.call(path, req) {
         Ok(r) => r,
         Err(e) => return Err(transport_error(path, &e, io)),
     };
@@ -184,7 +244,7 @@ fn describe_request(req: &Request) -> &'static str {
 /// Sends a configuration change.
 fn change<F>(path: &Path, req: &Request, io: &mut Io<'_>, call: &mut F) -> i32
 where
-    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+    F: Transport,
 {
     let got = ask(path, req, io, call, exit::FAILED, |r| match r {
         Response::Ok => Ok(()),
@@ -201,7 +261,7 @@ fn fetch<F>(
     call: &mut F,
 ) -> Result<Status, i32>
 where
-    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+    F: Transport,
 {
     ask(
         path,
@@ -224,44 +284,107 @@ fn describe(r: &Response) -> &'static str {
         Response::Error(_) => "an error",
         Response::DataPath(_) => "data-path counters",
         Response::Connections(_) => "a connection list",
+        Response::ConnectionsEnd { .. } => "the end of a connection list",
     }
 }
 
-/// Asks the daemon for its connection table (`-L -c`).
-fn fetch_connections<F>(path: &Path, io: &mut Io<'_>, call: &mut F) -> Result<Vec<ConnStatus>, i32>
+/// `-L -c`: asks for the connection table and prints it as it arrives, a chunk at a time,
+/// so that memory stays bounded whatever the table size. The header comes with the first
+/// chunk (or the end), so a refusal prints nothing on stdout. A stream cut short fails the
+/// listing (exit 1) after what had arrived.
+fn list_connections<F>(
+    path: &Path,
+    persistent_conn: bool,
+    fmt: FormatOpts,
+    io: &mut Io<'_>,
+    names: &PortNames,
+    call: &mut F,
+) -> i32
 where
-    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+    F: Transport,
 {
-    ask(
-        path,
-        &Request::Connections,
-        io,
-        call,
-        exit::LIST_FAILED,
-        |r| match r {
-            Response::Connections(c) => Ok(c),
-            other => Err(other),
-        },
-    )
+    let mut received = 0u64;
+    let mut header = false;
+    let mut write_failed = false;
+    let mut text = String::new();
+    let mut print = |conns: &[ConnStatus], stdout: &mut dyn Write| -> anyhow::Result<()> {
+        text.clear();
+        if !header {
+            header = true;
+            text.push_str(&format::connections_header(persistent_conn));
+        }
+        for c in conns {
+            format::push_connection_line(&mut text, c, fmt, names);
+        }
+        received += conns.len() as u64;
+        // A closed stdout (`xvsadm -Lcn | head`) ends the listing quietly.
+        if stdout.write_all(text.as_bytes()).is_err() {
+            write_failed = true;
+            anyhow::bail!("stdout closed");
+        }
+        Ok(())
+    };
+    let stdout = &mut *io.stdout;
+    let result = call.call_streamed(path, &Request::Connections, &mut |chunk| {
+        print(&chunk, &mut *stdout)
+    });
+    let end = match result {
+        Ok(Response::ConnectionsEnd { entries }) => {
+            // The header, if no chunk came (an empty table); a failure sets `write_failed`.
+            let _ = print(&[], &mut *stdout);
+            Ok(entries)
+        }
+        Ok(other) => Err(other),
+        Err(e) => {
+            if write_failed {
+                return exit::LIST_FAILED;
+            }
+            if !header {
+                return transport_error(path, &e, io);
+            }
+            // The daemon was there and the listing began: it failed, as a listing.
+            io.err(&format!("xvsd at {}: {e:#}", path.display()));
+            return exit::LIST_FAILED;
+        }
+    };
+    if write_failed || io.stdout.flush().is_err() {
+        return exit::LIST_FAILED;
+    }
+    match end {
+        Ok(entries) if entries == received => exit::OK,
+        Ok(entries) => {
+            io.err(&format!(
+                "xvsd at {}: the connection listing announced {entries} entries but {received} arrived",
+                path.display()
+            ));
+            exit::LIST_FAILED
+        }
+        Err(Response::Error(msg)) => {
+            io.err(&msg);
+            exit::LIST_FAILED
+        }
+        Err(other) => {
+            io.err(&format!(
+                "unexpected answer from xvsd at {}: {} instead of a connection list",
+                path.display(),
+                describe(&other)
+            ));
+            exit::LIST_FAILED
+        }
+    }
 }
 
 fn list<F>(path: &Path, opts: &ListOpts, io: &mut Io<'_>, names: &PortNames, call: &mut F) -> i32
 where
-    F: FnMut(&Path, &Request) -> anyhow::Result<Response>,
+    F: Transport,
 {
     let fmt = opts.format;
     match opts.view {
         // No sync daemon ever runs in xvs; ipvsadm prints nothing in that case.
         ListView::Daemon => exit::OK,
-        ListView::Connections { persistent_conn } => match fetch_connections(path, io, call) {
-            Ok(conns) => io.out(&format::format_connections(
-                &conns,
-                persistent_conn,
-                fmt,
-                names,
-            )),
-            Err(code) => code,
-        },
+        ListView::Connections { persistent_conn } => {
+            list_connections(path, persistent_conn, fmt, io, names, call)
+        }
         ListView::Timeout => match fetch(path, None, io, call) {
             Ok(status) => io.out(&format::format_timeout(&status.timeouts)),
             Err(code) => code,
@@ -325,7 +448,7 @@ pub fn main() -> i32 {
         stdout: &mut stdout,
         stderr: &mut stderr,
     };
-    run(&prog, &args, &mut io, PortNames::system(), proto::call)
+    run(&prog, &args, &mut io, PortNames::system(), SocketTransport)
 }
 
 #[cfg(test)]
@@ -792,6 +915,154 @@ mod tests {
             o.stderr
         );
         assert!(o.sent.is_empty());
+    }
+
+    /// A daemon that streams `-L -c` in the given chunks, then closes with `end` (or cuts
+    /// the stream short when `end` is `None`).
+    struct Streaming {
+        chunks: Vec<Vec<ConnStatus>>,
+        end: Option<Response>,
+    }
+
+    impl Transport for Streaming {
+        fn call(&mut self, _: &Path, req: &Request) -> anyhow::Result<Response> {
+            panic!("{req:?} sent as a one-shot request")
+        }
+        fn call_streamed(
+            &mut self,
+            _: &Path,
+            req: &Request,
+            chunk: &mut dyn FnMut(Vec<ConnStatus>) -> anyhow::Result<()>,
+        ) -> anyhow::Result<Response> {
+            assert_eq!(*req, Request::Connections);
+            for c in self.chunks.drain(..) {
+                chunk(c)?;
+            }
+            self.end
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("connection listing cut short after 3 chunk(s)"))
+        }
+    }
+
+    fn run_streaming(args: &str, t: Streaming) -> Outcome {
+        let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut input: &[u8] = b"";
+        let code = {
+            let mut io = Io {
+                stdin: &mut input,
+                stdout: &mut out,
+                stderr: &mut err,
+            };
+            run(
+                "xvsadm",
+                &args,
+                &mut io,
+                &PortNames::parse("http 80/tcp\n"),
+                t,
+            )
+        };
+        Outcome {
+            code,
+            stdout: String::from_utf8(out).unwrap(),
+            stderr: String::from_utf8(err).unwrap(),
+            sent: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn streamed_connection_listing_prints_chunks_as_one_listing() {
+        let Ok(Response::Connections(two)) = connections(&Request::Connections) else {
+            panic!()
+        };
+        let mut all = Vec::new();
+        let mut chunks = Vec::new();
+        for i in 0..3u16 {
+            let mut c = two.clone();
+            for e in &mut c {
+                e.client_port += i;
+            }
+            all.extend(c.clone());
+            chunks.push(c);
+        }
+        let names = PortNames::parse("http 80/tcp\n");
+        for (args, fmt) in [("-L -c -n", true), ("-L -c", false)] {
+            let o = run_streaming(
+                &format!("{SOCK} {args}"),
+                Streaming {
+                    chunks: chunks.clone(),
+                    end: Some(Response::ConnectionsEnd { entries: 6 }),
+                },
+            );
+            assert_eq!((o.code, o.stderr.as_str()), (0, ""), "{args}");
+            let fmt = FormatOpts {
+                numeric: fmt,
+                ..FormatOpts::default()
+            };
+            // Byte for byte what the one-message listing printed.
+            assert_eq!(
+                o.stdout,
+                format_connections(&all, false, fmt, &names),
+                "{args}"
+            );
+        }
+        // An empty table: banner and header only.
+        let o = run_streaming(
+            &format!("{SOCK} -Lnc"),
+            Streaming {
+                chunks: vec![],
+                end: Some(Response::ConnectionsEnd { entries: 0 }),
+            },
+        );
+        assert_eq!(
+            (o.code, o.stdout.as_str()),
+            (
+                0,
+                format_connections(&[], false, FormatOpts::default(), &names).as_str()
+            )
+        );
+        // Cut short: what arrived is printed, the listing fails.
+        let o = run_streaming(
+            &format!("{SOCK} -Lnc"),
+            Streaming {
+                chunks: chunks.clone(),
+                end: None,
+            },
+        );
+        assert_eq!(o.code, 1);
+        assert_eq!(o.stdout.lines().count(), 2 + 6);
+        assert_eq!(
+            o.stderr,
+            "xvsd at /tmp/xvs-test.sock: connection listing cut short after 3 chunk(s)\n"
+        );
+        // A count that does not match what arrived, or an error at the end, fails too.
+        let o = run_streaming(
+            &format!("{SOCK} -Lnc"),
+            Streaming {
+                chunks: chunks.clone(),
+                end: Some(Response::ConnectionsEnd { entries: 7 }),
+            },
+        );
+        assert_eq!(o.code, 1);
+        assert!(
+            o.stderr.contains("announced 7 entries but 6 arrived"),
+            "{}",
+            o.stderr
+        );
+        let o = run_streaming(
+            &format!("{SOCK} -Lnc"),
+            Streaming {
+                chunks,
+                end: Some(Response::Error(
+                    "the worker of queue 1 did not hand over its connections within 2 s".into(),
+                )),
+            },
+        );
+        assert_eq!(o.code, 1);
+        assert_eq!(
+            o.stderr,
+            "the worker of queue 1 did not hand over its connections within 2 s\n"
+        );
     }
 
     #[test]

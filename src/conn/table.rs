@@ -372,6 +372,23 @@ impl ConnTable {
         }
     }
 
+    /// Visits the live connections in at most `max_slots` slots from slot `from` on, and
+    /// returns the slot to resume from (`None` once the end is reached). Bounded work for
+    /// listings taken in chunks between packet batches; a slot's entry never moves, so
+    /// resuming visits every entry that lived throughout exactly once.
+    pub fn for_each_from(
+        &self,
+        from: usize,
+        max_slots: usize,
+        mut f: impl FnMut(&Conn),
+    ) -> Option<usize> {
+        let end = from.saturating_add(max_slots).min(self.slots.len());
+        for c in self.slots.get(from..end).unwrap_or(&[]).iter().flatten() {
+            f(c);
+        }
+        (end < self.slots.len()).then_some(end)
+    }
+
     /// Removes everything (daemon shutdown), uncounting each entry.
     pub fn clear(&mut self) {
         for i in 0..self.slots.len() {
@@ -615,6 +632,74 @@ mod tests {
         s.deleted.store(true, Relaxed);
         assert_eq!(t.expire(0, 8), 1);
         assert_eq!(d.active(), 0);
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+    use crate::model::{Forward, Protocol, ServiceKey};
+    use crate::service::NO_TEMPLATE;
+
+    #[test]
+    fn for_each_from_visits_every_entry_once_in_bounded_steps() {
+        let svc = Arc::new(ServiceRt::new(
+            ServiceKey {
+                proto: Protocol::Udp,
+                addr: "10.0.0.88".parse().unwrap(),
+                port: 53,
+            },
+            crate::sched::by_name("rr").unwrap(),
+        ));
+        let d = Arc::new(DestRt::new(
+            "10.0.0.9".parse().unwrap(),
+            53,
+            Forward::Route,
+            1,
+        ));
+        let mut t = ConnTable::with_capacity(100);
+        for p in 0..100u16 {
+            let key = FlowKey {
+                saddr: 1,
+                daddr: 2,
+                sport: p,
+                dport: 53,
+                proto: 17,
+            };
+            t.insert(Conn::new(
+                key,
+                ConnState::Udp,
+                10,
+                svc.clone(),
+                d.clone(),
+                NO_TEMPLATE,
+            ))
+            .unwrap();
+        }
+        // Holes: every third entry gone.
+        for s in (0..100).step_by(3) {
+            t.remove(s);
+        }
+        let mut seen = Vec::new();
+        let mut cursor = Some(0);
+        let mut steps = 0;
+        while let Some(c) = cursor {
+            let mut n = 0;
+            cursor = t.for_each_from(c, 16, |e| {
+                seen.push(e.key.sport);
+                n += 1;
+            });
+            assert!(n <= 16);
+            steps += 1;
+        }
+        assert_eq!(steps, 7, "100 slots in steps of 16");
+        let want: Vec<u16> = (0..100).filter(|p| p % 3 != 0).collect();
+        assert_eq!(seen, want);
+        assert_eq!(t.for_each_from(500, 16, |_| panic!()), None);
+        assert_eq!(
+            ConnTable::with_capacity(4).for_each_from(0, 16, |_| panic!()),
+            None
+        );
     }
 }
 

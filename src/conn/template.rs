@@ -53,6 +53,8 @@ pub struct Templates {
     /// Live templates with no connection, longest unused first.
     unused: SlotList,
     index: HashTable<u32>,
+    /// Entries the index was last grown to hold.
+    index_room: usize,
     hasher: ahash::RandomState,
     capacity: usize,
     len: usize,
@@ -67,6 +69,7 @@ impl Templates {
             free: Vec::new(),
             unused: SlotList::with_capacity(0),
             index: HashTable::new(),
+            index_room: 0,
             hasher: ahash::RandomState::new(),
             capacity: capacity.clamp(1, u32::MAX as usize - 1),
             len: 0,
@@ -162,14 +165,18 @@ impl Templates {
                 (self.slots.len() - 1) as u32
             }
         };
-        let want = (2 * (self.len + 1)).min(2 * self.capacity);
-        if self.index.capacity() < want {
+        // `index.capacity()` shrinks as deletions leave tombstones, so the room reserved is
+        // kept here: entries stay at most half of it, and hashbrown then always rehashes
+        // in place when tombstones use up its spare room.
+        if 2 * (self.len + 1) > self.index_room {
+            self.index_room = (4 * (self.len + 1)).min(2 * self.capacity);
             let (slots, hasher) = (&self.slots, &self.hasher);
-            self.index.reserve(want - self.index.len(), |&s| {
-                slots[s as usize]
-                    .as_ref()
-                    .map_or(0, |t| hasher.hash_one(t.key))
-            });
+            self.index
+                .reserve(self.index_room - self.index.len(), |&s| {
+                    slots[s as usize]
+                        .as_ref()
+                        .map_or(0, |t| hasher.hash_one(t.key))
+                });
         }
         t.dest.load.persist_conns.fetch_add(1, Relaxed);
         let h = self.hasher.hash_one(t.key);

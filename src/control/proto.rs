@@ -1,10 +1,17 @@
 //! Wire protocol between `xvsadm` and `xvsd`.
 //!
-//! One connection carries one request and one response, each a single line of JSON:
-//! `{"xvs":1,"body":<Request|Response>}`. The version field lets a newer daemon refuse (or
+//! One connection carries one request and its answer, each message a single line of JSON:
+//! `{"xvs":2,"body":<Request|Response>}`. The version field lets a newer daemon refuse (or
 //! translate) an older client explicitly instead of misreading it.
+//!
+//! Most requests get one response. `Request::Connections` (`-L -c`) gets a stream, since a
+//! full connection table (a million entries by default) is far larger than one message may
+//! be: any number of `Response::Connections` chunks (each at most
+//! `worker::LIST_CHUNK_SLOTS` entries, well under a megabyte), then
+//! `Response::ConnectionsEnd { entries }`, or an `Error` if the daemon cannot finish. The
+//! end marker tells a complete listing from one cut short.
 
-use crate::model::{Request, Response};
+use crate::model::{ConnStatus, Request, Response};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +20,10 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: the `-L -c` answer is the stream described above. 1 answered it with one
+/// `Connections` message, which failed beyond about 100,000 entries (`MAX_MESSAGE_BYTES`).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/xvs/xvsd.sock";
 /// Environment variable that overrides the default socket path.
@@ -53,13 +63,19 @@ pub fn read_message<T: for<'de> Deserialize<'de>, R: BufRead>(r: &mut R) -> Resu
     if line.len() > MAX_MESSAGE_BYTES {
         bail!("control message longer than {MAX_MESSAGE_BYTES} bytes");
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(&line).context("malformed control message")?;
-    let version = v.get("xvs").and_then(|x| x.as_u64());
+    // The version first, skipping the body without building it (a listing chunk is
+    // thousands of entries); then the body straight into its type.
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        #[serde(default)]
+        xvs: Option<serde_json::Value>,
+    }
+    let v: VersionOnly = serde_json::from_slice(&line).context("malformed control message")?;
+    let version = v.xvs.as_ref().and_then(|x| x.as_u64());
     if version != Some(PROTOCOL_VERSION as u64) {
         bail!("protocol version mismatch: peer speaks {version:?}, this build speaks {PROTOCOL_VERSION}");
     }
-    let env: Envelope<T> = serde_json::from_value(v).context("unexpected control message")?;
+    let env: Envelope<T> = serde_json::from_slice(&line).context("unexpected control message")?;
     Ok(env.body)
 }
 
@@ -71,15 +87,54 @@ pub fn socket_path(explicit: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_SOCKET.to_string())
 }
 
-/// Sends one request to the daemon at `path` and waits for its response.
-pub fn call(path: &Path, req: &Request) -> Result<Response> {
+fn send_request(path: &Path, req: &Request) -> Result<BufReader<UnixStream>> {
     let stream = UnixStream::connect(path)
         .with_context(|| format!("cannot connect to xvsd at {}", path.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut w = stream.try_clone()?;
     write_message(&mut w, req)?;
-    let mut r = BufReader::new(stream);
-    read_message(&mut r)
+    Ok(BufReader::new(stream))
+}
+
+/// Sends one request to the daemon at `path` and waits for its response.
+pub fn call(path: &Path, req: &Request) -> Result<Response> {
+    read_message(&mut send_request(path, req)?)
+}
+
+/// Sends a request whose answer is a stream (`-L -c`): hands each `Connections` chunk to
+/// `chunk` as it arrives and returns the message that closed the stream
+/// (`ConnectionsEnd`, an `Error`, or whatever else the daemon said).
+pub fn call_streamed(
+    path: &Path,
+    req: &Request,
+    chunk: &mut dyn FnMut(Vec<ConnStatus>) -> Result<()>,
+) -> Result<Response> {
+    let mut r = send_request(path, req)?;
+    read_stream(&mut r, chunk)
+}
+
+/// Reads a `-L -c` stream from `r` (see [`call_streamed`]).
+pub fn read_stream<R: BufRead>(
+    r: &mut R,
+    chunk: &mut dyn FnMut(Vec<ConnStatus>) -> Result<()>,
+) -> Result<Response> {
+    let mut chunks = 0u64;
+    loop {
+        let msg = read_message(r).with_context(|| {
+            if chunks > 0 {
+                format!("connection listing cut short after {chunks} chunk(s)")
+            } else {
+                "reading the connection listing".to_string()
+            }
+        })?;
+        match msg {
+            Response::Connections(c) => {
+                chunks += 1;
+                chunk(c)?
+            }
+            other => return Ok(other),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod iface;
+pub mod listing;
 pub mod neigh;
 pub mod server;
 pub mod state;
@@ -58,29 +59,6 @@ pub struct DataPathView {
 }
 
 impl DataPathView {
-    /// Every connection: each worker's DR/TUN table (answered between two batches) and the
-    /// shared NAT table.
-    pub fn connections(&self) -> Vec<crate::model::ConnStatus> {
-        let mut out = Vec::new();
-        let mut pending = Vec::new();
-        for (h, _) in &self.workers {
-            let (tx, rx) = crossbeam::channel::bounded(1);
-            h.send(crate::worker::WorkerMsg::ListConns(tx));
-            pending.push(rx);
-        }
-        for rx in pending {
-            // A worker sleeps at most IDLE_POLL_MS in poll(); 2 s means it is stuck.
-            if let Ok(v) = rx.recv_timeout(Duration::from_secs(2)) {
-                out.extend(v);
-            }
-        }
-        let now = crate::clock::now_ms();
-        for i in 0..self.nat.shards() {
-            self.nat.shard(i).for_each(|c| out.push(c.status(now)));
-        }
-        out
-    }
-
     pub fn stats(&self) -> DataPathStats {
         let xdp = self
             .steering

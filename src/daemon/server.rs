@@ -3,12 +3,15 @@
 use super::state::DaemonState;
 use super::DataPathView;
 use crate::control::proto;
+use crate::dest::DestRt;
 use crate::model::{Request, Response};
 use anyhow::{bail, Context, Result};
+use std::collections::HashSet;
 use std::io::BufReader;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,17 +43,32 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves requests one connection at a time (they are short) forever.
+/// Serves requests one connection at a time (they are short) forever; `-L -c` listings,
+/// which take seconds on a full table, each run on a thread of their own so that changes
+/// are not held up behind them.
 pub fn serve(listener: UnixListener, state: Arc<Mutex<DaemonState>>, view: Arc<DataPathView>) {
+    let listings = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
-        if let Err(e) = handle(stream, &state, &view) {
+        if let Err(e) = handle(stream, &state, &view, &listings) {
             tracing::warn!("control connection: {e:#}");
         }
     }
 }
 
-fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -> Result<()> {
+/// Concurrent `-L -c` listings at most (each holds a few chunk buffers, about a megabyte).
+const MAX_LISTINGS: usize = 4;
+
+/// How long a listing waits for its client to take the next chunk before giving up: long
+/// enough for a slow pipe (`xvsadm -Lcn | less` paused for a while).
+const LISTING_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn handle(
+    stream: UnixStream,
+    state: &Mutex<DaemonState>,
+    view: &Arc<DataPathView>,
+    listings: &Arc<AtomicUsize>,
+) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut w = stream.try_clone()?;
@@ -62,19 +80,16 @@ fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -
             return Err(e);
         }
     };
+    let mut added = Vec::new();
     let resp = match &req {
         Request::DataPath => Response::DataPath(view.stats()),
         Request::Connections => {
-            let now = crate::clock::now_ms();
-            let mut all = state
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .templates(now);
-            all.extend(view.connections());
-            Response::Connections(all)
+            let services = state.lock().unwrap_or_else(|e| e.into_inner()).services();
+            return start_listing(w, services, view.clone(), listings.clone());
         }
         other => {
             let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+            let before = st.dests();
             let resp = st.apply(other);
             if !matches!(other, Request::Status { .. }) {
                 match &resp {
@@ -82,25 +97,130 @@ fn handle(stream: UnixStream, state: &Mutex<DaemonState>, view: &DataPathView) -
                     _ => tracing::info!(?other, "configuration changed"),
                 }
             }
+            if resp == Response::Ok {
+                added = added_servers(&before, &st.dests());
+            }
             resp
         }
     };
-    if resp == Response::Ok && !matches!(req, Request::Zero { .. }) {
-        wait_for_neighbours(state);
-    }
+    wait_for_neighbours(&added, NEIGHBOUR_WAIT);
     proto::write_message(&mut w, &resp)
 }
 
-/// After a change, gives the neighbour refresher up to 500 ms to resolve new real servers, so
-/// that `xvsadm -a` returns with the server ready to forward (the first packets of a flow
-/// would otherwise be dropped as `no_neighbour`). Unresolvable servers just take the time.
-fn wait_for_neighbours(state: &Mutex<DaemonState>) {
-    let deadline = std::time::Instant::now() + Duration::from_millis(500);
-    while std::time::Instant::now() < deadline {
-        let dests = state.lock().unwrap_or_else(|e| e.into_inner()).dests();
-        if dests.iter().all(|d| d.mac().is_some()) {
-            return;
+/// Runs one `-L -c` listing on its own thread (see `listing`).
+fn start_listing(
+    mut w: UnixStream,
+    services: Vec<Arc<crate::service::ServiceRt>>,
+    view: Arc<DataPathView>,
+    listings: Arc<AtomicUsize>,
+) -> Result<()> {
+    if listings.fetch_add(1, SeqCst) >= MAX_LISTINGS {
+        listings.fetch_sub(1, SeqCst);
+        return proto::write_message(
+            &mut w,
+            &Response::Error(format!(
+                "{MAX_LISTINGS} connection listings are already running; try again later"
+            )),
+        );
+    }
+    w.set_write_timeout(Some(LISTING_WRITE_TIMEOUT))?;
+    let spawned = std::thread::Builder::new().name("xvs-list".into()).spawn({
+        let listings = listings.clone();
+        move || {
+            let workers: Vec<_> = view.workers.iter().map(|(h, _)| h).collect();
+            let t = std::time::Instant::now();
+            match super::listing::stream(&mut w, &services, &workers, &view.nat) {
+                Ok(n) => {
+                    tracing::debug!(entries = n, elapsed = ?t.elapsed(), "connection listing sent")
+                }
+                Err(e) => tracing::warn!("connection listing: {e:#}"),
+            }
+            listings.fetch_sub(1, SeqCst);
+        }
+    });
+    if let Err(e) = spawned {
+        listings.fetch_sub(1, SeqCst);
+        return Err(e).context("spawning a listing thread");
+    }
+    Ok(())
+}
+
+/// How long a change may wait for its new real servers' MACs.
+const NEIGHBOUR_WAIT: Duration = Duration::from_millis(500);
+
+/// The real servers a change created: in `after` but not in `before` (by object, so a server
+/// re-added with another forwarding method, which gets a fresh object, counts as new).
+fn added_servers(before: &[Arc<DestRt>], after: &[Arc<DestRt>]) -> Vec<Arc<DestRt>> {
+    let old: HashSet<*const DestRt> = before.iter().map(Arc::as_ptr).collect();
+    after
+        .iter()
+        .filter(|d| !old.contains(&Arc::as_ptr(d)))
+        .cloned()
+        .collect()
+}
+
+/// After a change, gives the neighbour refresher up to `budget` to resolve the servers the
+/// change added, so that `xvsadm -a` returns with the server ready to forward (the first
+/// packets of a flow would otherwise be dropped as `no_neighbour`). Only those servers are
+/// waited for: a dead server elsewhere in the configuration must not slow down every later
+/// change. An unresolvable new server just takes the time. Returns whether all resolved.
+fn wait_for_neighbours(added: &[Arc<DestRt>], budget: Duration) -> bool {
+    let deadline = std::time::Instant::now() + budget;
+    loop {
+        if added.iter().all(|d| d.mac().is_some()) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Forward;
+    use std::time::Instant;
+
+    fn dest(ip: &str, mac: Option<[u8; 6]>) -> Arc<DestRt> {
+        let d = Arc::new(DestRt::new(ip.parse().unwrap(), 80, Forward::Route, 1));
+        d.set_mac(mac);
+        d
+    }
+
+    #[test]
+    fn a_change_waits_only_for_the_servers_it_adds() {
+        // A dead server (never resolves) is configured; a live one is added.
+        let dead = dest("10.0.0.77", None);
+        let live = dest("10.0.0.20", None);
+        let before = vec![dead.clone()];
+        let after = vec![dead.clone(), live.clone()];
+        let added = added_servers(&before, &after);
+        assert_eq!(added.len(), 1);
+        assert!(Arc::ptr_eq(&added[0], &live));
+        // Edits that add nothing wait for nothing, whatever else is unresolved.
+        assert!(added_servers(&after, &after).is_empty());
+        assert!(wait_for_neighbours(&[], Duration::from_secs(5)));
+
+        // The live server resolves shortly (as the refresher would set it): the wait ends
+        // then, not at the deadline, and regardless of the dead one.
+        let setter = {
+            let live = live.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(30));
+                live.set_mac(Some([2, 0, 10, 0, 0, 20]));
+            })
+        };
+        let t = Instant::now();
+        assert!(wait_for_neighbours(&added, Duration::from_secs(30)));
+        assert!(t.elapsed() < Duration::from_secs(30));
+        setter.join().unwrap();
+
+        // An unresolvable new server takes the budget and reports it.
+        assert!(!wait_for_neighbours(
+            &added_servers(&[], &[dead]),
+            Duration::from_millis(30)
+        ));
     }
 }

@@ -138,26 +138,9 @@ impl DaemonState {
         }
     }
 
-    /// Persistence templates as `-L -c` rows.
-    pub fn templates(&self, now_ms: u64) -> Vec<ConnStatus> {
-        let mut out = Vec::new();
-        for rt in self.rt.values() {
-            rt.for_each_template(|t| {
-                out.push(ConnStatus {
-                    proto: rt.key.proto,
-                    expires_ms: t.expires_ms.saturating_sub(now_ms),
-                    state: "NONE".into(),
-                    client_addr: std::net::Ipv4Addr::from(t.key.cnet),
-                    client_port: 0,
-                    virtual_addr: t.vaddr,
-                    virtual_port: t.key.vport,
-                    dest_addr: t.dest.addr,
-                    dest_port: t.dest.port,
-                    template: true,
-                });
-            });
-        }
-        out
+    /// The services' runtime objects (their persistence templates for `-L -c`).
+    pub fn services(&self) -> Vec<Arc<ServiceRt>> {
+        self.rt.values().cloned().collect()
     }
 
     /// Every real server currently configured (for neighbour resolution).
