@@ -9,12 +9,6 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// Adds `-A -t VIP:80 -s sched` and the three harness real servers with weights `w`.
-fn http_service(lab: &Lab, sched: &str, w: [u32; 3]) {
-    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", sched]);
-    add_dr_servers(lab, "-t", "10.0.0.88:80", w);
-}
-
 #[test]
 fn wrr_2_5_5_follows_the_ipvs_sequence() {
     let mut lab = Lab::up("e2ewrr", 3, 1);
@@ -58,16 +52,7 @@ fn established_connection_survives_runtime_changes() {
     let mut lab = Lab::up("e2elive", 3, 1);
     lab.start_xvsd(&[]);
     lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
-    lab.adm_ok(&[
-        "-a",
-        "-t",
-        "10.0.0.88:80",
-        "-r",
-        "10.0.0.9",
-        "-g",
-        "-w",
-        "1",
-    ]);
+    lab.adm_line("-a -t 10.0.0.88:80 -r 10.0.0.9 -g -w 1");
 
     let mut ka = KeepAlive::open(&lab);
     assert_eq!(ka.get(), "rs1");
@@ -82,26 +67,8 @@ fn established_connection_survives_runtime_changes() {
     );
 
     // Add servers: the live connection stays, new ones spread.
-    lab.adm_ok(&[
-        "-a",
-        "-t",
-        "10.0.0.88:80",
-        "-r",
-        "10.0.0.20",
-        "-g",
-        "-w",
-        "1",
-    ]);
-    lab.adm_ok(&[
-        "-a",
-        "-t",
-        "10.0.0.88:80",
-        "-r",
-        "10.0.0.21",
-        "-g",
-        "-w",
-        "1",
-    ]);
+    lab.adm_line("-a -t 10.0.0.88:80 -r 10.0.0.20 -g -w 1");
+    lab.adm_line("-a -t 10.0.0.88:80 -r 10.0.0.21 -g -w 1");
     assert_eq!(ka.get(), "rs1");
     let fresh: Vec<String> = (0..6).map(|_| lab.curl("http://10.0.0.88/")).collect();
     for rs in ["rs2", "rs3"] {
@@ -109,31 +76,13 @@ fn established_connection_survives_runtime_changes() {
     }
 
     // Re-weight and delete other servers.
-    lab.adm_ok(&[
-        "-e",
-        "-t",
-        "10.0.0.88:80",
-        "-r",
-        "10.0.0.20",
-        "-g",
-        "-w",
-        "3",
-    ]);
+    lab.adm_line("-e -t 10.0.0.88:80 -r 10.0.0.20 -g -w 3");
     assert_eq!(ka.get(), "rs1");
     lab.adm_ok(&["-d", "-t", "10.0.0.88:80", "-r", "10.0.0.21"]);
     assert_eq!(ka.get(), "rs1");
 
     // Quiesce the live connection's server: it keeps that connection, gets no new ones.
-    lab.adm_ok(&[
-        "-e",
-        "-t",
-        "10.0.0.88:80",
-        "-r",
-        "10.0.0.9",
-        "-g",
-        "-w",
-        "0",
-    ]);
+    lab.adm_line("-e -t 10.0.0.88:80 -r 10.0.0.9 -g -w 0");
     let fresh: Vec<String> = (0..8).map(|_| lab.curl("http://10.0.0.88/")).collect();
     assert!(
         fresh.iter().all(|b| b == "rs2"),
@@ -299,12 +248,7 @@ print(len(frames))
         Duration::from_secs(5),
         || {
             let dp = lab.datapath();
-            let get = |k: &str| {
-                dp.iter()
-                    .filter(|(n, _)| n == k)
-                    .map(|(_, v)| *v)
-                    .sum::<u64>()
-            };
+            let get = |k: &str| counter_in(&dp, k);
             let ok = get("xdp_malformed") >= 2
                 && get("xdp_fragments") >= 1
                 && get("truncated") >= 2

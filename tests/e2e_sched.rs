@@ -6,10 +6,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn add_three(lab: &Lab, svc: &str, flag: &str) {
-    add_dr_servers(lab, flag, svc, [1, 1, 1]);
-}
-
 /// Rows of `-L -n -c` (after the two header lines).
 fn conn_rows(lab: &Lab) -> Vec<String> {
     lab.adm_ok(&["-L", "-n", "-c"])
@@ -24,8 +20,7 @@ fn wlc_and_lc_steer_new_connections_to_the_least_loaded() {
     for sched in ["wlc", "lc"] {
         let mut lab = Lab::up(&format!("e2e{sched}"), 3, 1);
         lab.start_xvsd(&[]);
-        lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", sched]);
-        add_three(&lab, "10.0.0.88:80", "-t");
+        http_service(&lab, sched, [1, 1, 1]);
         // Two long-lived connections land on two different servers (ties go to the first
         // in list order, then that one carries an active connection).
         let mut a = KeepAlive::open(&lab);
@@ -55,8 +50,7 @@ fn wlc_and_lc_steer_new_connections_to_the_least_loaded() {
 fn sh_keeps_each_client_address_on_one_server() {
     let mut lab = Lab::up("e2esh", 3, 1);
     lab.start_xvsd(&[]);
-    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "sh"]);
-    add_three(&lab, "10.0.0.88:80", "-t");
+    http_service(&lab, "sh", [1, 1, 1]);
     let mut servers = std::collections::HashSet::new();
     for src in [
         "10.0.0.100",
@@ -97,10 +91,9 @@ fn set_timeouts_expire_idle_entries() {
     assert!(lab
         .adm_ok(&["-L", "--timeout"])
         .contains("Timeout (tcp tcpfin udp): 5 3 5"));
-    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
-    add_three(&lab, "10.0.0.88:80", "-t");
+    http_service(&lab, "rr", [1, 1, 1]);
     lab.adm_ok(&["-A", "-u", "10.0.0.88:5353", "-s", "rr"]);
-    add_three(&lab, "10.0.0.88:5353", "-u");
+    add_dr_servers(&lab, "-u", "10.0.0.88:5353", [1, 1, 1]);
 
     // An idle established connection, a closed one (FIN_WAIT) and a UDP flow.
     let mut ka = KeepAlive::open(&lab);
@@ -155,7 +148,7 @@ fn persistence_keeps_a_client_then_lets_go() {
     // Short connection timeouts so the template is the only thing holding the client.
     lab.adm_ok(&["--set", "5", "2", "5"]);
     lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr", "-p", "5"]);
-    add_three(&lab, "10.0.0.88:80", "-t");
+    add_dr_servers(&lab, "-t", "10.0.0.88:80", [1, 1, 1]);
     let first = lab.curl("http://10.0.0.88/");
     assert!(first.starts_with("rs"));
     for _ in 0..5 {
@@ -182,28 +175,8 @@ fn thresholds_stop_new_connections_at_the_upper_limit() {
     let mut lab = Lab::up("e2ethr", 3, 1);
     lab.start_xvsd(&[]);
     lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
-    lab.adm_ok(&[
-        "-a",
-        "-t",
-        "10.0.0.88:80",
-        "-r",
-        "10.0.0.9",
-        "-g",
-        "-w",
-        "1",
-        "-x",
-        "2",
-    ]);
-    lab.adm_ok(&[
-        "-a",
-        "-t",
-        "10.0.0.88:80",
-        "-r",
-        "10.0.0.20",
-        "-g",
-        "-w",
-        "1",
-    ]);
+    lab.adm_line("-a -t 10.0.0.88:80 -r 10.0.0.9 -g -w 1 -x 2");
+    lab.adm_line("-a -t 10.0.0.88:80 -r 10.0.0.20 -g -w 1");
     // rs1 takes two connections (rr alternates), then is OVERLOADED at 2 total.
     let mut held = Vec::new();
     let mut got = Vec::new();
@@ -225,26 +198,25 @@ fn thresholds_stop_new_connections_at_the_upper_limit() {
 fn stats_count_and_zero() {
     let mut lab = Lab::up("e2estat", 3, 1);
     lab.start_xvsd(&[]);
-    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
-    add_three(&lab, "10.0.0.88:80", "-t");
+    http_service(&lab, "rr", [1, 1, 1]);
     for _ in 0..6 {
         assert!(lab.curl("http://10.0.0.88/").starts_with("rs"));
     }
-    let s = lab.adm_ok(&["-L", "-n", "--stats", "--exact"]);
-    let svc = s
-        .lines()
-        .find(|l| l.starts_with("TCP"))
-        .unwrap()
-        .to_string();
+    // The whole `--stats --exact` listing, and the service's line of it.
+    let stats = || {
+        let s = lab.adm_ok(&["-L", "-n", "--stats", "--exact"]);
+        let svc = s
+            .lines()
+            .find(|l| l.starts_with("TCP"))
+            .unwrap()
+            .to_string();
+        (s, svc)
+    };
+    let (s, svc) = stats();
     let f: Vec<&str> = svc.split_whitespace().collect();
     assert_eq!(f[2], "6", "{s}"); // Conns
     assert!(f[3].parse::<u64>().unwrap() >= 6 * 5, "{s}"); // InPkts: SYN, ACK, GET, FIN, ACK
     lab.adm_ok(&["-Z"]);
-    let s = lab.adm_ok(&["-L", "-n", "--stats", "--exact"]);
-    let svc = s
-        .lines()
-        .find(|l| l.starts_with("TCP"))
-        .unwrap()
-        .to_string();
+    let (s, svc) = stats();
     assert_eq!(svc.split_whitespace().nth(2), Some("0"), "{s}");
 }

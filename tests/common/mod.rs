@@ -165,6 +165,13 @@ impl Lab {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// `adm_ok` with the arguments as one line of white-space separated words, for the
+    /// long ones: `lab.adm_line("-a -t 10.0.0.88:80 -r 10.0.0.9 -g -w 1")`.
+    pub fn adm_line(&self, line: &str) -> String {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        self.adm_ok(&args)
+    }
+
     /// xvsadm with stdin (for -R).
     pub fn adm_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_xvsadm"))
@@ -237,12 +244,9 @@ impl Lab {
             .collect()
     }
 
+    /// One data-path counter, summed over the workers.
     pub fn counter(&self, name: &str) -> u64 {
-        self.datapath()
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| *v)
-            .sum()
+        counter_in(&self.datapath(), name)
     }
 
     /// The real server name behind each RIP, in harness order.
@@ -254,6 +258,11 @@ impl Lab {
             _ => "?",
         }
     }
+}
+
+/// Counter `name` of a `Lab::datapath` reading, summed over the workers.
+pub fn counter_in(dp: &[(String, u64)], name: &str) -> u64 {
+    dp.iter().filter(|(k, _)| k == name).map(|(_, v)| *v).sum()
 }
 
 /// What one curl request ended with.
@@ -308,6 +317,12 @@ pub fn add_dr_servers(lab: &Lab, flag: &str, svc: &str, weights: [u32; 3]) {
     for (ip, w) in RS_IPS.iter().zip(weights) {
         lab.adm_ok(&["-a", flag, svc, "-r", ip, "-g", "-w", &w.to_string()]);
     }
+}
+
+/// Adds `-A -t VIP:80 -s sched` and the three harness real servers (DR) with weights `w`.
+pub fn http_service(lab: &Lab, sched: &str, w: [u32; 3]) {
+    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", sched]);
+    add_dr_servers(lab, "-t", "10.0.0.88:80", w);
 }
 
 impl Drop for Lab {

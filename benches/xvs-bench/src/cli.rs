@@ -732,18 +732,27 @@ mod tests {
         Cli::try_parse_from(std::iter::once("xvs-bench").chain(args.iter().copied()))
     }
 
+    /// The frame options every `gen` and `peak` needs.
+    const FRAME: [&str; 6] = [
+        "--ifname",
+        "g0",
+        "--dst-mac",
+        "02:00:0a:00:00:0c",
+        "--dst-ip",
+        "10.0.0.88",
+    ];
+
+    /// `cmd` with the `FRAME` options, then `extra`.
+    fn parse_frame(cmd: &str, extra: &[&str]) -> Result<Cli, clap::Error> {
+        let mut v = vec![cmd];
+        v.extend_from_slice(&FRAME);
+        v.extend_from_slice(extra);
+        parse(&v)
+    }
+
     #[test]
     fn gen_defaults_and_options() {
-        let c = parse(&[
-            "gen",
-            "--ifname",
-            "g0",
-            "--dst-mac",
-            "02:00:0a:00:00:0c",
-            "--dst-ip",
-            "10.0.0.88",
-        ])
-        .unwrap();
+        let c = parse_frame("gen", &[]).unwrap();
         let Cmd::Gen(g) = c.cmd else { panic!() };
         assert_eq!(g.frame.proto, Proto::Udp);
         assert_eq!(g.frame.size, 64);
@@ -754,32 +763,28 @@ mod tests {
         assert_eq!(g.frame.cpus, CpuList(vec![1]));
         assert_eq!(g.frame.dst_port, 80);
 
-        let c = parse(&[
+        let c = parse_frame(
             "gen",
-            "--ifname",
-            "g0",
-            "--dst-mac",
-            "02:00:0a:00:00:0c",
-            "--dst-ip",
-            "10.0.0.88",
-            "--proto",
-            "tcp",
-            "--mode",
-            "new",
-            "--rate",
-            "1.5M",
-            "--flows",
-            "10M",
-            "--duration",
-            "2.5",
-            "--cpus",
-            "0,1",
-            "--size",
-            "1518",
-            "--tag",
-            "row=dr",
-            "--json",
-        ])
+            &[
+                "--proto",
+                "tcp",
+                "--mode",
+                "new",
+                "--rate",
+                "1.5M",
+                "--flows",
+                "10M",
+                "--duration",
+                "2.5",
+                "--cpus",
+                "0,1",
+                "--size",
+                "1518",
+                "--tag",
+                "row=dr",
+                "--json",
+            ],
+        )
         .unwrap();
         let Cmd::Gen(g) = c.cmd else { panic!() };
         assert_eq!(g.frame.proto, Proto::Tcp);
@@ -794,15 +799,6 @@ mod tests {
 
     #[test]
     fn gen_rejects_bad_values() {
-        let base = [
-            "gen",
-            "--ifname",
-            "g0",
-            "--dst-mac",
-            "02:00:0a:00:00:0c",
-            "--dst-ip",
-            "10.0.0.88",
-        ];
         for extra in [
             &["--proto", "icmp"][..],
             &["--mode", "old"],
@@ -813,9 +809,7 @@ mod tests {
             &["--dst-mac", "02:00"],
             &["--tag", "novalue"],
         ] {
-            let mut v: Vec<&str> = base.to_vec();
-            v.extend_from_slice(extra);
-            assert!(parse(&v).is_err(), "accepted {extra:?}");
+            assert!(parse_frame("gen", extra).is_err(), "accepted {extra:?}");
         }
         assert!(
             parse(&["gen", "--ifname", "g0"]).is_err(),
@@ -882,48 +876,32 @@ mod tests {
 
     #[test]
     fn peak_parses() {
-        let c = parse(&[
+        let c = parse_frame(
             "peak",
-            "--netns",
-            "xb-gen",
-            "--ifname",
-            "g0",
-            "--dst-mac",
-            "02:00:0a:00:00:0c",
-            "--dst-ip",
-            "10.0.0.88",
-            "--sink",
-            "xb-gen:g0",
-            "--pid",
-            "7",
-            "--napi",
-            "xb-dir:eth0",
-            "--window",
-            "0.5",
-            "--steps",
-            "3",
-            "--tag",
-            "row=dr",
-        ])
+            &[
+                "--netns",
+                "xb-gen",
+                "--sink",
+                "xb-gen:g0",
+                "--pid",
+                "7",
+                "--napi",
+                "xb-dir:eth0",
+                "--window",
+                "0.5",
+                "--steps",
+                "3",
+                "--tag",
+                "row=dr",
+            ],
+        )
         .unwrap();
         let Cmd::Peak(p) = c.cmd else { panic!() };
         assert_eq!(p.frame.netns.as_deref(), Some("xb-gen"));
         assert_eq!(p.window, Duration::from_millis(500));
         assert_eq!(p.steps, 3);
         assert_eq!(p.loss_ok, 1.0);
-        assert!(
-            parse(&[
-                "peak",
-                "--ifname",
-                "g0",
-                "--dst-mac",
-                "02:00:0a:00:00:0c",
-                "--dst-ip",
-                "10.0.0.88"
-            ])
-            .is_err(),
-            "--sink is required"
-        );
+        assert!(parse_frame("peak", &[]).is_err(), "--sink is required");
     }
 
     #[test]

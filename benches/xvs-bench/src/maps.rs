@@ -135,68 +135,38 @@ mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
 
+    /// Asserts that a Rust mirror has the size of its C struct and each named field's offset.
+    macro_rules! assert_mirror {
+        ($rust:ty, $c:ty, $($field:ident),+ $(,)?) => {
+            assert_eq!(size_of::<$rust>(), size_of::<$c>(), "size of {}", stringify!($rust));
+            $(assert_eq!(
+                offset_of!($rust, $field),
+                offset_of!($c, $field),
+                "offset of {}.{}",
+                stringify!($rust),
+                stringify!($field)
+            );)+
+        };
+    }
+
     #[test]
     fn mirrors_match_c() {
-        assert_eq!(size_of::<GenState>(), size_of::<g::xvs_gen_state>());
-        assert_eq!(
-            offset_of!(GenState, start_ns),
-            offset_of!(g::xvs_gen_state, start_ns)
+        assert_mirror!(
+            GenState,
+            g::xvs_gen_state,
+            start_ns,
+            last_ns,
+            sent,
+            bytes,
+            epoch,
+            pace_ns,
+            paced,
+            skipped,
+            idle,
         );
-        assert_eq!(
-            offset_of!(GenState, last_ns),
-            offset_of!(g::xvs_gen_state, last_ns)
-        );
-        assert_eq!(
-            offset_of!(GenState, sent),
-            offset_of!(g::xvs_gen_state, sent)
-        );
-        assert_eq!(
-            offset_of!(GenState, bytes),
-            offset_of!(g::xvs_gen_state, bytes)
-        );
-        assert_eq!(
-            offset_of!(GenState, epoch),
-            offset_of!(g::xvs_gen_state, epoch)
-        );
-        assert_eq!(
-            offset_of!(GenState, pace_ns),
-            offset_of!(g::xvs_gen_state, pace_ns)
-        );
-        assert_eq!(
-            offset_of!(GenState, paced),
-            offset_of!(g::xvs_gen_state, paced)
-        );
-        assert_eq!(
-            offset_of!(GenState, skipped),
-            offset_of!(g::xvs_gen_state, skipped)
-        );
-        assert_eq!(
-            offset_of!(GenState, idle),
-            offset_of!(g::xvs_gen_state, idle)
-        );
-
-        assert_eq!(size_of::<SinkKey>(), size_of::<s::xvs_sink_key>());
-        assert_eq!(offset_of!(SinkKey, mac), offset_of!(s::xvs_sink_key, mac));
-        assert_eq!(offset_of!(SinkKey, kind), offset_of!(s::xvs_sink_key, kind));
-        assert_eq!(offset_of!(SinkKey, pad), offset_of!(s::xvs_sink_key, pad));
-        assert_eq!(
-            offset_of!(SinkKey, daddr),
-            offset_of!(s::xvs_sink_key, daddr)
-        );
-        assert_eq!(size_of::<SinkVal>(), size_of::<s::xvs_sink_val>());
-        assert_eq!(
-            offset_of!(SinkVal, packets),
-            offset_of!(s::xvs_sink_val, packets)
-        );
-        assert_eq!(
-            offset_of!(SinkVal, bytes),
-            offset_of!(s::xvs_sink_val, bytes)
-        );
-        assert_eq!(size_of::<SinkTotal>(), size_of::<s::xvs_sink_total>());
-        assert_eq!(
-            offset_of!(SinkTotal, unkeyed),
-            offset_of!(s::xvs_sink_total, unkeyed)
-        );
+        assert_mirror!(SinkKey, s::xvs_sink_key, mac, kind, pad, daddr);
+        assert_mirror!(SinkVal, s::xvs_sink_val, packets, bytes);
+        assert_mirror!(SinkTotal, s::xvs_sink_total, unkeyed);
     }
 
     #[test]
