@@ -160,24 +160,19 @@ impl ServiceRt {
     /// when a persistent service has no room for the client group's template.
     pub fn schedule(&self, flow: &FlowKey, now_ms: u64) -> Result<Pick, DropReason> {
         let set = self.sched.load();
+        let pick = || {
+            let i = set.sched.schedule(&set.dests, flow, now_ms);
+            i.and_then(|i| set.dests.get(i).cloned())
+                .ok_or(DropReason::NoDest)
+        };
         if !self.persistent.load(Relaxed) {
-            let i = set
-                .sched
-                .schedule(&set.dests, flow, now_ms)
-                .ok_or(DropReason::NoDest)?;
-            let d = set.dests.get(i).ok_or(DropReason::NoDest)?;
-            return Ok((d.clone(), NO_TEMPLATE));
+            return Ok((pick()?, NO_TEMPLATE));
         }
         let mut core = self.persist_lock();
         let core = &mut *core;
         let (Some(p), Some(tpls)) = (core.settings, core.templates.as_mut()) else {
             // Persistence was switched off under us: schedule plainly.
-            let i = set
-                .sched
-                .schedule(&set.dests, flow, now_ms)
-                .ok_or(DropReason::NoDest)?;
-            let d = set.dests.get(i).ok_or(DropReason::NoDest)?;
-            return Ok((d.clone(), NO_TEMPLATE));
+            return Ok((pick()?, NO_TEMPLATE));
         };
         // ip_vs_sched_persist: reuse the client group's template while its server is still
         // in the list; otherwise schedule and make a new template.
@@ -190,11 +185,7 @@ impl ServiceRt {
         if let Some((slot, dest)) = tpls.lookup(&key, &set.dests, expires) {
             return Ok((dest, slot));
         }
-        let i = set
-            .sched
-            .schedule(&set.dests, flow, now_ms)
-            .ok_or(DropReason::NoDest)?;
-        let dest = set.dests.get(i).ok_or(DropReason::NoDest)?.clone();
+        let dest = pick()?;
         let slot = tpls
             .insert(Template {
                 key,
