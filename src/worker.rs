@@ -28,7 +28,7 @@ const FRAMES_PER_PORT: u32 = 4096;
 const RING_SIZE: u32 = 2048;
 /// Frames handled per port per loop iteration.
 const BATCH: usize = 64;
-/// Connection-table slots examined for expiry per iteration (bounded work, see conn.rs).
+/// Connection-table slots examined for expiry per iteration (bounded work, see conn/table.rs).
 const EXPIRE_BUDGET: usize = 64;
 /// Empty polls before the worker sleeps in poll(2) instead of spinning.
 const SPIN_BEFORE_SLEEP: u32 = 2048;

@@ -2,9 +2,10 @@
 //! segments of established ones (DR, TUN, and NAT in both directions), plus the bounded
 //! expiry sweep, under a counting global allocator.
 //!
-//! Documented exceptions, not exercised here: persistence templates (a new client group
-//! inserts into the template map, runtime.rs) and lblc/lblcr (a new destination inserts
-//! into the scheduler's table, sched/lblc.rs). The services here are plain wrr.
+//! Documented exceptions: the persistence template table grows (amortised) until it reaches
+//! its capacity, after which it only reuses slots (conn/template.rs; the flood test below
+//! checks that steady state), and lblc/lblcr insert into the scheduler's table for a new
+//! destination (sched/lblc.rs). The services here are wrr.
 
 use etherparse::PacketBuilder;
 use std::alloc::{GlobalAlloc, Layout, System};

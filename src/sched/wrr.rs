@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn ipvs_test_vector() {
-        // shared/ipvs-semantics.md: A=4, B=3, C=2 give A A B A B C A B C, then repeat.
+        // The IPVS test vector: A=4, B=3, C=2 give A A B A B C A B C, then repeat.
         let d = dests(&[4, 3, 2]);
         let mut s = WeightedRoundRobin::default();
         s.update(&d);
