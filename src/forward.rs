@@ -6,8 +6,9 @@
 //! counted in plain per-worker counters.
 //!
 //! DR and TUN connections live in the worker's own table: their packets always arrive on
-//! the same RX queue. NAT connections live in `NatConns`, shared by all workers, because a
-//! reply may arrive on another queue or interface than its request (see docs/architecture.md).
+//! the same RX queue (ICMP errors about them excepted: `Verdict::Handoff`, src/handoff.rs).
+//! NAT connections live in `NatConns`, shared by all workers, because a reply may arrive on
+//! another queue or interface than its request (see docs/architecture.md).
 
 mod icmp;
 
