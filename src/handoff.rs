@@ -12,8 +12,13 @@
 //! `MAX_FRAME` bytes per worker); pushing and popping copy the frame and never allocate or
 //! lock. A frame longer than `MAX_FRAME` (routers quote at most 576 bytes, RFC 1812) or a
 //! full queue is dropped and counted (`icmp_handoff_lost`).
+//!
+//! A worker asleep in poll(2) (idle, without `--busy-poll`) also polls its queue's eventfd,
+//! which a sender writes only while that worker says it sleeps: no syscall otherwise.
 
 use crossbeam::queue::ArrayQueue;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{fence, AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 
 /// Longest frame handed off: a full Ethernet frame at MTU 1500.
 pub const MAX_FRAME: usize = 1514;
@@ -50,18 +55,38 @@ impl HandoffFrame {
     }
 }
 
+/// One worker's queue.
+struct Peer {
+    queue: ArrayQueue<HandoffFrame>,
+    /// Set while the worker sleeps in poll(2): a sender then writes `wake`.
+    sleeping: AtomicBool,
+    /// An eventfd in the worker's poll set.
+    wake: OwnedFd,
+}
+
 /// One queue per worker, shared by all of them (created by the daemon).
 pub struct Handoffs {
-    queues: Box<[ArrayQueue<HandoffFrame>]>,
+    queues: Box<[Peer]>,
 }
 
 impl Handoffs {
-    pub fn new(workers: usize) -> Handoffs {
-        Handoffs {
-            queues: (0..workers)
-                .map(|_| ArrayQueue::new(HANDOFF_QUEUE))
-                .collect(),
-        }
+    pub fn new(workers: usize) -> std::io::Result<Handoffs> {
+        let queues = (0..workers)
+            .map(|_| {
+                // SAFETY: eventfd has no memory preconditions; the fd is checked below.
+                let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(Peer {
+                    queue: ArrayQueue::new(HANDOFF_QUEUE),
+                    sleeping: AtomicBool::new(false),
+                    // SAFETY: a new fd that nothing else owns.
+                    wake: unsafe { OwnedFd::from_raw_fd(fd) },
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Handoffs { queues })
     }
 
     pub fn workers(&self) -> usize {
@@ -75,12 +100,47 @@ impl Handoffs {
 
     /// Queues `f` for worker `to`; false (and `f` dropped) if that queue is full.
     pub fn send(&self, to: usize, f: HandoffFrame) -> bool {
-        self.queues[to].push(f).is_ok()
+        let p = &self.queues[to];
+        if p.queue.push(f).is_err() {
+            return false;
+        }
+        // Pairs with the fence in `sleep_begin`: either the worker sees the frame before it
+        // sleeps, or this sees it sleeping.
+        fence(SeqCst);
+        if p.sleeping.load(Relaxed) {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
+            unsafe { libc::write(p.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+        true
     }
 
     /// The next frame queued for worker `me`.
     pub fn recv(&self, me: usize) -> Option<HandoffFrame> {
-        self.queues[me].pop()
+        self.queues[me].queue.pop()
+    }
+
+    /// Worker `me` is about to sleep in poll(2) with `wake_fd(me)` in its set: false if a
+    /// frame is already waiting (then it must not sleep; `sleep_end` either way).
+    pub fn sleep_begin(&self, me: usize) -> bool {
+        let p = &self.queues[me];
+        p.sleeping.store(true, Relaxed);
+        fence(SeqCst);
+        p.queue.is_empty()
+    }
+
+    /// Worker `me` is awake again: senders stop writing its eventfd, which is emptied.
+    pub fn sleep_end(&self, me: usize) {
+        let p = &self.queues[me];
+        p.sleeping.store(false, Relaxed);
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a valid u64; the fd is non-blocking.
+        unsafe { libc::read(p.wake.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// The eventfd a sender writes while worker `me` sleeps.
+    pub fn wake_fd(&self, me: usize) -> RawFd {
+        self.queues[me].wake.as_raw_fd()
     }
 }
 
@@ -90,7 +150,7 @@ mod tests {
 
     #[test]
     fn goes_round_the_ring_and_is_bounded() {
-        let h = Handoffs::new(3);
+        let h = Handoffs::new(3).unwrap();
         assert_eq!((h.next(0), h.next(2)), (1, 0));
         assert!(HandoffFrame::copy_of(&[0; MAX_FRAME + 1], 2).is_none());
         let f = HandoffFrame::copy_of(&[7; 100], 2).unwrap();
@@ -101,5 +161,33 @@ mod tests {
         assert!(!h.send(1, f), "a full queue refuses");
         assert!(h.recv(0).is_none());
         assert_eq!(h.recv(1).unwrap().frame(), &[1]);
+    }
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn a_sleeping_worker_is_woken_and_an_awake_one_is_not() {
+        let h = Handoffs::new(2).unwrap();
+        // Awake: no wake-up written.
+        assert!(h.send(1, HandoffFrame::copy_of(&[1], 0).unwrap()));
+        assert!(!readable(h.wake_fd(1)));
+        // A frame waiting: do not sleep.
+        assert!(!h.sleep_begin(1));
+        h.sleep_end(1);
+        assert!(h.recv(1).is_some());
+        // Asleep: the sender wakes it; awake again, the eventfd is empty.
+        assert!(h.sleep_begin(1));
+        assert!(h.send(1, HandoffFrame::copy_of(&[2], 0).unwrap()));
+        assert!(readable(h.wake_fd(1)));
+        h.sleep_end(1);
+        assert!(!readable(h.wake_fd(1)));
     }
 }

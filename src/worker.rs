@@ -324,25 +324,34 @@ impl Worker {
         self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
     }
 
-    /// Sleeps in poll(2) until a port has frames or `IDLE_POLL_MS` passes.
+    /// Sleeps in poll(2) until a port has frames, another worker hands over an ICMP error
+    /// or `IDLE_POLL_MS` passes.
     fn idle_wait(&self) {
         let mut pfds = [libc::pollfd {
             fd: -1,
             events: 0,
             revents: 0,
-        }; MAX_PORTS];
+        }; MAX_PORTS + 1];
         for (pfd, p) in pfds.iter_mut().zip(&self.ports) {
             pfd.fd = p.rx.fd().as_raw_fd();
             pfd.events = libc::POLLIN;
         }
-        // SAFETY: pfds is a valid array of pollfd with at least ports.len() entries.
-        unsafe {
-            libc::poll(
-                pfds.as_mut_ptr(),
-                self.ports.len() as libc::nfds_t,
-                IDLE_POLL_MS,
-            )
-        };
+        let mut n = self.ports.len();
+        let me = self.fwd.worker_id;
+        if let Some(h) = &self.handoff {
+            if !h.sleep_begin(me) {
+                h.sleep_end(me);
+                return;
+            }
+            pfds[n].fd = h.wake_fd(me);
+            pfds[n].events = libc::POLLIN;
+            n += 1;
+        }
+        // SAFETY: pfds is a valid array of pollfd with at least n entries.
+        unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, IDLE_POLL_MS) };
+        if let Some(h) = &self.handoff {
+            h.sleep_end(me);
+        }
     }
 
     /// Runs until `shared.stop` is set.

@@ -448,7 +448,7 @@ fn handing_icmp_errors_to_another_worker_does_not_allocate() {
     b.nat = a.nat.clone();
     a.handoff = true;
     b.handoff = true;
-    let ring = Handoffs::new(2);
+    let ring = Handoffs::new(2).unwrap();
     let mut syns = frames(0..FLOWS, DR_VIP, "S");
     let mut verdicts = Vec::with_capacity(3 * FLOWS);
     process_all(&mut b, &snap, 1_000, &mut syns, &mut verdicts);

@@ -309,7 +309,10 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     let mut threads = Vec::new();
     let mut handles = Vec::new();
     // ICMP errors about DR/TUN connections of another worker go round the workers.
-    let handoffs = Arc::new(crate::handoff::Handoffs::new(nworkers as usize));
+    let handoffs = Arc::new(
+        crate::handoff::Handoffs::new(nworkers as usize)
+            .context("creating the ICMP handoff queues")?,
+    );
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     for q in 0..nworkers {
         let (mut w, h) = Worker::new(
