@@ -171,10 +171,20 @@ fn download_from(lab: &Lab, src: &str, n: usize) -> usize {
 /// address at the smaller MTU.
 #[test]
 fn dr_path_mtu_with_connections_on_every_queue() {
-    let mut lab = Lab::up_with("e2eicmpq", "dr", 1, 4, &["--client-router"]);
+    path_mtu_on_four_queues("e2eicmpq", "dr", "10.0.0.9", "-g");
+}
+
+/// The same for TUN: the handed-off errors reach the real server inside IPIP.
+#[test]
+fn tun_path_mtu_with_connections_on_every_queue() {
+    path_mtu_on_four_queues("e2eicmpqt", "tun", "10.0.1.10", "-i");
+}
+
+fn path_mtu_on_four_queues(prefix: &str, topology: &str, rip: &str, method: &str) {
+    let mut lab = Lab::up_with(prefix, topology, 1, 4, &["--client-router"]);
     lab.start_xvsd(&[]);
     lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
-    lab.adm_ok(&["-a", "-t", "10.0.0.88:80", "-r", "10.0.0.9", "-g"]);
+    lab.adm_ok(&["-a", "-t", "10.0.0.88:80", "-r", rip, method]);
     assert_eq!(lab.curl("http://10.0.0.88/"), "rs1", "{}", lab.xvsd_log());
     // The harness gives the client 10.0.2.100-104; three more make eight.
     for ip in ["10.0.2.105", "10.0.2.106", "10.0.2.107"] {
