@@ -6,8 +6,9 @@
 //! counted in plain per-worker counters.
 //!
 //! DR and TUN connections live in the worker's own table: their packets always arrive on
-//! the same RX queue. NAT connections live in `NatConns`, shared by all workers, because a
-//! reply may arrive on another queue or interface than its request (see docs/architecture.md).
+//! the same RX queue (ICMP errors about them excepted: `Verdict::Handoff`, src/handoff.rs).
+//! NAT connections live in `NatConns`, shared by all workers, because a reply may arrive on
+//! another queue or interface than its request (see docs/architecture.md).
 
 mod icmp;
 
@@ -37,6 +38,9 @@ pub enum Verdict {
     /// Rewritten in place; transmit it on this port.
     Tx(u8),
     Drop(DropReason),
+    /// An ICMP error about no connection of this worker's or the NAT table: unchanged, to
+    /// be handed to the next worker, which may hold the DR/TUN connection (src/handoff.rs).
+    Handoff,
 }
 
 /// Plain per-worker counters (single writer); published to shared atomics once per batch.
@@ -57,6 +61,12 @@ pub struct FwdCounters {
     pub icmp_time_exceeded: u64,
     /// ICMP errors about connections relayed to the real server or the client.
     pub icmp_relayed: u64,
+    /// ICMP errors that missed here and were handed to the other workers (counted once, by
+    /// the worker that received the error).
+    pub icmp_handoff: u64,
+    /// ICMP errors handed over by another worker that this worker relayed (also counted in
+    /// `icmp_relayed`).
+    pub icmp_handoff_relayed: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -98,6 +108,9 @@ pub struct Forwarder {
     /// Benchmark reference mode (`xvsd --reflect`): every frame goes back out of the port it
     /// came in on with its MACs swapped, with no parsing or load balancing: the I/O ceiling.
     pub reflect: bool,
+    /// Other workers hold DR/TUN tables: an ICMP error that finds no connection here is
+    /// handed to them (`Verdict::Handoff`) instead of dropped.
+    pub handoff: bool,
 }
 
 impl Forwarder {
@@ -119,6 +132,7 @@ impl Forwarder {
             counters: FwdCounters::default(),
             sweep_shard: worker_id,
             reflect: false,
+            handoff: false,
         }
     }
 
@@ -142,6 +156,29 @@ impl Forwarder {
         match v {
             Verdict::Tx(_) => self.counters.tx_frames += 1,
             Verdict::Drop(r) => self.counters.drops[r as usize] += 1,
+            Verdict::Handoff => self.counters.icmp_handoff += 1,
+        }
+        v
+    }
+
+    /// Handles a copy of an ICMP error that another worker found no connection for (see
+    /// src/handoff.rs): looked up in this worker's own table only (the NAT table was asked
+    /// already) and relayed from `buf`, a frame of this worker, as a local hit is.
+    /// `Verdict::Handoff` asks for the next worker, unless `last`: then nobody holds the
+    /// connection and the copy is dropped (`no_conn`), once for the error. Not counted in
+    /// `rx_frames`: the frame was received by the first worker.
+    pub fn process_handoff(&mut self, buf: &mut [u8], len: &mut usize, last: bool) -> Verdict {
+        let v = match self.relay_icmp(buf, len, true) {
+            Verdict::Handoff if last => Verdict::Drop(DropReason::NoConn),
+            v => v,
+        };
+        match v {
+            Verdict::Tx(_) => {
+                self.counters.tx_frames += 1;
+                self.counters.icmp_handoff_relayed += 1;
+            }
+            Verdict::Drop(r) => self.counters.drops[r as usize] += 1,
+            Verdict::Handoff => {}
         }
         v
     }
@@ -170,7 +207,7 @@ impl Forwarder {
             // ICMP errors about connections (steered here by the XDP program): their own
             // branch, in forward/icmp.rs.
             Err(DropReason::NotIpv4L4) if icmp::is_icmp(&buf[..*len]) => {
-                return self.relay_icmp(buf, len)
+                return self.relay_icmp(buf, len, false)
             }
             Err(r) => return Verdict::Drop(r),
         };

@@ -12,6 +12,7 @@ pub mod dest;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handoff;
 pub mod model;
 pub mod packet;
 pub mod sched;

@@ -340,6 +340,12 @@ pub struct WorkerCounters {
     /// ICMP errors about connections relayed to the real server or the client.
     #[serde(default)]
     pub icmp_relayed: u64,
+    /// ICMP errors this worker found no connection for and handed to the other workers.
+    #[serde(default)]
+    pub icmp_handoff: u64,
+    /// ICMP errors handed over by another worker that this worker relayed.
+    #[serde(default)]
+    pub icmp_handoff_relayed: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

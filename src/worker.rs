@@ -9,6 +9,7 @@
 
 use crate::conn::{Conn, ConnState, ConnTable, NatConns, PressurePolicy};
 use crate::forward::{Forwarder, FwdCounters, PortInfo, Verdict, MAX_PORTS};
+use crate::handoff::{HandoffFrame, Handoffs, HANDOFF_PER_ITER};
 use crate::model::{ConnStatus, Protocol};
 use crate::packet::{DropReason, FlowKey};
 use crate::service::Snapshot;
@@ -52,6 +53,8 @@ pub struct WorkerStats {
     pub nat_other_worker: AtomicU64,
     pub icmp_time_exceeded: AtomicU64,
     pub icmp_relayed: AtomicU64,
+    pub icmp_handoff: AtomicU64,
+    pub icmp_handoff_relayed: AtomicU64,
     pub conns: AtomicU64,
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
@@ -68,6 +71,9 @@ impl WorkerStats {
         self.nat_other_worker.store(c.nat_other_worker, Relaxed);
         self.icmp_time_exceeded.store(c.icmp_time_exceeded, Relaxed);
         self.icmp_relayed.store(c.icmp_relayed, Relaxed);
+        self.icmp_handoff.store(c.icmp_handoff, Relaxed);
+        self.icmp_handoff_relayed
+            .store(c.icmp_handoff_relayed, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
@@ -85,6 +91,8 @@ impl WorkerStats {
             nat_other_worker: self.nat_other_worker.load(Relaxed),
             icmp_time_exceeded: self.icmp_time_exceeded.load(Relaxed),
             icmp_relayed: self.icmp_relayed.load(Relaxed),
+            icmp_handoff: self.icmp_handoff.load(Relaxed),
+            icmp_handoff_relayed: self.icmp_handoff_relayed.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
@@ -221,6 +229,8 @@ pub struct Worker {
     pub modes: Vec<BindMode>,
     busy_poll: bool,
     mailbox: Mailbox,
+    /// ICMP errors handed between workers (src/handoff.rs); `None` with one worker.
+    handoff: Option<Arc<Handoffs>>,
 }
 
 /// Handle the control thread keeps for each worker.
@@ -443,9 +453,17 @@ impl Worker {
                 modes,
                 busy_poll: opts.busy_poll,
                 mailbox,
+                handoff: None,
             },
             handle,
         ))
+    }
+
+    /// Joins the ring of workers that hand each other ICMP errors about connections they
+    /// do not hold (src/handoff.rs); this worker's queue is `handoffs`' queue `queue`.
+    pub fn set_handoff(&mut self, handoffs: Arc<Handoffs>) {
+        self.fwd.handoff = handoffs.workers() > 1;
+        self.handoff = Some(handoffs);
     }
 
     /// The socket fd of each port, for the XSKMAP.
@@ -453,24 +471,39 @@ impl Worker {
         self.ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect()
     }
 
-    /// Sleeps in poll(2) until a port has frames, a control message arrives or
-    /// `IDLE_POLL_MS` passes.
+    /// Sleeps in poll(2) until a port has frames, a control message arrives, another worker
+    /// hands over an ICMP error or `IDLE_POLL_MS` passes.
     fn idle_wait(&self) {
         let mut pfds = [libc::pollfd {
             fd: -1,
             events: 0,
             revents: 0,
-        }; MAX_PORTS + 1];
+        }; MAX_PORTS + 2];
         for (pfd, p) in pfds.iter_mut().zip(&self.ports) {
             pfd.fd = p.rx.fd().as_raw_fd();
             pfd.events = libc::POLLIN;
         }
-        let n = self.ports.len();
+        let mut n = self.ports.len();
+        let mailbox_at = n;
         pfds[n].fd = self.mailbox.wake_fd();
         pfds[n].events = libc::POLLIN;
-        // SAFETY: pfds is a valid array of pollfd with at least n + 1 entries.
-        unsafe { libc::poll(pfds.as_mut_ptr(), (n + 1) as libc::nfds_t, IDLE_POLL_MS) };
-        if pfds[n].revents & libc::POLLIN != 0 {
+        n += 1;
+        let me = self.fwd.worker_id;
+        if let Some(h) = &self.handoff {
+            if !h.sleep_begin(me) {
+                h.sleep_end(me);
+                return;
+            }
+            pfds[n].fd = h.wake_fd(me);
+            pfds[n].events = libc::POLLIN;
+            n += 1;
+        }
+        // SAFETY: pfds is a valid array of pollfd with at least n entries.
+        unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, IDLE_POLL_MS) };
+        if let Some(h) = &self.handoff {
+            h.sleep_end(me);
+        }
+        if pfds[mailbox_at].revents & libc::POLLIN != 0 {
             self.mailbox.clear_wake();
         }
     }
@@ -536,6 +569,10 @@ impl Worker {
                             now_ms,
                         );
                         data.cursor().set_pos(len);
+                        if v == Verdict::Handoff {
+                            let frame = &data.contents()[..len];
+                            hand_off(self.handoff.as_deref(), &mut self.fwd, frame);
+                        }
                         v
                     };
                     match verdict {
@@ -553,11 +590,12 @@ impl Worker {
                             self.fwd.counters.drops[DropReason::NoNeighbour as usize] += 1;
                             self.free.push(*desc);
                         }
-                        Verdict::Drop(_) => self.free.push(*desc),
+                        Verdict::Drop(_) | Verdict::Handoff => self.free.push(*desc),
                     }
                 }
             }
             drop(snap);
+            got += self.drain_handoffs(&mut tx_descs, &mut ntx);
 
             // 4. Transmit what is pending on each port.
             for (o, pending) in ntx.iter_mut().enumerate().take(nports) {
@@ -591,6 +629,77 @@ impl Worker {
         self.publish();
     }
 
+    /// Copies of ICMP errors that other workers found no connection for (src/handoff.rs),
+    /// at most `HANDOFF_PER_ITER` per iteration: each is written into a free frame of this
+    /// worker and relayed from there as a local hit would be, or passed to the next worker.
+    fn drain_handoffs(
+        &mut self,
+        tx_descs: &mut [[FrameDesc; BATCH]; MAX_PORTS],
+        ntx: &mut [usize; MAX_PORTS],
+    ) -> usize {
+        let Some(h) = self.handoff.take() else {
+            return 0;
+        };
+        let nports = self.ports.len();
+        let mut n = 0;
+        while n < HANDOFF_PER_ITER {
+            let Some(mut f) = h.recv(self.fwd.worker_id) else {
+                break;
+            };
+            n += 1;
+            let Some(mut desc) = self.free.pop() else {
+                self.fwd.counters.drops[DropReason::IcmpHandoffLost as usize] += 1;
+                continue;
+            };
+            // SAFETY: a free frame of this UMEM: not on any ring, referenced nowhere else.
+            let verdict = unsafe {
+                let mut data = self.umem.data_mut(&mut desc);
+                {
+                    let mut c = data.cursor();
+                    let cap = c.buf_len();
+                    c.set_pos(cap);
+                }
+                let buf = data.contents_mut();
+                let mut len = f.len as usize;
+                let v = if len <= buf.len() {
+                    buf[..len].copy_from_slice(f.frame());
+                    self.fwd.process_handoff(buf, &mut len, f.hops_left == 0)
+                } else {
+                    self.fwd.counters.drops[DropReason::IcmpHandoffLost as usize] += 1;
+                    Verdict::Drop(DropReason::IcmpHandoffLost)
+                };
+                data.cursor().set_pos(len);
+                v
+            };
+            match verdict {
+                Verdict::Tx(out) if (out as usize) < nports => {
+                    let o = out as usize;
+                    tx_descs[o][ntx[o]] = desc;
+                    ntx[o] += 1;
+                    if ntx[o] == BATCH {
+                        self.flush_tx(o, &tx_descs[o][..BATCH]);
+                        ntx[o] = 0;
+                    }
+                }
+                Verdict::Tx(_) => {
+                    self.fwd.counters.tx_frames -= 1;
+                    self.fwd.counters.drops[DropReason::NoNeighbour as usize] += 1;
+                    self.free.push(desc);
+                }
+                Verdict::Handoff => {
+                    self.free.push(desc);
+                    f.hops_left -= 1;
+                    if !h.send(h.next(self.fwd.worker_id), f) {
+                        self.fwd.counters.drops[DropReason::IcmpHandoffLost as usize] += 1;
+                    }
+                }
+                Verdict::Drop(_) => self.free.push(desc),
+            }
+        }
+        self.handoff = Some(h);
+        n
+    }
+
     fn publish(&self) {
         self.stats.publish(
             &self.fwd.counters,
@@ -621,6 +730,20 @@ impl Worker {
         if self.modes[o] == BindMode::Copy || p.tx.needs_wakeup() {
             let _ = p.tx.wakeup();
         }
+    }
+}
+
+/// The first handoff of an ICMP error that missed on this worker (`Verdict::Handoff`): a
+/// copy to the next worker, to go round all the others. One that cannot be queued (full
+/// queue, frame too long) is a drop (`icmp_handoff_lost`) instead of a handoff.
+fn hand_off(h: Option<&Handoffs>, fwd: &mut Forwarder, frame: &[u8]) {
+    let queued = h.is_some_and(|h| {
+        let hops = (h.workers() as u16).saturating_sub(2);
+        HandoffFrame::copy_of(frame, hops).is_some_and(|f| h.send(h.next(fwd.worker_id), f))
+    });
+    if !queued {
+        fwd.counters.icmp_handoff -= 1;
+        fwd.counters.drops[DropReason::IcmpHandoffLost as usize] += 1;
     }
 }
 

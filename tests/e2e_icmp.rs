@@ -137,6 +137,100 @@ fn dr_path_mtu_and_ttl() {
     }
 }
 
+/// Downloads `n` bytes from the VIP with curl bound to the client address `src`; the bytes
+/// received.
+fn download_from(lab: &Lab, src: &str, n: usize) -> usize {
+    let url = format!("http://{VIP}/bytes/{n}");
+    let o = lab.exec(
+        "client",
+        &[
+            "curl",
+            "-s",
+            "--max-time",
+            "20",
+            "--interface",
+            src,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &url,
+        ],
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// DR on a director with 4 RX queues: each connection's packets arrive on the queue their
+/// 4-tuple hashes to, but the client router's frag needed (router -> VIP) always on the
+/// one its own addresses hash to. Errors about connections of the other workers are handed
+/// round the workers (src/handoff.rs); every one of 8 downloads, each from its own client
+/// address (so each needs its own error), must end with the real server's route to that
+/// address at the smaller MTU.
+#[test]
+fn dr_path_mtu_with_connections_on_every_queue() {
+    path_mtu_on_four_queues("e2eicmpq", "dr", "10.0.0.9", "-g");
+}
+
+/// The same for TUN: the handed-off errors reach the real server inside IPIP.
+#[test]
+fn tun_path_mtu_with_connections_on_every_queue() {
+    path_mtu_on_four_queues("e2eicmpqt", "tun", "10.0.1.10", "-i");
+}
+
+fn path_mtu_on_four_queues(prefix: &str, topology: &str, rip: &str, method: &str) {
+    let mut lab = Lab::up_with(prefix, topology, 1, 4, &["--client-router"]);
+    lab.start_xvsd(&[]);
+    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "rr"]);
+    lab.adm_ok(&["-a", "-t", "10.0.0.88:80", "-r", rip, method]);
+    assert_eq!(lab.curl("http://10.0.0.88/"), "rs1", "{}", lab.xvsd_log());
+    // The harness gives the client 10.0.2.100-104; three more make eight.
+    for ip in ["10.0.2.105", "10.0.2.106", "10.0.2.107"] {
+        let o = lab.exec(
+            "client",
+            &["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // One frag needed per download must get through: no ICMP rate limit at the router
+    // (its errors all go to one destination, the VIP).
+    let o = lab.exec("crt", &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    narrow_client_path(&lab);
+
+    let clients: Vec<String> = (100..108).map(|i| format!("10.0.2.{i}")).collect();
+    for c in &clients {
+        assert_eq!(
+            download_from(&lab, c, 300_000),
+            300_000,
+            "download from {c}\n{}\n{}",
+            lab.adm_ok(&["--datapath"]),
+            lab.xvsd_log()
+        );
+    }
+    for c in &clients {
+        let r = route_get(&lab, "rs1", c);
+        assert!(
+            r.contains("mtu 1400"),
+            "rs1 did not learn the path MTU to {c}: {r}"
+        );
+    }
+    let dp = lab.adm_ok(&["--datapath"]);
+    eprintln!("{dp}");
+    // The case occurred (with 4 queues, about 3 connections in 4 are on another worker
+    // than the errors), and every handed-off error was relayed by the worker holding it.
+    let handed = lab.counter("icmp_handoff");
+    assert!(
+        handed > 0,
+        "no error was handed off: the test proves nothing\n{dp}"
+    );
+    assert_eq!(lab.counter("icmp_handoff_relayed"), handed, "{dp}");
+    assert_eq!(lab.counter("icmp_handoff_lost"), 0, "{dp}");
+    assert_eq!(lab.counter("no_conn"), 0, "{dp}");
+}
+
 #[test]
 fn nat_path_mtu_and_port_unreachable() {
     let mut lab = Lab::up_with("e2eicmpnat", "nat2", 1, 1, &["--client-router"]);

@@ -1,6 +1,7 @@
 //! The per-packet path does not allocate: `Forwarder::process` on SYNs of new flows and on
 //! segments of established ones (DR, TUN, and NAT in both directions), plus the bounded
-//! expiry sweep, under a counting global allocator.
+//! expiry sweep, plus ICMP errors handed from one worker to another (src/handoff.rs),
+//! under a counting global allocator.
 //!
 //! Documented exceptions: the persistence template table grows (amortised) until it reaches
 //! its capacity, after which it only reuses slots (conn/template.rs; the flood test below
@@ -416,4 +417,69 @@ fn churn_at_capacity_does_not_allocate() {
     });
     assert_eq!(n, 0, "churn at capacity allocated {n} times");
     assert_eq!(t.len(), CAP);
+}
+
+/// An ICMP frag needed from a router to the VIP about the DR reply `DR_VIP:80 -> flow k`.
+fn frag_needed_about_reply(k: usize) -> Frame {
+    let (c, p) = client(k);
+    let reply = segment(DR_VIP.octets(), 80, c, p, "SA");
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2([0x02, 0, 0, 0, 0, 0xaa], LOCAL_MAC)
+        .ipv4([10, 0, 0, 2], DR_VIP.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut v, &reply.buf[14..14 + 28])
+        .expect("write to a Vec");
+    let mut f = Frame {
+        buf: [0; BUF_LEN],
+        len: v.len(),
+    };
+    f.buf[..v.len()].copy_from_slice(&v);
+    f
+}
+
+#[test]
+fn handing_icmp_errors_to_another_worker_does_not_allocate() {
+    use xvs::handoff::{HandoffFrame, Handoffs};
+    let (snap, _) = snapshot();
+    let mut a = forwarder(FLOWS);
+    let mut b = forwarder(FLOWS);
+    b.worker_id = 1;
+    b.nat = a.nat.clone();
+    a.handoff = true;
+    b.handoff = true;
+    let ring = Handoffs::new(2).unwrap();
+    let mut syns = frames(0..FLOWS, DR_VIP, "S");
+    let mut verdicts = Vec::with_capacity(3 * FLOWS);
+    process_all(&mut b, &snap, 1_000, &mut syns, &mut verdicts);
+    assert!(all_sent(&verdicts));
+    verdicts.clear();
+    let mut errors: Vec<Frame> = (0..FLOWS).map(frag_needed_about_reply).collect();
+    let mut out = Frame {
+        buf: [0; BUF_LEN],
+        len: 0,
+    };
+
+    let n = allocations_in(|| {
+        for e in errors.iter_mut() {
+            // Worker A: a miss, handed off as the worker does it.
+            let v = a.process(&mut e.buf, &mut e.len, 0, &snap, 1_000);
+            verdicts.push(v);
+            let copy = HandoffFrame::copy_of(&e.buf[..e.len], 0).expect("short frame");
+            assert!(ring.send(ring.next(0), copy));
+            // Worker B: its queue, into a frame of its own, relayed.
+            let f = ring.recv(1).expect("queued");
+            out.len = f.frame().len();
+            out.buf[..out.len].copy_from_slice(f.frame());
+            verdicts.push(b.process_handoff(&mut out.buf, &mut out.len, f.hops_left == 0));
+        }
+    });
+    assert_eq!(n, 0, "handing ICMP errors over allocated {n} times");
+    assert_eq!(verdicts.len(), 2 * FLOWS);
+    assert!(verdicts
+        .chunks(2)
+        .all(|v| v == [Verdict::Handoff, Verdict::Tx(0)]));
+    assert_eq!(a.counters.icmp_handoff, FLOWS as u64);
+    assert_eq!(b.counters.icmp_handoff_relayed, FLOWS as u64);
 }

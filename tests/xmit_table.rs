@@ -15,10 +15,11 @@ use etherparse::{
 };
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
-use xvs::forward::Verdict;
+use xvs::forward::{Forwarder, Verdict};
 use xvs::fuzzing::fixture::*;
 use xvs::fuzzing::{forward_fixture, BUF_LEN};
 use xvs::packet::{parse_flow, DropReason};
+use xvs::service::Snapshot;
 use xvs::xmit;
 
 const CIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
@@ -1562,6 +1563,162 @@ fn forward_icmp_errors() {
         ),
     ]);
     assert_eq!(c.icmp_relayed, 6);
+}
+
+/// One frame through `f` in its own 2 KiB buffer: the verdict and the frame after it.
+fn through(f: &mut Forwarder, snap: &Snapshot, frame: &[u8], in_port: u8) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; BUF_LEN];
+    buf[..frame.len()].copy_from_slice(frame);
+    let mut len = frame.len();
+    let v = f.process(&mut buf, &mut len, in_port, snap, 1_000);
+    (v, buf[..len].to_vec())
+}
+
+/// What the worker that gets a handed-off copy does: write it into a frame of its own and
+/// run it through `process_handoff`.
+fn handed(f: &mut Forwarder, frame: &[u8], last: bool) -> (Verdict, Vec<u8>) {
+    let mut buf = vec![0u8; BUF_LEN];
+    buf[..frame.len()].copy_from_slice(frame);
+    let mut len = frame.len();
+    let v = f.process_handoff(&mut buf, &mut len, last);
+    (v, buf[..len].to_vec())
+}
+
+/// Two forwarders standing for two workers (one NAT table, a DR/TUN table each): the
+/// connections are made on worker B, their ICMP errors arrive on worker A, miss there, are
+/// handed off unchanged, and B relays them exactly as it relays a local hit.
+#[test]
+fn icmp_errors_about_another_workers_connections_are_handed_off() {
+    let (mut a, snap) = forward_fixture();
+    let (mut b, _) = forward_fixture();
+    b.worker_id = 1;
+    b.nat = a.nat.clone();
+    a.handoff = true;
+    b.handoff = true;
+
+    let dr_syn = request(DR_VIP, tcp(SYN));
+    let tun_syn = request(TUN_VIP, tcp(SYN));
+    let nat_syn = request(NAT_VIP, tcp(SYN));
+    for syn in [&dr_syn, &tun_syn, &nat_syn] {
+        assert_eq!(through(&mut b, &snap, &syn.frame(), 0).0, Verdict::Tx(1));
+    }
+    let from_client_side = (EXT_MAC, ROUTER_MAC);
+    let dr_answer = swapped(&dr_syn);
+    let tun_answer = swapped(&tun_syn);
+    let dr_err = icmp_frame(
+        from_client_side,
+        ROUTER,
+        DR_VIP,
+        64,
+        frag(1280),
+        &quote(&dr_answer, 28),
+    );
+    let dr_out = icmp_frame(
+        (DR_RS_MAC, INT_MAC),
+        ROUTER,
+        DR_VIP,
+        63,
+        frag(1280),
+        &quote(&dr_answer, 28),
+    );
+    let tun_err = icmp_frame(
+        from_client_side,
+        ROUTER,
+        TUN_VIP,
+        64,
+        frag(1280),
+        &quote(&tun_answer, 28),
+    );
+    let tun_out = ipip_of(
+        (TUN_RS_MAC, INT_MAC),
+        TUN_SRC,
+        TUN_RIP,
+        &icmp_frame(
+            (TUN_RS_MAC, INT_MAC),
+            ROUTER,
+            TUN_VIP,
+            63,
+            frag(1280),
+            &quote(&tun_answer, 28),
+        ),
+    );
+    let tunnelled = ipip(TUN_RS_MAC, INT_MAC, TUN_SRC, TUN_RIP, &tun_syn.hop());
+    let path_err = icmp_frame(
+        (INT_MAC, ROUTER_MAC),
+        ROUTER,
+        TUN_SRC,
+        64,
+        frag(1300),
+        &tunnelled[14..14 + 20 + 28],
+    );
+    let path_out = frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, 1280, &tun_syn.hop());
+    let unknown = icmp_frame(
+        from_client_side,
+        ROUTER,
+        DR_VIP,
+        64,
+        frag(1280),
+        &quote(&dr_answer.with_dst(CIP, CPORT + 9), 28),
+    );
+
+    for (name, err, port_in, want_port, want) in [
+        ("DR: MACs of the real server", &dr_err, 0, 1, &dr_out),
+        ("TUN: IPIP to the real server", &tun_err, 0, 1, &tun_out),
+        ("TUN: path error, to the client", &path_err, 1, 0, &path_out),
+    ] {
+        // Worker A holds no such connection: the frame is handed off as it arrived.
+        let (v, out) = through(&mut a, &snap, err, port_in);
+        assert_eq!(v, Verdict::Handoff, "{name}");
+        assert_frame_eq(&out, err, name);
+        // Worker B (the last to ask, with two workers) relays it.
+        let (v, out) = handed(&mut b, &out, true);
+        assert_eq!(v, Verdict::Tx(want_port), "{name}");
+        assert_frame_eq(&out, want, name);
+        assert_valid(&out, name);
+    }
+    // About nobody's connection: B passes it on while others remain, else drops it, once.
+    assert_eq!(through(&mut a, &snap, &unknown, 0).0, Verdict::Handoff);
+    assert_eq!(handed(&mut b, &unknown, false).0, Verdict::Handoff);
+    assert_eq!(
+        handed(&mut b, &unknown, true).0,
+        Verdict::Drop(DropReason::NoConn)
+    );
+    // NAT connections are shared: an error about one made on B is relayed by A itself.
+    let nat_answer = Pkt {
+        payload: b"HTTP/1.0 200 OK\r\n".to_vec(),
+        ..swapped(&request(NAT_VIP, tcp(ACK)))
+    };
+    let nat_err = icmp_frame(
+        from_client_side,
+        ROUTER,
+        NAT_VIP,
+        64,
+        frag(1280),
+        &quote(&nat_answer, 28),
+    );
+    assert_eq!(through(&mut a, &snap, &nat_err, 0).0, Verdict::Tx(1));
+
+    assert_eq!((a.counters.icmp_handoff, a.counters.icmp_relayed), (4, 1));
+    assert_eq!(
+        a.counters.drops.iter().sum::<u64>(),
+        0,
+        "a handoff is no drop"
+    );
+    assert_eq!(
+        (b.counters.icmp_handoff_relayed, b.counters.icmp_relayed),
+        (3, 3)
+    );
+    assert_eq!(b.counters.drops[DropReason::NoConn as usize], 1);
+    assert_eq!(
+        b.counters.icmp_handoff, 0,
+        "only the first worker counts the handoff"
+    );
+    // One worker alone has nobody to ask: the miss is a drop there.
+    a.handoff = false;
+    assert_eq!(
+        through(&mut a, &snap, &unknown, 0).0,
+        Verdict::Drop(DropReason::NoConn)
+    );
 }
 
 // ---------------------------------------------------------------------------------------

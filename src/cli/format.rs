@@ -372,6 +372,8 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("icmp_frag_needed", w.icmp_frag_needed),
             ("icmp_time_exceeded", w.icmp_time_exceeded),
             ("icmp_relayed", w.icmp_relayed),
+            ("icmp_handoff", w.icmp_handoff),
+            ("icmp_handoff_relayed", w.icmp_handoff_relayed),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1092,6 +1094,8 @@ TCP  10.0.0.88:80 wrr persistent 600
                 nat_other_worker: 8,
                 icmp_time_exceeded: 6,
                 icmp_relayed: 7,
+                icmp_handoff: 5,
+                icmp_handoff_relayed: 4,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1115,6 +1119,8 @@ queue 0 (zero-copy):
   icmp_frag_needed: 3
   icmp_time_exceeded: 6
   icmp_relayed: 7
+  icmp_handoff: 5
+  icmp_handoff_relayed: 4
   truncated: 4
   malformed: 0
 ";

@@ -108,6 +108,8 @@ impl DataPathView {
                         half_open: h.stats.half_open.load(Relaxed),
                         icmp_time_exceeded: c.icmp_time_exceeded,
                         icmp_relayed: c.icmp_relayed,
+                        icmp_handoff: c.icmp_handoff,
+                        icmp_handoff_relayed: c.icmp_handoff_relayed,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
@@ -284,9 +286,14 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         .collect();
     let mut threads = Vec::new();
     let mut handles = Vec::new();
+    // ICMP errors about DR/TUN connections of another worker go round the workers.
+    let handoffs = Arc::new(
+        crate::handoff::Handoffs::new(nworkers as usize)
+            .context("creating the ICMP handoff queues")?,
+    );
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     for q in 0..nworkers {
-        let (w, h) = Worker::new(
+        let (mut w, h) = Worker::new(
             &ports,
             q,
             per_worker,
@@ -298,6 +305,9 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 table_full: opts.table_full,
             },
         )?;
+        if nworkers > 1 {
+            w.set_handoff(handoffs.clone());
+        }
         for (slot, fd) in w.fds().into_iter().enumerate() {
             steering.set_xsk(slot as u32, q, fd)?;
         }

@@ -42,8 +42,11 @@ fn reversed(k: &FlowKey) -> FlowKey {
 }
 
 impl Forwarder {
-    /// Handles one ICMP frame (see the module comment).
-    pub(super) fn relay_icmp(&mut self, buf: &mut [u8], len: &mut usize) -> Verdict {
+    /// Handles one ICMP frame (see the module comment). `handed`: a copy another worker
+    /// found no connection for, to be looked up in this worker's own table only. No
+    /// connection here: `Verdict::Handoff` when there are other workers to ask (the frame
+    /// is then unchanged), else dropped (`no_conn`).
+    pub(super) fn relay_icmp(&mut self, buf: &mut [u8], len: &mut usize, handed: bool) -> Verdict {
         let e = match icmp::parse_error(&buf[..*len]) {
             Ok(e) => e,
             Err(r) => return Verdict::Drop(r),
@@ -51,32 +54,48 @@ impl Forwarder {
         let v = if e.tunnel {
             self.icmp_about_tunnel(buf, len, &e)
         } else {
-            self.icmp_about_conn(buf, len, &e)
+            self.icmp_about_conn(buf, len, &e, handed)
         };
-        if let Verdict::Tx(_) = v {
-            self.counters.icmp_relayed += 1;
+        match v {
+            Some(v @ Verdict::Tx(_)) => {
+                self.counters.icmp_relayed += 1;
+                v
+            }
+            Some(v) => v,
+            None if self.handoff => Verdict::Handoff,
+            None => Verdict::Drop(DropReason::NoConn),
         }
-        v
     }
 
-    fn icmp_about_conn(&mut self, buf: &mut [u8], len: &mut usize, e: &IcmpError) -> Verdict {
+    /// `None`: no connection for the error here (the frame is unchanged).
+    fn icmp_about_conn(
+        &mut self,
+        buf: &mut [u8],
+        len: &mut usize,
+        e: &IcmpError,
+        handed: bool,
+    ) -> Option<Verdict> {
         let rev = reversed(&e.inner);
         // About a reply to the client (VIP:vport -> CIP:cport): a DR/TUN connection of this
-        // worker... (see docs/architecture.md for errors landing on another queue)
+        // worker (or of another one: Verdict::Handoff, src/handoff.rs)...
         if let Some(conn) = self
             .conns
             .lookup(&rev)
             .and_then(|s| self.conns.get(s))
             .filter(|c| !c.svc.deleted.load(Relaxed))
         {
-            return relay_local(&self.ports, self.worker_id, buf, len, e, conn);
+            return Some(relay_local(&self.ports, self.worker_id, buf, len, e, conn));
+        }
+        // The NAT table is shared: the worker that handed the error over asked it already.
+        if handed {
+            return None;
         }
         // ... or a NAT one, whose request key it is ...
         {
             let mut shard = self.nat.shard(self.nat.shard_of(rev.saddr, rev.sport));
             if let Some((slot, false)) = shard.find(&rev) {
                 if let Some(conn) = shard.get_mut(slot).filter(|c| !c.svc.deleted.load(Relaxed)) {
-                    return relay_nat_to_rs(&self.ports, self.worker_id, buf, e, conn);
+                    return Some(relay_nat_to_rs(&self.ports, self.worker_id, buf, e, conn));
                 }
             }
         }
@@ -85,26 +104,40 @@ impl Forwarder {
         let mut shard = self.nat.shard(self.nat.shard_of(rev.daddr, rev.dport));
         if let Some((slot, true)) = shard.find(&rev) {
             if let Some(conn) = shard.get_mut(slot).filter(|c| !c.svc.deleted.load(Relaxed)) {
-                return relay_nat_to_client(&self.ports, self.worker_id, buf, e, conn);
+                return Some(relay_nat_to_client(
+                    &self.ports,
+                    self.worker_id,
+                    buf,
+                    e,
+                    conn,
+                ));
             }
         }
-        Verdict::Drop(DropReason::NoConn)
+        None
     }
 
     /// An error about an IPIP packet xvs sent to a TUN real server, from a router on the
     /// way: IPVS tells the client instead (`ip_vs_in_icmp`, "tunnel"), with an error of the
     /// same type about the client's own packet, from the VIP. For "fragmentation needed"
     /// the advertised MTU loses the 20 bytes of the IPIP header, and the error is only
-    /// passed on when the client set DF (it does path MTU discovery).
-    fn icmp_about_tunnel(&mut self, buf: &mut [u8], len: &mut usize, e: &IcmpError) -> Verdict {
-        let Some(conn) = self
+    /// passed on when the client set DF (it does path MTU discovery). `None`: no
+    /// connection here (the frame is unchanged).
+    fn icmp_about_tunnel(
+        &mut self,
+        buf: &mut [u8],
+        len: &mut usize,
+        e: &IcmpError,
+    ) -> Option<Verdict> {
+        let conn = self
             .conns
             .lookup(&e.inner)
             .and_then(|s| self.conns.get(s))
-            .filter(|c| !c.svc.deleted.load(Relaxed))
-        else {
-            return Verdict::Drop(DropReason::NoConn);
-        };
+            .filter(|c| !c.svc.deleted.load(Relaxed))?;
+        Some(self.tunnel_error(buf, len, e, conn))
+    }
+
+    /// The rest of `icmp_about_tunnel`, for the connection found.
+    fn tunnel_error(&self, buf: &mut [u8], len: &mut usize, e: &IcmpError, conn: &Conn) -> Verdict {
         // Only for our tunnel to this connection's real server (IPVS: ip_vs_find_tunnel).
         let tunnel_dst = u32::from_be_bytes([
             buf[e.quote_offset + 16],

@@ -44,10 +44,13 @@ pub enum DropReason {
     /// TTL expired: an ICMP error to relay whose TTL ran out (no ICMP is sent about an
     /// ICMP error). Other packets are answered with ICMP time exceeded instead.
     TtlExpired,
+    /// An ICMP error that missed here could not be handed to the other workers (their
+    /// queue full, no free frame, or longer than `handoff::MAX_FRAME`).
+    IcmpHandoffLost,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
         DropReason::Malformed,
@@ -62,6 +65,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::TemplateFull,
         DropReason::TtlExpired,
+        DropReason::IcmpHandoffLost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +83,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::TemplateFull => "template_full",
             DropReason::TtlExpired => "ttl_expired",
+            DropReason::IcmpHandoffLost => "icmp_handoff_lost",
         }
     }
 }
