@@ -810,6 +810,18 @@ mod tests {
     }
 
     #[test]
+    fn the_nat_table_is_swept_only_when_some_service_has_nat() {
+        let (mut snap, _d, _s) = setup(&[1]);
+        let mut f = fwd(4);
+        let start = f.sweep_shard;
+        f.expire(0, 64, &snap);
+        assert_eq!(f.sweep_shard, start, "a NAT shard was swept without NAT");
+        snap.has_nat = true;
+        f.expire(0, 64, &snap);
+        assert_eq!(f.sweep_shard, start + 1);
+    }
+
+    #[test]
     fn timeouts_follow_state() {
         let (snap, _d, _s) = setup(&[1]);
         let mut f = fwd(4);

@@ -52,6 +52,9 @@ struct PersistCore {
 /// for a service without persistence).
 pub type Pick = (Arc<DestRt>, u32);
 
+/// `repr(C)`: the flags every packet reads come first; the persistence lock that workers
+/// write sits on lines of its own (checked in a test).
+#[repr(C)]
 pub struct ServiceRt {
     pub key: ServiceKey,
     /// Set when the service is deleted: its connections are then dropped, as IPVS does.
@@ -316,6 +319,23 @@ mod tests {
         let mut n = 0;
         s.for_each_template(|t| n += Arc::ptr_eq(&t.dest, d) as usize);
         n
+    }
+
+    #[test]
+    fn hot_read_flags_do_not_share_a_line_with_the_persistence_lock() {
+        use std::mem::offset_of;
+        let lock = offset_of!(ServiceRt, persist);
+        assert_eq!(lock % 128, 0);
+        for off in [
+            offset_of!(ServiceRt, key),
+            offset_of!(ServiceRt, deleted),
+            offset_of!(ServiceRt, has_nat),
+            offset_of!(ServiceRt, persistent),
+            offset_of!(ServiceRt, sched),
+        ] {
+            assert!(off < lock, "hot field at {off} after the lock");
+        }
+        assert!(offset_of!(ServiceRt, stats) >= lock + 128);
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub trait Scheduler: Send + Sync {
     /// A copy carrying the current state (wrr's position and weight, lblc's table), which
     /// the control thread then `update`s for a new list.
     fn boxed_clone(&self) -> Box<dyn Scheduler>;
+    /// Whether a pick takes a lock (`Locked`); IPVS takes none for lc wlc sed nq sh dh.
+    fn takes_lock(&self) -> bool {
+        false
+    }
 }
 
 /// A scheduler whose pick changes its own state (rr, wrr, lblc, lblcr). Wrapped in `Locked`
@@ -103,6 +107,10 @@ impl<S: StatefulScheduler> Scheduler for Locked<S> {
 
     fn boxed_clone(&self) -> Box<dyn Scheduler> {
         Box::new(Locked::new(self.lock().clone()))
+    }
+
+    fn takes_lock(&self) -> bool {
+        true
     }
 }
 
@@ -201,6 +209,35 @@ mod tests {
             by_name("nope").err(),
             Some(SchedError::Unknown("nope".to_string()))
         );
+    }
+
+    #[test]
+    fn only_the_schedulers_ipvs_serialises_take_a_lock() {
+        for n in ["lc", "wlc", "sed", "nq", "sh", "dh"] {
+            assert!(!by_name(n).unwrap().takes_lock(), "{n}");
+        }
+        for n in ["rr", "wrr", "lblc", "lblcr"] {
+            assert!(by_name(n).unwrap().takes_lock(), "{n}");
+        }
+    }
+
+    /// Lock-free picks from many threads at once see the same list and counters.
+    #[test]
+    fn lock_free_picks_from_many_threads() {
+        let d = testutil::dests(&[1, 2, 3]);
+        testutil::load(&d[0], 1, 0);
+        testutil::load(&d[1], 1, 0);
+        testutil::load(&d[2], 1, 0);
+        let s: Arc<dyn Scheduler> = Arc::from(by_name("wlc").unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (s, d) = (s.clone(), d.clone());
+                std::thread::spawn(move || {
+                    (0..1000).all(|_| s.schedule(&d, &FlowKey::default(), 0) == Some(2))
+                })
+            })
+            .collect();
+        assert!(threads.into_iter().all(|t| t.join().unwrap()));
     }
 
     #[test]
