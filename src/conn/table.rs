@@ -633,30 +633,10 @@ mod tests {
         assert_eq!(t.expire(0, 8), 1);
         assert_eq!(d.active(), 0);
     }
-}
-
-#[cfg(test)]
-mod chunk_tests {
-    use super::*;
-    use crate::model::{Forward, Protocol, ServiceKey};
-    use crate::service::NO_TEMPLATE;
 
     #[test]
     fn for_each_from_visits_every_entry_once_in_bounded_steps() {
-        let svc = Arc::new(ServiceRt::new(
-            ServiceKey {
-                proto: Protocol::Udp,
-                addr: "10.0.0.88".parse().unwrap(),
-                port: 53,
-            },
-            crate::sched::by_name("rr").unwrap(),
-        ));
-        let d = Arc::new(DestRt::new(
-            "10.0.0.9".parse().unwrap(),
-            53,
-            Forward::Route,
-            1,
-        ));
+        let (svc, d) = (svc(), dest());
         let mut t = ConnTable::with_capacity(100);
         for p in 0..100u16 {
             let key = FlowKey {
@@ -695,30 +675,16 @@ mod chunk_tests {
         assert_eq!(steps, 7, "100 slots in steps of 16");
         let want: Vec<u16> = (0..100).filter(|p| p % 3 != 0).collect();
         assert_eq!(seen, want);
-        assert_eq!(t.for_each_from(500, 16, |_| panic!()), None);
+        assert_eq!(t.for_each_from(500, 16, |_| panic!()), Option::None);
         assert_eq!(
             ConnTable::with_capacity(4).for_each_from(0, 16, |_| panic!()),
-            None
+            Option::None
         );
     }
-}
-
-#[cfg(test)]
-mod reply_tests {
-    use super::*;
-    use crate::model::{Forward, Protocol, ServiceKey};
-    use crate::service::NO_TEMPLATE;
 
     #[test]
     fn reply_key_finds_the_same_entry_and_is_removed_with_it() {
-        let svc = Arc::new(ServiceRt::new(
-            ServiceKey {
-                proto: Protocol::Tcp,
-                addr: "10.0.0.88".parse().unwrap(),
-                port: 80,
-            },
-            crate::sched::by_name("rr").unwrap(),
-        ));
+        let svc = svc();
         let d = Arc::new(DestRt::new(
             "192.168.80.10".parse().unwrap(),
             8080,
@@ -758,7 +724,7 @@ mod reply_tests {
         assert_eq!(t.find(&req), Some((s, false)));
         assert_eq!(t.find(&rep), Some((s, true)));
         t.remove(s);
-        assert_eq!(t.find(&req), None);
-        assert_eq!(t.find(&rep), None);
+        assert_eq!(t.find(&req), Option::None);
+        assert_eq!(t.find(&rep), Option::None);
     }
 }
