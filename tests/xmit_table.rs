@@ -1282,6 +1282,39 @@ fn forward_ttl() {
     assert_eq!(c.icmp_frag_needed, 1);
 }
 
+/// "Fragmentation needed" (MTU 1280) from a router on the client's side about a DR (or TUN)
+/// real server's reply, as it reaches the director, and as the director relays it to the
+/// real server: unchanged but the TTL (TUN: inside IPIP).
+fn client_side_frag_needed(answer: &Pkt, tun: bool) -> (Vec<u8>, Vec<u8>) {
+    let (vip, rs_mac) = if tun {
+        (TUN_VIP, TUN_RS_MAC)
+    } else {
+        (DR_VIP, DR_RS_MAC)
+    };
+    let err = icmp_frame(
+        (EXT_MAC, ROUTER_MAC),
+        ROUTER,
+        vip,
+        64,
+        frag(1280),
+        &quote(answer, 28),
+    );
+    let relayed = icmp_frame(
+        (rs_mac, INT_MAC),
+        ROUTER,
+        vip,
+        63,
+        frag(1280),
+        &quote(answer, 28),
+    );
+    let out = if tun {
+        ipip_of((TUN_RS_MAC, INT_MAC), TUN_SRC, TUN_RIP, &relayed)
+    } else {
+        relayed
+    };
+    (err, out)
+}
+
 #[test]
 fn forward_icmp_errors() {
     let dr_syn = request(DR_VIP, tcp(SYN));
@@ -1310,22 +1343,7 @@ fn forward_icmp_errors() {
 
     // DR: an error from a router on the client's side about the real server's reply
     // (quoted VIP:80 -> CIP) arrives for the VIP: to the real server unchanged but the TTL.
-    let dr_err = icmp_frame(
-        from_client_side,
-        ROUTER,
-        DR_VIP,
-        64,
-        frag(1280),
-        &quote(&dr_answer, 28),
-    );
-    let dr_out = icmp_frame(
-        (DR_RS_MAC, INT_MAC),
-        ROUTER,
-        DR_VIP,
-        63,
-        frag(1280),
-        &quote(&dr_answer, 28),
-    );
+    let (dr_err, dr_out) = client_side_frag_needed(&dr_answer, false);
     // NAT, client side: outer destination and quoted source become the real server's; the
     // quote here is long enough to hold the TCP checksum, which is updated too.
     let q = nat_answer.ip_packet().len();
@@ -1383,27 +1401,7 @@ fn forward_icmp_errors() {
         &quote(&nat_udp.hop(), 28),
     );
     // TUN, client side: the error goes to the real server inside IPIP.
-    let tun_err = icmp_frame(
-        from_client_side,
-        ROUTER,
-        TUN_VIP,
-        64,
-        frag(1280),
-        &quote(&tun_answer, 28),
-    );
-    let tun_out = ipip_of(
-        (TUN_RS_MAC, INT_MAC),
-        TUN_SRC,
-        TUN_RIP,
-        &icmp_frame(
-            (TUN_RS_MAC, INT_MAC),
-            ROUTER,
-            TUN_VIP,
-            63,
-            frag(1280),
-            &quote(&tun_answer, 28),
-        ),
-    );
+    let (tun_err, tun_out) = client_side_frag_needed(&tun_answer, true);
     // TUN, a router on the tunnel's path: frag needed (1300) about our IPIP packet; the
     // client hears frag needed (1280) about its own packet, from the VIP.
     let tunnelled = ipip(
@@ -1605,43 +1603,8 @@ fn icmp_errors_about_another_workers_connections_are_handed_off() {
     let from_client_side = (EXT_MAC, ROUTER_MAC);
     let dr_answer = swapped(&dr_syn);
     let tun_answer = swapped(&tun_syn);
-    let dr_err = icmp_frame(
-        from_client_side,
-        ROUTER,
-        DR_VIP,
-        64,
-        frag(1280),
-        &quote(&dr_answer, 28),
-    );
-    let dr_out = icmp_frame(
-        (DR_RS_MAC, INT_MAC),
-        ROUTER,
-        DR_VIP,
-        63,
-        frag(1280),
-        &quote(&dr_answer, 28),
-    );
-    let tun_err = icmp_frame(
-        from_client_side,
-        ROUTER,
-        TUN_VIP,
-        64,
-        frag(1280),
-        &quote(&tun_answer, 28),
-    );
-    let tun_out = ipip_of(
-        (TUN_RS_MAC, INT_MAC),
-        TUN_SRC,
-        TUN_RIP,
-        &icmp_frame(
-            (TUN_RS_MAC, INT_MAC),
-            ROUTER,
-            TUN_VIP,
-            63,
-            frag(1280),
-            &quote(&tun_answer, 28),
-        ),
-    );
+    let (dr_err, dr_out) = client_side_frag_needed(&dr_answer, false);
+    let (tun_err, tun_out) = client_side_frag_needed(&tun_answer, true);
     let tunnelled = ipip(TUN_RS_MAC, INT_MAC, TUN_SRC, TUN_RIP, &tun_syn.hop());
     let path_err = icmp_frame(
         (INT_MAC, ROUTER_MAC),
