@@ -19,7 +19,7 @@ use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow};
 use crate::service::{service_lookup_key, ServiceRt, Snapshot};
 use crate::xmit;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 /// Largest number of interfaces ("ports") one worker serves (external + internal, ...).
 pub const MAX_PORTS: usize = 4;
@@ -253,21 +253,26 @@ impl Forwarder {
             .get(&service_lookup_key(k.daddr, k.dport, k.proto))
             .or_else(|| snap.services.get(&service_lookup_key(k.daddr, 0, k.proto)));
         if let Some(svc) = svc {
-            if svc.has_nat.load(Relaxed) {
-                let mut shard = nat.shard(nat.shard_of(k.saddr, k.sport));
-                if let Some((slot, false)) = shard.find(&k) {
-                    if let Some(conn) = shard.get_mut(slot) {
+            // A service with NAT servers: the client's shard, locked once for the lookup
+            // and, if this is a new connection, for making room and inserting it.
+            let mut shard = svc
+                .has_nat
+                .load(Relaxed)
+                .then(|| nat.shard(nat.shard_of(k.saddr, k.sport)));
+            if let Some(sh) = shard.as_mut() {
+                if let Some((slot, false)) = sh.find(&k) {
+                    if let Some(conn) = sh.get_mut(slot) {
                         if !conn.svc.deleted.load(Relaxed) {
                             let was = conn.state;
                             let v = cx.nat_request(conn, len);
-                            shard.note_state(slot, was);
+                            sh.note_state(slot, was);
                             return v;
                         }
                     }
-                    shard.remove(slot);
+                    sh.remove(slot);
                 }
             }
-            return cx.new_conn(svc, conns, nat, len);
+            return cx.new_conn(svc, conns, shard, len);
         }
 
         // 3. A NAT reply from a real server (steered here by the XDP reply map).
@@ -303,11 +308,15 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// A new connection to `svc`. `shard` is the client's NAT shard, locked, when the service
+    /// has NAT servers (`ServiceRt::has_nat`, set before any NAT server is published), so
+    /// room, scheduling and insertion happen under one lock (taken before the scheduler's
+    /// and the persistence lock, the one order every path uses).
     fn new_conn(
         &mut self,
         svc: &Arc<ServiceRt>,
         conns: &mut ConnTable,
-        nat: &NatConns,
+        mut shard: Option<MutexGuard<'_, ConnTable>>,
         len: &mut usize,
     ) -> Verdict {
         let k = self.flow.key;
@@ -319,12 +328,10 @@ impl Cx<'_> {
         // Room first, then the scheduler: an evicted half-open entry releases its template
         // before this connection asks for one (conn::template). The table is the NAT shard
         // for a service with NAT servers, else the worker's own; a service mixing both
-        // methods gets its room from the insert below instead.
-        let room = if svc.has_nat.load(Relaxed) {
-            let mut shard = nat.shard(nat.shard_of(k.saddr, k.sport));
-            self.make_room(&mut shard)
-        } else {
-            self.make_room(conns)
+        // methods gets room in the worker's table from the insert below instead.
+        let room = match shard.as_mut() {
+            Some(sh) => self.make_room(sh),
+            None => self.make_room(conns),
         };
         if !room {
             return Verdict::Drop(DropReason::TableFull);
@@ -364,8 +371,12 @@ impl Cx<'_> {
         };
         // A refused connection is dropped here, which also releases its template.
         if masq {
-            let mut shard = nat.shard(nat.shard_of(k.saddr, k.sport));
-            let Some(slot) = self.insert(&mut shard, conn) else {
+            let Some(shard) = shard.as_mut() else {
+                // A NAT server in a service not flagged has_nat: cannot happen (the flag is
+                // set first); refuse rather than track it where replies would not look.
+                return Verdict::Drop(DropReason::NoService);
+            };
+            let Some(slot) = self.insert(shard, conn) else {
                 return Verdict::Drop(DropReason::TableFull);
             };
             let Some(c) = shard.get_mut(slot) else {
@@ -377,6 +388,7 @@ impl Cx<'_> {
             shard.note_state(slot, was);
             return v;
         }
+        drop(shard);
         let Some(slot) = self.insert(conns, conn) else {
             return Verdict::Drop(DropReason::TableFull);
         };
