@@ -29,6 +29,8 @@ const FRAMES_PER_PORT: u32 = 4096;
 const RING_SIZE: u32 = 2048;
 /// Frames handled per port per loop iteration.
 const BATCH: usize = 64;
+/// Frames one sendto() sends in copy mode (TX_BATCH_SIZE in the kernel's xsk.c).
+const COPY_TX_PER_KICK: usize = 32;
 /// Connection-table slots examined for expiry per iteration (bounded work, see conn/table.rs).
 const EXPIRE_BUDGET: usize = 64;
 /// Empty polls before the worker sleeps in poll(2) instead of spinning.
@@ -725,9 +727,18 @@ impl Worker {
             self.fwd.counters.drops[DropReason::TxFull as usize] += lost;
             self.free.extend_from_slice(&descs[sent..]);
         }
-        // Copy mode needs a sendto() for every batch whatever need_wakeup says; zero-copy
-        // drivers only when they ask.
-        if self.modes[o] == BindMode::Copy || p.tx.needs_wakeup() {
+        // Copy mode needs a sendto() for every batch whatever need_wakeup says, and one
+        // sendto() transmits at most COPY_TX_PER_KICK frames (the kernel's TX_BATCH_SIZE in
+        // xsk_generic_xmit): kick once per 32 frames queued, or a full batch leaves half of
+        // itself in the ring each time and a sustained load fills it (tx_full). Zero-copy
+        // drivers need a kick only when they ask.
+        if self.modes[o] == BindMode::Copy {
+            for _ in 0..sent.div_ceil(COPY_TX_PER_KICK).max(1) {
+                if p.tx.wakeup().is_err() {
+                    break;
+                }
+            }
+        } else if p.tx.needs_wakeup() {
             let _ = p.tx.wakeup();
         }
     }
