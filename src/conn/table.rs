@@ -13,11 +13,9 @@
 use super::pressure::{is_half_open, PressurePolicy, SlotList};
 use super::state::ConnState;
 use crate::dest::DestRt;
-use crate::model::{ConnStatus, Protocol};
 use crate::packet::FlowKey;
 use crate::service::ServiceRt;
 use hashbrown::HashTable;
-use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -88,23 +86,6 @@ impl Conn {
             self.dest.move_conn(new.is_active());
         }
         self.state = new;
-    }
-
-    /// This entry as `-L -c` shows it.
-    pub fn status(&self, now_ms: u64) -> ConnStatus {
-        let proto = Protocol::from_number(self.key.proto).unwrap_or(Protocol::Tcp);
-        ConnStatus {
-            proto,
-            expires_ms: self.expires_ms.saturating_sub(now_ms),
-            state: self.state.name().to_string(),
-            client_addr: Ipv4Addr::from(self.key.saddr),
-            client_port: self.key.sport,
-            virtual_addr: Ipv4Addr::from(self.key.daddr),
-            virtual_port: self.key.dport,
-            dest_addr: self.dest.addr,
-            dest_port: self.dest.port,
-            template: false,
-        }
     }
 
     fn count(&self) {
