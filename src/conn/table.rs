@@ -426,21 +426,7 @@ mod tests {
     fn insert_lookup_counts_and_expire() {
         let (s, d) = (svc(), dest());
         let mut t = ConnTable::with_capacity(4);
-        let a = t
-            .insert(Conn {
-                key: key(1),
-                state: SynRecv,
-                expires_ms: 100,
-                svc: s.clone(),
-                dest: d.clone(),
-                tpl: NO_TEMPLATE,
-                rip: 0,
-                rport: 0,
-                client_mac: [0; 6],
-                in_port: 0,
-                worker: 0,
-            })
-            .unwrap();
+        let a = t.insert(entry(&s, &d, 1, SynRecv, 100)).unwrap();
         assert_eq!(d.inactive(), 1);
         t.get_mut(a).unwrap().set_state(Established);
         t.get_mut(a).unwrap().expires_ms = 1000;
@@ -459,72 +445,39 @@ mod tests {
         let (s, d) = (svc(), dest());
         let mut t = ConnTable::with_capacity(2);
         for p in 0..2 {
-            t.insert(Conn {
-                key: key(p),
-                state: Udp,
-                expires_ms: 10,
-                svc: s.clone(),
-                dest: d.clone(),
-                tpl: NO_TEMPLATE,
-                rip: 0,
-                rport: 0,
-                client_mac: [0; 6],
-                in_port: 0,
-                worker: 0,
-            })
-            .unwrap();
+            t.insert(entry(&s, &d, p, Udp, 10)).unwrap();
         }
-        let r = t.insert(Conn {
-            key: key(9),
-            state: Udp,
-            expires_ms: 10,
-            svc: s.clone(),
-            dest: d.clone(),
-            tpl: NO_TEMPLATE,
-            rip: 0,
-            rport: 0,
-            client_mac: [0; 6],
-            in_port: 0,
-            worker: 0,
-        });
+        let r = t.insert(entry(&s, &d, 9, Udp, 10));
         assert!(r.is_err());
         assert!(t.lookup(&key(0)).is_some() && t.lookup(&key(1)).is_some());
         assert_eq!(d.inactive(), 2);
         // Freed slots are reused.
         t.remove(t.lookup(&key(0)).unwrap());
-        assert!(t
-            .insert(Conn {
-                key: key(9),
-                state: Udp,
-                expires_ms: 10,
-                svc: s,
-                dest: d.clone(),
-                tpl: NO_TEMPLATE,
-                rip: 0,
-                rport: 0,
-                client_mac: [0; 6],
-                in_port: 0,
-                worker: 0,
-            })
-            .is_ok());
+        assert!(t.insert(entry(&s, &d, 9, Udp, 10)).is_ok());
         drop(t);
         assert_eq!(d.inactive(), 0);
     }
 
-    fn conn(s: &Arc<ServiceRt>, d: &Arc<DestRt>, sport: u16, state: ConnState, tpl: u32) -> Conn {
-        Conn {
-            key: key(sport),
+    /// A DR entry from client port `sport`, expiring at `expires_ms`.
+    fn entry(
+        s: &Arc<ServiceRt>,
+        d: &Arc<DestRt>,
+        sport: u16,
+        state: ConnState,
+        expires_ms: u64,
+    ) -> Conn {
+        Conn::new(
+            key(sport),
             state,
-            expires_ms: u64::MAX,
-            svc: s.clone(),
-            dest: d.clone(),
-            tpl,
-            rip: 0,
-            rport: 0,
-            client_mac: [0; 6],
-            in_port: 0,
-            worker: 0,
-        }
+            expires_ms,
+            s.clone(),
+            d.clone(),
+            NO_TEMPLATE,
+        )
+    }
+
+    fn conn(s: &Arc<ServiceRt>, d: &Arc<DestRt>, sport: u16, state: ConnState, tpl: u32) -> Conn {
+        Conn::new(key(sport), state, u64::MAX, s.clone(), d.clone(), tpl)
     }
 
     #[test]
@@ -596,20 +549,7 @@ mod tests {
     fn deleted_service_entries_are_swept() {
         let (s, d) = (svc(), dest());
         let mut t = ConnTable::with_capacity(2);
-        t.insert(Conn {
-            key: key(1),
-            state: Established,
-            expires_ms: u64::MAX,
-            svc: s.clone(),
-            dest: d.clone(),
-            tpl: NO_TEMPLATE,
-            rip: 0,
-            rport: 0,
-            client_mac: [0; 6],
-            in_port: 0,
-            worker: 0,
-        })
-        .unwrap();
+        t.insert(entry(&s, &d, 1, Established, u64::MAX)).unwrap();
         s.deleted.store(true, Relaxed);
         assert_eq!(t.expire(0, 8), 1);
         assert_eq!(d.active(), 0);
