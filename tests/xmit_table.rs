@@ -1315,6 +1315,25 @@ fn client_side_frag_needed(answer: &Pkt, tun: bool) -> (Vec<u8>, Vec<u8>) {
     (err, out)
 }
 
+/// "Fragmentation needed" (MTU 1300) from a router on the tunnel's path about the IPIP
+/// packet carrying `tun_syn`, and the error the director sends the client instead
+/// (MTU 1280, from the VIP, about the client's own packet).
+fn tunnel_path_frag_needed(tun_syn: &Pkt) -> (Vec<u8>, Vec<u8>) {
+    let tunnelled = ipip(TUN_RS_MAC, INT_MAC, TUN_SRC, TUN_RIP, &tun_syn.hop());
+    let err = icmp_frame(
+        (INT_MAC, ROUTER_MAC),
+        ROUTER,
+        TUN_SRC,
+        64,
+        frag(1300),
+        &tunnelled[14..14 + 20 + 28],
+    );
+    (
+        err,
+        frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, 1280, &tun_syn.hop()),
+    )
+}
+
 #[test]
 fn forward_icmp_errors() {
     let dr_syn = request(DR_VIP, tcp(SYN));
@@ -1404,22 +1423,7 @@ fn forward_icmp_errors() {
     let (tun_err, tun_out) = client_side_frag_needed(&tun_answer, true);
     // TUN, a router on the tunnel's path: frag needed (1300) about our IPIP packet; the
     // client hears frag needed (1280) about its own packet, from the VIP.
-    let tunnelled = ipip(
-        (TUN_RS_MAC, INT_MAC).0,
-        INT_MAC,
-        TUN_SRC,
-        TUN_RIP,
-        &tun_syn.hop(),
-    );
-    let path_err = icmp_frame(
-        (INT_MAC, ROUTER_MAC),
-        ROUTER,
-        TUN_SRC,
-        64,
-        frag(1300),
-        &tunnelled[14..14 + 20 + 28],
-    );
-    let path_out = frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, 1280, &tun_syn.hop());
+    let (path_err, path_out) = tunnel_path_frag_needed(&tun_syn);
 
     let unknown = icmp_frame(
         from_client_side,
@@ -1605,16 +1609,7 @@ fn icmp_errors_about_another_workers_connections_are_handed_off() {
     let tun_answer = swapped(&tun_syn);
     let (dr_err, dr_out) = client_side_frag_needed(&dr_answer, false);
     let (tun_err, tun_out) = client_side_frag_needed(&tun_answer, true);
-    let tunnelled = ipip(TUN_RS_MAC, INT_MAC, TUN_SRC, TUN_RIP, &tun_syn.hop());
-    let path_err = icmp_frame(
-        (INT_MAC, ROUTER_MAC),
-        ROUTER,
-        TUN_SRC,
-        64,
-        frag(1300),
-        &tunnelled[14..14 + 20 + 28],
-    );
-    let path_out = frag_needed(CLIENT_MAC, EXT_MAC, TUN_VIP, 1280, &tun_syn.hop());
+    let (path_err, path_out) = tunnel_path_frag_needed(&tun_syn);
     let unknown = icmp_frame(
         from_client_side,
         ROUTER,
