@@ -824,7 +824,18 @@ mod tests {
     #[test]
     fn the_nat_table_is_swept_only_when_some_service_has_nat() {
         let (mut snap, _d, _s) = setup(&[1]);
-        let mut f = fwd(4);
+        // A table big enough for several shards, so that moving on is visible.
+        let nat = Arc::new(NatConns::with_capacity(1 << 16));
+        assert!(nat.shards() > 1);
+        let mut f = Forwarder::new(
+            0,
+            4,
+            &[PortInfo {
+                mac: LOCAL,
+                mtu: 1500,
+            }],
+            nat,
+        );
         let start = f.sweep_shard;
         f.expire(0, 64, &snap);
         assert_eq!(f.sweep_shard, start, "a NAT shard was swept without NAT");

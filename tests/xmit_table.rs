@@ -1338,7 +1338,7 @@ fn tunnel_path_frag_needed(tun_syn: &Pkt) -> (Vec<u8>, Vec<u8>) {
 fn forward_icmp_errors() {
     let dr_syn = request(DR_VIP, tcp(SYN));
     let nat_syn = request(NAT_VIP, tcp(SYN));
-    // Another client port: the fixture's NAT table holds one entry per shard.
+    // Another client port, so that it is a connection of its own.
     let nat_udp = Pkt {
         payload: b"query".to_vec(),
         sport: CPORT + 5,
