@@ -13,6 +13,8 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handoff;
+pub mod health;
+pub mod kconf;
 pub mod model;
 pub mod packet;
 pub mod sched;
