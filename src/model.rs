@@ -219,6 +219,37 @@ pub enum Request {
     DataPath,
     /// `-L -c`: the connection table, persistence templates included.
     Connections,
+    /// xvs-only `-L --health`: every checker of every real server (`--config`).
+    Health,
+}
+
+/// One checker of one real server, as `xvsadm -L -n --health` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRow {
+    /// The virtual server's first service (its group's, for `virtual_server group`).
+    pub service: ServiceKey,
+    /// `group NAME` of a `virtual_server group`, else empty.
+    pub group: String,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    /// The real server is in the pool (keepalived's "alive").
+    pub alive: bool,
+    /// `TCP_CHECK`, `HTTP_GET`, ...
+    pub checker: String,
+    /// Where it connects, `IP:PORT`.
+    pub target: String,
+    /// The checker's state: true = up.
+    pub up: bool,
+    /// The checker has run at least once (before that, `up` is the start state).
+    pub has_run: bool,
+    /// Consecutive failed checks.
+    pub failures: u32,
+    pub last_error: Option<String>,
+    /// Seconds since `up` last changed (or the checker started).
+    pub since_secs: u64,
+    /// Duration of the last check in ms.
+    pub last_latency_ms: Option<u64>,
+    pub checks: u64,
 }
 
 /// Packet, byte and connection counters of a service or real server (`--stats`).
@@ -291,6 +322,8 @@ pub enum Response {
     ConnectionsEnd {
         entries: u64,
     },
+    /// `Request::Health`; `None` when xvsd runs without `--config`.
+    Health(Option<Vec<HealthRow>>),
 }
 
 /// One connection-table entry as `ipvsadm -L -c` shows it.

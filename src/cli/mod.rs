@@ -237,6 +237,7 @@ fn describe_request(req: &Request) -> &'static str {
         Request::Status { .. } => "a status",
         Request::DataPath => "data-path counters",
         Request::Connections => "a connection list",
+        Request::Health => "health-check states",
         _ => "an acknowledgement",
     }
 }
@@ -285,6 +286,7 @@ fn describe(r: &Response) -> &'static str {
         Response::DataPath(_) => "data-path counters",
         Response::Connections(_) => "a connection list",
         Response::ConnectionsEnd { .. } => "the end of a connection list",
+        Response::Health(_) => "health-check states",
     }
 }
 

@@ -201,7 +201,7 @@ impl ConfigModel {
                 }
                 Ok(())
             }
-            Request::DataPath | Request::Connections => Ok(()),
+            Request::DataPath | Request::Connections | Request::Health => Ok(()),
             Request::Status { service } => {
                 if let Some(k) = service {
                     self.find(k).ok_or("No such service")?;

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod iface;
+pub mod kconf;
 pub mod listing;
 pub mod neigh;
 pub mod server;
