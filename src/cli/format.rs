@@ -345,6 +345,51 @@ pub fn format_timeout(t: &Timeouts) -> String {
 /// `--datapath` (xvs only): one `name: value` per line so scripts can pick counters with
 /// `awk`; each worker's counters are indented under a `queue N (mode):` header, and drop
 /// reasons are listed by name, zeros included.
+/// `-L -n --health`: per virtual server, per real server, one line per checker.
+pub fn format_health(rows: &[crate::model::HealthRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Prot LocalAddress:Port\n  -> RemoteAddress:Port           Server Checker    Target                 State Fails Since    Last error"
+    );
+    let mut last: Option<(ServiceKey, &str)> = None;
+    for r in rows {
+        if last != Some((r.service, r.group.as_str())) {
+            last = Some((r.service, r.group.as_str()));
+            let name = format!("{}:{}", r.service.addr, r.service.port);
+            if r.group.is_empty() {
+                let _ = writeln!(out, "{:<4} {name}", r.service.proto.list_name());
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<4} {name} (group {})",
+                    r.service.proto.list_name(),
+                    r.group
+                );
+            }
+        }
+        let state = match (r.has_run, r.up) {
+            (false, true) => "init",
+            (false, false) => "init-down",
+            (true, true) => "up",
+            (true, false) => "down",
+        };
+        let _ = writeln!(
+            out,
+            "  -> {:<28} {:<6} {:<10} {:<22} {:<5} {:<5} {:<8} {}",
+            format!("{}:{}", r.addr, r.port),
+            if r.alive { "alive" } else { "dead" },
+            r.checker,
+            r.target,
+            state,
+            r.failures,
+            format!("{}s", r.since_secs),
+            r.last_error.as_deref().unwrap_or("-"),
+        );
+    }
+    out
+}
+
 pub fn format_datapath(d: &DataPathStats) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "interface: {}", d.interface);

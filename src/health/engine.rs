@@ -264,6 +264,23 @@ impl Engine {
         (delay, actions)
     }
 
+    /// The scripts keepalived runs when it stops serving a virtual server (shutdown, or
+    /// a reload that removes it): with `omega`, `notify_down` of each live real server
+    /// then `quorum_down` (`clear_service_rs`, `update_vs_notifies` with `stopping`).
+    pub fn stopping_scripts(vs: &VsState) -> Vec<Script> {
+        if !vs.conf.omega {
+            return Vec::new();
+        }
+        let mut out: Vec<Script> = vs
+            .rs
+            .iter()
+            .filter(|r| r.alive)
+            .filter_map(|r| r.conf.notify_down.clone())
+            .collect();
+        out.extend(vs.conf.quorum_down.clone());
+        out
+    }
+
     /// The services and real servers keepalived's IPVS table would hold now.
     pub fn desired(&self) -> Vec<DesiredService> {
         let mut out = Vec::new();
@@ -723,6 +740,24 @@ mod tests {
         assert_eq!(ran(&a), vec!["/down 10.0.0.1"]);
         let (_, a) = e.record((0, 0, 0), &down(), 1, 1);
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn omega_runs_the_down_scripts_when_the_service_stops() {
+        let mut v = vs(vec![
+            rs("10.0.0.1", 1, vec![]),
+            rs("10.0.0.2", 1, vec![tcp_check(0)]),
+        ]);
+        let (e, _) = Engine::new(&conf(v.clone()), 0);
+        assert!(Engine::stopping_scripts(&e.vss[0]).is_empty());
+        v.omega = true;
+        let (mut e, _) = Engine::new(&conf(v), 0);
+        e.record((0, 1, 0), &down(), 1, 0);
+        let s: Vec<String> = Engine::stopping_scripts(&e.vss[0])
+            .iter()
+            .map(|s| s.argv.join(" "))
+            .collect();
+        assert_eq!(s, vec!["/down 10.0.0.1", "/qdown"]);
     }
 
     #[test]

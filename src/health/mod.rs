@@ -24,3 +24,8 @@ pub fn checker_name(k: &CheckKind) -> &'static str {
         CheckKind::File(_) => "FILE_CHECK",
     }
 }
+
+/// TEMPORARY until the checks land.
+pub fn prober() -> runner::Prober {
+    std::sync::Arc::new(|_c, _w| Box::pin(async { engine::Outcome::Down("no checks".into()) }))
+}

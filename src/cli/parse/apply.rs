@@ -122,7 +122,7 @@ pub(super) fn apply(
             }
         }
         // Handled before `apply` is called.
-        Tag::Help | Tag::Version | Tag::DataPath => {}
+        Tag::Help | Tag::Version | Tag::DataPath | Tag::Health => {}
         Tag::Tcp | Tag::Udp => {
             st.set_option(Col::Service)?;
             let proto = if tag == Tag::Tcp {

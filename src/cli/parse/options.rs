@@ -58,6 +58,7 @@ pub(super) enum Tag {
     TunCsum,
     TunRemcsum,
     Socket,
+    Health,
     DataPath,
 }
 
@@ -154,6 +155,7 @@ const SPECS: &[Spec] = &[
     spec("tun-remcsum", None, Arg::None, Tag::TunRemcsum),
     spec("socket", None, Arg::Required, Tag::Socket),
     spec("datapath", None, Arg::None, Tag::DataPath),
+    spec("health", None, Arg::None, Tag::Health),
 ];
 
 fn find_long(name: &str) -> Option<&'static Spec> {
