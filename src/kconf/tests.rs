@@ -892,3 +892,72 @@ mod props {
         }
     }
 }
+
+/// Each `tests/kconf/errors/*.conf` says on its first line what xvs must answer:
+/// `# expect: LINE: MESSAGE` (`{DIR}` = the fixture's directory).
+#[test]
+fn error_fixtures() {
+    let dir = fixture("errors");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: no '# expect:' line", f.display()))
+            .replace("{DIR}", &dir.display().to_string());
+        let got = load_with(&f, &opts())
+            .map(|c| format!("{c:?}"))
+            .map_err(|e| e.to_string());
+        assert_eq!(
+            got,
+            Err(format!("{}:{expect}", f.display())),
+            "{}",
+            f.display()
+        );
+    }
+}
+
+#[test]
+fn groups_fixture() {
+    let c = load_with(&fixture("groups.conf"), &opts()).unwrap();
+    assert_eq!(warnings(&c), Vec::<String>::new());
+    let web = &c.virtual_servers[0];
+    let got: Vec<String> = web.services.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        got,
+        vec![
+            "TCP 10.0.0.1:80",
+            "TCP 10.0.0.10:80",
+            "TCP 10.0.0.11:80",
+            "TCP 10.0.0.12:80",
+            "TCP 10.0.1.254:80",
+            "TCP 10.0.1.255:80",
+            "TCP 10.0.2.0:80",
+            "TCP 10.0.2.1:80",
+            "TCP 10.0.3.0:80",
+            "TCP 10.0.3.1:80",
+        ]
+    );
+    assert_eq!(web.real_servers[0].checkers[0].connect_port, 80);
+    let any = &c.virtual_servers[1];
+    assert_eq!(
+        any.services,
+        vec![ServiceKey {
+            proto: Protocol::Udp,
+            addr: ip("10.0.9.1"),
+            port: 0
+        }]
+    );
+    assert_eq!(any.persistence, Some(60));
+    assert_eq!(any.method, Forward::Tunnel);
+    assert_eq!(any.real_servers[0].port, None);
+    assert_eq!(any.real_servers[0].checkers[0].kind, CheckKind::Ping);
+}
