@@ -557,21 +557,21 @@ impl Reader<'_> {
 /// is_include(): `include` then a blank, or `include[rmwba]` then a blank.
 fn is_include(line: &str) -> Option<(IncludeKind, &str)> {
     let rest = line.strip_prefix("include")?;
-    let mut chars = rest.chars();
-    let c = chars.next()?;
-    if c.is_whitespace() {
+    // isspace() in keepalived: ASCII blanks only (so the slicing below is on char bounds).
+    let b = rest.as_bytes();
+    let c = *b.first()?;
+    if c.is_ascii_whitespace() {
         return Some((IncludeKind::default(), &rest[1..]));
     }
-    let after = chars.next()?;
-    if !after.is_whitespace() {
+    if !b.get(1)?.is_ascii_whitespace() {
         return None;
     }
     let (read, missing, wildcard) = match c {
-        'r' => (true, false, false),
+        b'r' => (true, false, false),
         // includem: INCLUDE_R | INCLUDE_M; includeb: INCLUDE_R | INCLUDE_B (xvs treats brace
         // alternatives like literal names: a missing one is missing).
-        'm' | 'b' => (true, true, false),
-        'w' | 'a' => (true, true, true),
+        b'm' | b'b' => (true, true, false),
+        b'w' | b'a' => (true, true, true),
         _ => return None,
     };
     Some((
@@ -1012,6 +1012,49 @@ mod tests {
             v(&["/bin/x", "a b", "c\"d", "eA\tz"])
         );
         assert!(split_quoted_escaped("a 'b", &l).is_err());
+    }
+
+    #[test]
+    fn include_variants_and_odd_blanks() {
+        // Not an include: a non-ASCII blank after the word (isspace() is ASCII only).
+        assert_eq!(lines("include\u{3000}x\n"), vec![v(&["include\u{3000}x"])]);
+        assert_eq!(lines("includex y\n"), vec![v(&["includex", "y"])]);
+        let mut w = Vec::new();
+        let e = read_str(
+            "includem /nonexistent/xvs.conf\n",
+            Path::new("f"),
+            &ReadOptions::default(),
+            &mut w,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f:1: Config files missing '/nonexistent/xvs.conf'."
+        );
+        let e = read_str(
+            "includew /nonexistent/*.conf\n",
+            Path::new("f"),
+            &ReadOptions::default(),
+            &mut w,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f:1: No config files matched '/nonexistent/*.conf'."
+        );
+        // Plain include: warnings only.
+        let l = read_str(
+            "include /nonexistent/xvs.conf\nx\n",
+            Path::new("f"),
+            &ReadOptions::default(),
+            &mut w,
+        )
+        .unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            w.last().unwrap().msg,
+            "Config files missing '/nonexistent/xvs.conf'."
+        );
     }
 
     #[test]

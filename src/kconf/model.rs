@@ -228,7 +228,8 @@ pub struct Url {
     pub path: String,
     /// `digest`: genhash-compatible MD5 of the body, lower-case hex.
     pub digest: Option<String>,
-    /// `status_code`: accepted codes; empty = 200..=299.
+    /// `status_code`: accepted codes and ranges (100..=599); none given = `[200..=299]`,
+    /// filled in by the parser (check_http.c url_check).
     pub status_codes: Vec<std::ops::RangeInclusive<u16>>,
     /// `virtualhost` of this url, overriding the checker's.
     pub virtualhost: Option<String>,

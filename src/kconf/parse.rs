@@ -334,8 +334,15 @@ pub fn parse(nodes: &[Node]) -> Result<RawConfig, ConfError> {
                     cfg.ignored.push((kw.to_string(), n.loc().clone()));
                 }
                 if let Some(tf) = parse_track_file(n, &mut cfg.warnings)? {
-                    track_files.retain(|t| t.name != tf.name);
-                    track_files.push(tf);
+                    if track_files.iter().any(|t| t.name == tf.name) {
+                        // find_tracked_file_by_name returns the first of the same name.
+                        cfg.warnings.push(err(
+                            n.loc(),
+                            format!("track_file {} defined twice - using the first", tf.name),
+                        ));
+                    } else {
+                        track_files.push(tf);
+                    }
                 }
             }
             "SSL" => {
@@ -380,7 +387,7 @@ fn arg(n: &Node, i: usize) -> Result<&str, ConfError> {
             format!(
                 "Configuration line starting `{}` is missing a parameter after keyword `{}` at word position {}",
                 n.kw(),
-                n.line.words[i - 1],
+                n.line.words.get(i.saturating_sub(1)).map(String::as_str).unwrap_or(""),
                 i + 1
             ),
         )
@@ -782,7 +789,9 @@ fn parse_vs(
                 if c.args().is_empty() {
                     // IPVS_SVC_PERSISTENT_TIMEOUT (libipvs.h): 6 * 60.
                     vs.persistence = Some(360);
-                } else if c.args()[0].trim() == "0" {
+                } else if c.args()[0].trim().bytes().all(|b| b == b'0')
+                    && !c.args()[0].trim().is_empty()
+                {
                     // pto_handler reads 1..=LVS_MAX_TIMEOUT: 0 is "invalid" and left out, so
                     // the service stays not persistent (the seeds' lab file writes 0).
                     warnings.push(err(
