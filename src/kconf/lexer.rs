@@ -449,7 +449,14 @@ impl Reader<'_> {
             let full_s = full.to_string_lossy().into_owned();
             if alt.contains(['*', '?', '[']) {
                 wildcard = true;
-                let paths = glob::glob(&full_s)
+                // glob(3) semantics: `*` matches neither `/` nor a leading `.` (so editor
+                // droppings like `.x.conf.swp` stay out).
+                let mo = glob::MatchOptions {
+                    case_sensitive: true,
+                    require_literal_separator: true,
+                    require_literal_leading_dot: true,
+                };
+                let paths = glob::glob_with(&full_s, mo)
                     .map_err(|e| err(loc, format!("include '{pattern}': bad pattern: {e}")))?;
                 for p in paths.flatten() {
                     matches.push(p);
@@ -1072,6 +1079,7 @@ mod tests {
         std::fs::create_dir_all(&sub).unwrap();
         std::fs::write(sub.join("b.conf"), "b 2\ninclude ../c.inc\n").unwrap();
         std::fs::write(sub.join("a.conf"), "a 1\n").unwrap();
+        std::fs::write(sub.join(".hidden.conf"), "hidden\n").unwrap();
         std::fs::write(dir.join("c.inc"), "c 3\n").unwrap();
         std::fs::write(
             dir.join("main.conf"),
