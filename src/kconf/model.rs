@@ -250,7 +250,9 @@ pub struct MiscCheck {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UdpCheck {
-    /// `payload` as hex bytes; empty = a zero-length datagram.
+    /// `payload` as hex bytes. Not given: keepalived's 32 bytes
+    /// `keepalived check - keepalived ch` (layer4.c udp_bind_connect/set_buf), filled in
+    /// by the parser.
     pub payload: Vec<u8>,
     /// `require_reply [HEX]`: a reply must come (and start with these bytes when given);
     /// without it, only an ICMP port unreachable fails the check.

@@ -510,7 +510,13 @@ fn resolve_checker(c: &RawChecker, ctx: &RsCtx) -> Result<Checker, ConfError> {
             min_reply_length,
             max_reply_length,
         } => CheckKind::Udp(UdpCheck {
-            payload: payload.clone(),
+            // udp_bind_connect: no payload = UDP_BUFSIZE (32) bytes of "keepalived check - "
+            // repeated (set_buf).
+            payload: if payload.is_empty() {
+                b"keepalived check - keepalived ch".to_vec()
+            } else {
+                payload.clone()
+            },
             require_reply: require_reply.clone(),
             min_reply_length: min_reply_length.unwrap_or(0),
             max_reply_length: Some(max_reply_length.unwrap_or(255)),

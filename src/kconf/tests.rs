@@ -252,6 +252,8 @@ fn checker_kind_defaults() {
         panic!()
     };
     assert_eq!((u.min_reply_length, u.max_reply_length), (0, Some(255)));
+    assert_eq!(u.payload, b"keepalived check - keepalived ch");
+    assert_eq!(u.payload.len(), 32);
     let CheckKind::Smtp(s) = &ch[5].kind else {
         panic!()
     };
