@@ -325,6 +325,14 @@ impl Reader<'_> {
             } else {
                 None
             };
+            // keepalived's other standard definitions: `$_INSTANCE` (the -i instance name)
+            // and `$_RANDOM [MIN MAX]` (a random number per use).
+            if value.is_none()
+                && (name == "_INSTANCE" || name == "_RANDOM")
+                && !self.defs.iter().any(|d| d.name == name)
+            {
+                return Err(err(loc, format!("${name} is not supported by xvs")));
+            }
             let Some(value) = value else {
                 pos += 1;
                 continue;
@@ -959,6 +967,19 @@ mod tests {
         assert_eq!(
             lines("$P=80\na $P\nb $Px\n"),
             vec![v(&["a", "80"]), v(&["b", "$Px"])]
+        );
+        let e = read_str(
+            "x $_RANDOM\n",
+            Path::new("f"),
+            &ReadOptions::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "f:1: $_RANDOM is not supported by xvs");
+        assert_eq!(
+            lines("y ${_HASH}x\n"),
+            vec![v(&["y"])],
+            "a replaced # starts a comment, as in keepalived"
         );
         let mut w = Vec::new();
         let e = read_str(
