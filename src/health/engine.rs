@@ -140,7 +140,7 @@ impl Engine {
                             },
                             None => CheckerState {
                                 conf: c.clone(),
-                                is_up: !rc.alpha,
+                                is_up: !c.alpha,
                                 has_run: false,
                                 retry_it: 0,
                                 failures: 0,
@@ -363,7 +363,7 @@ impl VsState {
         if ck.is_up == alive {
             // The first result confirms the start state: keepalived notifies only for a
             // failure under alpha.
-            if first && (self.rs[r].conf.alpha || !alive) {
+            if first && (ck.conf.alpha || !alive) {
                 self.rs_notify(r, actions);
             }
             return;
@@ -560,6 +560,7 @@ mod tests {
         Script {
             argv: s.split(' ').map(String::from).collect(),
             user: None,
+            group: None,
             loc: Loc::default(),
         }
     }
@@ -572,6 +573,7 @@ mod tests {
             connect_port: 80,
             bindto: None,
             bind_port: None,
+            alpha: false,
             timing: Timing {
                 delay_loop: Duration::from_secs(6),
                 connect_timeout: Duration::from_secs(10),
@@ -719,6 +721,7 @@ mod tests {
     fn alpha_starts_failed_and_adds_after_the_first_success() {
         let mut r = rs("10.0.0.1", 2, vec![tcp_check(1)]);
         r.alpha = true;
+        r.checkers[0].alpha = true;
         let (mut e, _) = Engine::new(&conf(vs(vec![r.clone()])), 0);
         assert!(table(&e).is_empty());
         // A failure under alpha with retry 1: nothing (tcp_epilog neither retries a
@@ -735,6 +738,7 @@ mod tests {
     fn alpha_with_retry_zero_notifies_the_first_failure() {
         let mut r = rs("10.0.0.1", 2, vec![tcp_check(0)]);
         r.alpha = true;
+        r.checkers[0].alpha = true;
         let (mut e, _) = Engine::new(&conf(vs(vec![r])), 0);
         let (_, a) = e.record((0, 0, 0), &down(), 1, 0);
         assert_eq!(ran(&a), vec!["/down 10.0.0.1"]);

@@ -332,6 +332,7 @@ mod tests {
             connect_port: port,
             bindto: None,
             bind_port: None,
+            alpha: false,
             timing: Timing {
                 delay_loop: Duration::from_millis(20),
                 connect_timeout: Duration::from_millis(100),
