@@ -13,7 +13,7 @@
 mod icmp;
 
 use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns};
-use crate::dest::{DestRt, NO_PORT};
+use crate::dest::{DeadAction, DestRt, NO_PORT};
 use crate::model::Forward;
 use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow};
 use crate::service::{service_lookup_key, ServiceRt, Snapshot};
@@ -67,7 +67,24 @@ pub struct FwdCounters {
     /// ICMP errors handed over by another worker that this worker relayed (also counted in
     /// `icmp_relayed`).
     pub icmp_handoff_relayed: u64,
+    /// Entries of removed or dead real servers expired at their next packet (policy
+    /// `expire`, NAT replies under `reassign`, a client's RST under `reassign`); the packet
+    /// is dropped and counted `dest_unavailable`.
+    pub dead_expired: u64,
+    /// UDP datagrams of a removed or dead server's entry scheduled afresh in the same call
+    /// (policy `reassign`).
+    pub dead_rescheduled: u64,
+    /// TCP RSTs sent to clients of a removed or dead server (policy `reassign`).
+    pub dead_reset: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+/// What to do with the entry of a removed or dead server after `Cx::unavailable`.
+enum Dead {
+    /// Answer with this verdict; `remove`: the entry goes too.
+    Done(Verdict, bool),
+    /// Remove the entry and schedule the packet afresh, as a new connection.
+    Reschedule,
 }
 
 /// Where frames to `dest` leave (port, next-hop MAC, the port's info); `None` while the
@@ -236,10 +253,24 @@ impl Forwarder {
         if let Some(slot) = conns.lookup(&k) {
             if let Some(conn) = conns.get_mut(slot) {
                 if !conn.svc.deleted.load(Relaxed) {
-                    let was = conn.state;
-                    let v = cx.forward_local(conn, len);
-                    conns.note_state(slot, was);
-                    return v;
+                    // ip_vs_in: "Check the server status" (one relaxed load when it is fine).
+                    match conn.dest.on_unavailable() {
+                        None | Some(DeadAction::Forward) => {
+                            let was = conn.state;
+                            let v = cx.forward_local(conn, len);
+                            conns.note_state(slot, was);
+                            return v;
+                        }
+                        Some(a) => match cx.unavailable(a, len) {
+                            Dead::Done(v, false) => return v,
+                            Dead::Done(v, true) => {
+                                conns.remove(slot);
+                                return v;
+                            }
+                            // Removed below; the datagram then takes the new-connection path.
+                            Dead::Reschedule => {}
+                        },
+                    }
                 }
             }
             // A deleted service's connections die with it (IPVS flushes them).
@@ -263,10 +294,23 @@ impl Forwarder {
                 if let Some((slot, false)) = sh.find(&k) {
                     if let Some(conn) = sh.get_mut(slot) {
                         if !conn.svc.deleted.load(Relaxed) {
-                            let was = conn.state;
-                            let v = cx.nat_request(conn, len);
-                            sh.note_state(slot, was);
-                            return v;
+                            match conn.dest.on_unavailable() {
+                                None | Some(DeadAction::Forward) => {
+                                    let was = conn.state;
+                                    let v = cx.nat_request(conn, len);
+                                    sh.note_state(slot, was);
+                                    return v;
+                                }
+                                Some(a) => match cx.unavailable(a, len) {
+                                    Dead::Done(v, false) => return v,
+                                    Dead::Done(v, true) => {
+                                        sh.remove(slot);
+                                        return v;
+                                    }
+                                    // Removed below, then scheduled under the same lock.
+                                    Dead::Reschedule => {}
+                                },
+                            }
                         }
                     }
                     sh.remove(slot);
@@ -283,8 +327,19 @@ impl Forwarder {
         if let Some((slot, true)) = shard.find(&k) {
             if let Some(conn) = shard.get_mut(slot) {
                 if !conn.svc.deleted.load(Relaxed) {
+                    // ip_vs_out hands a reply to handle_response without looking at the
+                    // server's status: a removed server's replies still reach the client
+                    // under the IPVS policy (uncounted, as ip_vs_out_stats skips servers
+                    // without IP_VS_DEST_F_AVAILABLE). `expire` and `reassign` end the
+                    // entry instead; the client needs no RST for a server's packet.
+                    let action = conn.dest.on_unavailable();
+                    if let Some(DeadAction::Expire | DeadAction::Reassign) = action {
+                        cx.counters.dead_expired += 1;
+                        shard.remove(slot);
+                        return Verdict::Drop(DropReason::DestUnavailable);
+                    }
                     let was = conn.state;
-                    let v = cx.nat_reply(conn, len);
+                    let v = cx.nat_reply(conn, len, action != Some(DeadAction::Drop));
                     shard.note_state(slot, was);
                     return v;
                 }
@@ -400,6 +455,54 @@ impl Cx<'_> {
         let v = self.forward_local(c, len);
         conns.note_state(slot, was);
         v
+    }
+
+    /// A client's packet for an entry whose server is removed or dead, and the service's
+    /// policy says `a` (never `Forward`, handled by the caller). The entry's timer is never
+    /// refreshed here.
+    fn unavailable(&mut self, a: DeadAction, len: &mut usize) -> Dead {
+        match a {
+            // ip_vs_in without expire_nodest_conn: "don't restart its timer, and silently
+            // drop the packet".
+            DeadAction::Forward | DeadAction::Drop => {
+                Dead::Done(Verdict::Drop(DropReason::DestUnavailable), false)
+            }
+            // expire_nodest_conn=1 as IPVS had it until Linux 5.9 (and still does when the
+            // packet has a confirmed conntrack entry): ip_vs_conn_expire_now, then drop.
+            DeadAction::Expire => {
+                self.counters.dead_expired += 1;
+                Dead::Done(Verdict::Drop(DropReason::DestUnavailable), true)
+            }
+            // Since 5.9, expire_nodest_conn=1 expires the entry and lets the packet go on
+            // to ip_vs_try_to_schedule: a UDP datagram (or a new SYN reusing the tuple) gets
+            // a new server at once, which is what this does in one call.
+            DeadAction::Reassign
+                if self.flow.key.proto != ipv4::PROTO_TCP
+                    || self.flow.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK)
+                        == tcp_flags::SYN =>
+            {
+                self.counters.dead_rescheduled += 1;
+                Dead::Reschedule
+            }
+            // A TCP segment without SYN is not scheduled; IPVS would leave it to the
+            // director's own stack, which resets it (no socket on VIP:vport). xvs sends that
+            // RST itself, at once, instead of leaving the client retransmitting into a dead
+            // server. A RST from the client is not answered, only its entry ends.
+            DeadAction::Reassign => {
+                let our = self.ports[self.in_port as usize % MAX_PORTS];
+                match xmit::tcp_reset(self.buf, self.flow, our.mac) {
+                    Some(n) => {
+                        *len = n;
+                        self.counters.dead_reset += 1;
+                        Dead::Done(Verdict::Tx(self.in_port), true)
+                    }
+                    None => {
+                        self.counters.dead_expired += 1;
+                        Dead::Done(Verdict::Drop(DropReason::DestUnavailable), true)
+                    }
+                }
+            }
+        }
     }
 
     /// `ConnTable::make_room`, counting an eviction.
@@ -552,8 +655,9 @@ impl Cx<'_> {
     }
 
     /// NAT, server to client: RIP:rport becomes VIP:vport, back out of the port the request
-    /// came in on, to the MAC it came from.
-    fn nat_reply(&mut self, conn: &mut Conn, len: &mut usize) -> Verdict {
+    /// came in on, to the MAC it came from. `count`: add to the statistics (not for a
+    /// removed server, as `ip_vs_out_stats`).
+    fn nat_reply(&mut self, conn: &mut Conn, len: &mut usize, count: bool) -> Verdict {
         self.track(conn, Direction::Output);
         if conn.worker as usize != self.worker_id {
             self.counters.nat_other_worker += 1;
@@ -575,12 +679,14 @@ impl Cx<'_> {
             return self.too_big(len, ours, mtu);
         }
         self.hop();
-        conn.svc
-            .stats
-            .add_out(self.worker_id, self.flow.ip_len as u64);
-        conn.dest
-            .stats
-            .add_out(self.worker_id, self.flow.ip_len as u64);
+        if count {
+            conn.svc
+                .stats
+                .add_out(self.worker_id, self.flow.ip_len as u64);
+            conn.dest
+                .stats
+                .add_out(self.worker_id, self.flow.ip_len as u64);
+        }
         let pinfo = self.ports[port as usize % MAX_PORTS];
         xmit::nat_out(self.buf, self.flow, vip, vport);
         xmit::set_macs(self.buf, conn.client_mac, pinfo.mac);

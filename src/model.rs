@@ -115,6 +115,10 @@ pub struct ServiceOpts {
     pub sched_flags: Vec<String>,
     /// One-packet scheduling (`-o`, UDP only).
     pub one_packet: bool,
+    /// What the connections of a removed or dead real server get (`--on-dead`, an xvs
+    /// extension; `Ipvs` by default). Absent in requests from older clients.
+    #[serde(default)]
+    pub on_dead: crate::kconf::OnDead,
 }
 
 impl Default for ServiceOpts {
@@ -125,6 +129,7 @@ impl Default for ServiceOpts {
             netmask: None,
             sched_flags: Vec::new(),
             one_packet: false,
+            on_dead: crate::kconf::OnDead::Ipvs,
         }
     }
 }
@@ -346,6 +351,15 @@ pub struct WorkerCounters {
     /// ICMP errors handed over by another worker that this worker relayed.
     #[serde(default)]
     pub icmp_handoff_relayed: u64,
+    /// Entries of removed or dead real servers expired at their next packet (`--on-dead`).
+    #[serde(default)]
+    pub dead_expired: u64,
+    /// UDP datagrams of a removed or dead server moved to a live one (`--on-dead reassign`).
+    #[serde(default)]
+    pub dead_rescheduled: u64,
+    /// TCP RSTs sent to clients of a removed or dead server (`--on-dead reassign`).
+    #[serde(default)]
+    pub dead_reset: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

@@ -38,15 +38,36 @@ impl ServiceSteer for crate::bpf::Steering {
     }
 }
 
+/// How long a removed real server stays revivable once nothing uses it: IPVS's
+/// `IP_VS_DEST_TRASH_PERIOD` (120 s; `ip_vs_dest_trash_expire` frees a dest that has been
+/// unreferenced that long).
+pub const TRASH_PERIOD_MS: u64 = 120_000;
+
+/// A real server removed from a live service (IPVS's `dest_trash`): kept while connections
+/// or templates use it, and for `TRASH_PERIOD_MS` after, so that adding the same server
+/// back revives it with its connections and counters (`ip_vs_trash_get_dest`).
+struct Trashed {
+    svc: ServiceKey,
+    dest: Arc<DestRt>,
+    /// When a tick first found it used by nothing but the trash (`idle_start`).
+    idle_since_ms: Option<u64>,
+}
+
+impl Trashed {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.dest) > 1
+    }
+}
+
 pub struct DaemonState {
     pub model: ConfigModel,
     rt: HashMap<ServiceKey, Arc<ServiceRt>>,
     /// NAT real servers whose replies the XDP program steers, as (proto, RIP, rport).
     nat_rs: std::collections::HashSet<ServiceKey>,
-    /// NAT real servers removed from the configuration while connections still use them:
-    /// their replies must keep being steered until those connections end (IPVS keeps a
-    /// deleted server's connections alive until they expire).
-    retired_nat: Vec<(ServiceKey, Arc<DestRt>)>,
+    /// Real servers removed from live services (see `Trashed`). Those with NAT connections
+    /// still have their replies steered until the connections end: under the IPVS policy
+    /// the replies still reach the client (`ip_vs_out` does not look at the server).
+    trash: Vec<Trashed>,
     shared: Arc<Shared>,
     steer: Box<dyn ServiceSteer + Send>,
     /// Total connection capacity over all workers (ipvsadm's "size=").
@@ -65,7 +86,7 @@ impl DaemonState {
             model: ConfigModel::default(),
             rt: HashMap::new(),
             nat_rs: Default::default(),
-            retired_nat: Vec::new(),
+            trash: Vec::new(),
             shared,
             steer,
             conn_capacity,
@@ -122,7 +143,8 @@ impl DaemonState {
     /// Periodic work off the packet path: persistence-template and scheduler-table expiry
     /// (every call, ~1 s) and a rate-estimator sample (when `sample` is set, every 2 s).
     pub fn tick(&mut self, now_ms: u64, sample: bool) {
-        if !self.retired_nat.is_empty() {
+        if !self.trash.is_empty() {
+            self.prune_trash(now_ms);
             if let Err(e) = self.sync_nat_rs() {
                 tracing::warn!("updating the NAT reply map: {e:#}");
             }
@@ -152,11 +174,27 @@ impl DaemonState {
         out
     }
 
+    /// `ip_vs_dest_trash_expire`: frees the removed servers nothing has used for
+    /// `TRASH_PERIOD_MS`.
+    fn prune_trash(&mut self, now_ms: u64) {
+        self.trash.retain_mut(|t| {
+            if t.in_use() {
+                t.idle_since_ms = None;
+                return true;
+            }
+            let since = *t.idle_since_ms.get_or_insert(now_ms);
+            now_ms.saturating_sub(since) < TRASH_PERIOD_MS
+        });
+    }
+
+    /// Number of removed real servers kept in the trash (tests, diagnostics).
+    pub fn trash_len(&self) -> usize {
+        self.trash.len()
+    }
+
     /// Makes the XDP NAT reply map hold exactly the configured NAT real servers plus the
-    /// retired ones that connections still use.
+    /// removed ones that connections still use.
     fn sync_nat_rs(&mut self) -> Result<()> {
-        // Only the retired list and connections hold a retired server: count 1 = unused.
-        self.retired_nat.retain(|(_, d)| Arc::strong_count(d) > 1);
         let nat_rs: std::collections::HashSet<ServiceKey> = self
             .model
             .services
@@ -171,7 +209,16 @@ impl DaemonState {
                         port: d.port,
                     })
             })
-            .chain(self.retired_nat.iter().map(|(k, _)| *k))
+            .chain(
+                self.trash
+                    .iter()
+                    .filter(|t| t.dest.forward == Forward::Masq && t.in_use())
+                    .map(|t| ServiceKey {
+                        proto: t.svc.proto,
+                        addr: t.dest.addr,
+                        port: t.dest.port,
+                    }),
+            )
             .collect();
         for k in nat_rs.difference(&self.nat_rs) {
             self.steer.add_nat_rs(k)?;
@@ -205,34 +252,57 @@ impl DaemonState {
                 } else {
                     None
                 };
+                let same = |d: &DestRt, dc: &super::config::DestConf| {
+                    d.addr == dc.addr && d.port == dc.port && d.forward == dc.forward
+                };
                 let dests: Vec<Arc<DestRt>> = sc
                     .dests
                     .iter()
                     .map(|dc| {
-                        let d = cur
-                            .dests
-                            .iter()
-                            .find(|d| {
-                                d.addr == dc.addr && d.port == dc.port && d.forward == dc.forward
-                            })
-                            .cloned()
-                            .unwrap_or_else(|| {
-                                Arc::new(DestRt::new(dc.addr, dc.port, dc.forward, dc.weight))
-                            });
+                        let d = match cur.dests.iter().find(|d| same(d, dc)) {
+                            Some(d) => d.clone(),
+                            // ip_vs_add_dest: a server removed earlier comes back out of the
+                            // trash, with its connections (which resume) and counters.
+                            None => match self
+                                .trash
+                                .iter()
+                                .position(|t| t.svc == sc.key && same(&t.dest, dc))
+                            {
+                                Some(i) => self.trash.swap_remove(i).dest,
+                                None => {
+                                    Arc::new(DestRt::new(dc.addr, dc.port, dc.forward, dc.weight))
+                                }
+                            },
+                        };
                         d.weight.store(dc.weight, Relaxed);
                         d.set_thresholds(dc.u_threshold, dc.l_threshold);
+                        d.set_on_dead(sc.opts.on_dead);
+                        if d.is_removed() {
+                            d.set_removed(false);
+                        }
                         d
                     })
                     .collect();
+                // __ip_vs_unlink_dest + __ip_vs_del_dest: a server that left the list is
+                // no longer available (its connections' packets are dropped, or whatever the
+                // service's policy says) and goes to the trash. A server whose forwarding
+                // method changed is replaced by a new object, but its old connections keep
+                // going the old way, as IPVS's keep the xmit function they were made with.
                 for old in &cur.dests {
-                    if old.forward == Forward::Masq && !dests.iter().any(|d| Arc::ptr_eq(d, old)) {
-                        let k = ServiceKey {
-                            proto: sc.key.proto,
-                            addr: old.addr,
-                            port: old.port,
-                        };
-                        self.retired_nat.push((k, old.clone()));
+                    if !dests.iter().any(|d| Arc::ptr_eq(d, old)) {
+                        self.trash.push(Trashed {
+                            svc: sc.key,
+                            dest: old.clone(),
+                            idle_since_ms: None,
+                        });
                     }
+                }
+                for t in self.trash.iter().filter(|t| t.svc == sc.key) {
+                    let gone = !dests
+                        .iter()
+                        .any(|d| d.addr == t.dest.addr && d.port == t.dest.port);
+                    t.dest.set_removed(gone);
+                    t.dest.set_on_dead(sc.opts.on_dead);
                 }
                 // Sticky: once a service has had NAT servers, their connections may still
                 // be in the NAT table, so the workers keep looking there.

@@ -106,7 +106,14 @@ pub(super) fn build(
             netmask: st.netmask.filter(|m| *m != Ipv4Addr::BROADCAST),
             sched_flags,
             one_packet: st.one_packet,
+            // Like every option, -E without it puts the default back.
+            on_dead: st.on_dead.unwrap_or_default(),
         });
+    } else if st.on_dead.is_some() {
+        return Err(ParseError::invalid(format!(
+            "Illegal 'on-dead' option with the '{}' command",
+            cmd.name()
+        )));
     }
 
     if matches!(cmd, Cmd::AddDest | Cmd::EditDest) {
