@@ -467,6 +467,108 @@ mod tests {
         }
     }
 
+    fn state() -> (Arc<Shared>, DaemonState) {
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            stop: AtomicBool::new(false),
+        });
+        let st = DaemonState::new(shared.clone(), Box::new(FakeSteer::default()), 1024);
+        (shared, st)
+    }
+
+    fn del(ip: &str) -> Request {
+        Request::DeleteDest {
+            service: key(),
+            addr: ip.parse().unwrap(),
+            port: Some(80),
+        }
+    }
+
+    #[test]
+    fn a_removed_server_goes_to_the_trash_and_comes_back_with_its_connections() {
+        let (_shared, mut st) = state();
+        let opts = ServiceOpts {
+            scheduler: "rr".into(),
+            on_dead: crate::kconf::OnDead::Reassign,
+            ..Default::default()
+        };
+        assert_eq!(
+            st.apply(&Request::AddService { key: key(), opts }),
+            Response::Ok
+        );
+        assert_eq!(st.apply(&dest("10.0.0.9", 1)), Response::Ok);
+        assert_eq!(st.apply(&dest("10.0.0.10", 1)), Response::Ok);
+        let nine: std::net::Ipv4Addr = "10.0.0.9".parse().unwrap();
+        let d0 = st.dests().into_iter().find(|d| d.addr == nine).unwrap();
+        assert_eq!(d0.on_dead(), crate::kconf::OnDead::Reassign);
+        // A connection holds the object (as a Conn's Arc does) and is counted on it.
+        let conn = d0.clone();
+        d0.load.active_conns.store(1, Relaxed);
+        assert_eq!(st.apply(&del("10.0.0.9")), Response::Ok);
+        assert!(d0.is_removed(), "no longer IP_VS_DEST_F_AVAILABLE");
+        assert!(!st.dests().iter().any(|d| Arc::ptr_eq(d, &d0)));
+        assert_eq!(st.trash_len(), 1);
+        // Used by a connection: never pruned.
+        st.tick(0, false);
+        st.tick(10 * TRASH_PERIOD_MS, false);
+        assert_eq!(st.trash_len(), 1);
+        // ip_vs_trash_get_dest: the same server added back is the same object, available
+        // again, connections and counters intact.
+        assert_eq!(st.apply(&dest("10.0.0.9", 3)), Response::Ok);
+        let back = st.dests().into_iter().find(|d| d.addr == d0.addr).unwrap();
+        assert!(Arc::ptr_eq(&back, &d0));
+        assert!(!d0.is_removed());
+        assert_eq!((d0.weight(), d0.active()), (3, 1));
+        assert_eq!(st.trash_len(), 0);
+        // Removed again and unused: kept for IPVS's trash period, then freed.
+        assert_eq!(st.apply(&del("10.0.0.9")), Response::Ok);
+        let weak = Arc::downgrade(&d0);
+        drop((conn, back, d0));
+        st.tick(1_000, false);
+        st.tick(1_000 + TRASH_PERIOD_MS - 1, false);
+        assert_eq!(st.trash_len(), 1);
+        st.tick(1_000 + TRASH_PERIOD_MS, false);
+        assert_eq!(st.trash_len(), 0);
+        assert!(weak.upgrade().is_none(), "freed");
+        // Added back after that: a new object.
+        assert_eq!(st.apply(&dest("10.0.0.9", 1)), Response::Ok);
+    }
+
+    #[test]
+    fn a_changed_forwarding_method_keeps_the_old_connections_going() {
+        let (_shared, mut st) = state();
+        let opts = ServiceOpts {
+            scheduler: "rr".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            st.apply(&Request::AddService { key: key(), opts }),
+            Response::Ok
+        );
+        assert_eq!(st.apply(&dest("10.0.0.9", 1)), Response::Ok);
+        let old = st.dests()[0].clone();
+        assert_eq!(
+            st.apply(&Request::EditDest {
+                service: key(),
+                dest: DestEdit {
+                    addr: "10.0.0.9".parse().unwrap(),
+                    port: Some(80),
+                    forward: Some(Forward::Tunnel),
+                    weight: Some(1),
+                    u_threshold: None,
+                    l_threshold: None,
+                },
+            }),
+            Response::Ok
+        );
+        // IPVS: connections keep the xmit they were made with, and the server is available.
+        assert!(!Arc::ptr_eq(&st.dests()[0], &old));
+        assert!(!old.is_removed());
+        // Then deleted: the old object's connections are a removed server's too.
+        assert_eq!(st.apply(&del("10.0.0.9")), Response::Ok);
+        assert!(old.is_removed());
+    }
+
     #[test]
     fn runtime_follows_model_and_keeps_dest_objects() {
         let shared = Arc::new(Shared {

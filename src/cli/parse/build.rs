@@ -332,6 +332,42 @@ mod tests {
     }
 
     #[test]
+    fn on_dead_policy() {
+        use crate::kconf::OnDead;
+        let svc = |r| match r {
+            Request::AddService { opts, .. } | Request::EditService { opts, .. } => opts,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(svc(req("-A -t 10.0.0.1:80 -s rr")).on_dead, OnDead::Ipvs);
+        for (word, want) in [
+            ("ipvs", OnDead::Ipvs),
+            ("expire", OnDead::Expire),
+            ("reassign", OnDead::Reassign),
+        ] {
+            let r = req(&format!("-A -u 10.0.0.1:53 --on-dead {word}"));
+            assert_eq!(svc(r).on_dead, want);
+            let r = req(&format!("-E -t 10.0.0.1:80 -s wrr --on-dead={word}"));
+            assert_eq!(svc(r).on_dead, want);
+        }
+        assert_eq!(
+            err("-A -t 10.0.0.1:80 --on-dead drop").message,
+            "illegal on-dead policy specified"
+        );
+        assert_eq!(
+            err("-A -t 10.0.0.1:80 --on-dead ipvs --on-dead expire").message,
+            "multiple 'on-dead' options specified"
+        );
+        assert_eq!(
+            err("-a -t 10.0.0.1:80 -r 10.0.0.2 --on-dead expire").message,
+            "Illegal 'on-dead' option with the 'add-server' command"
+        );
+        assert_eq!(
+            err("-L -n --on-dead expire").message,
+            "Illegal 'on-dead' option with the 'list' command"
+        );
+    }
+
+    #[test]
     fn delete_clear_zero_set() {
         assert_eq!(
             req("-D -t 10.0.0.88:80"),
