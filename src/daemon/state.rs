@@ -187,6 +187,33 @@ impl DaemonState {
         });
     }
 
+    /// The health checks' verdict on a configured real server (`DestRt::set_dead`): `true`
+    /// while its checkers see it down and it stays configured (`inhibit_on_failure`, weight
+    /// 0), `false` when it is back. What its connections get is its service's `on_dead`
+    /// policy. Returns false if the service has no such server.
+    pub fn set_dead(
+        &self,
+        svc: &ServiceKey,
+        addr: std::net::Ipv4Addr,
+        port: u16,
+        dead: bool,
+    ) -> bool {
+        let Some(rt) = self.rt.get(svc) else {
+            return false;
+        };
+        let set = rt.sched_set();
+        let mut found = false;
+        for d in set
+            .dests
+            .iter()
+            .filter(|d| d.addr == addr && d.port == port)
+        {
+            d.set_dead(dead);
+            found = true;
+        }
+        found
+    }
+
     /// Number of removed real servers kept in the trash (tests, diagnostics).
     pub fn trash_len(&self) -> usize {
         self.trash.len()
@@ -268,7 +295,13 @@ impl DaemonState {
                                 .iter()
                                 .position(|t| t.svc == sc.key && same(&t.dest, dc))
                             {
-                                Some(i) => self.trash.swap_remove(i).dest,
+                                Some(i) => {
+                                    let d = self.trash.swap_remove(i).dest;
+                                    // Added back: alive, like a new server (the health
+                                    // checks mark it again if they still see it down).
+                                    d.set_dead(false);
+                                    d
+                                }
                                 None => {
                                     Arc::new(DestRt::new(dc.addr, dc.port, dc.forward, dc.weight))
                                 }
@@ -504,6 +537,9 @@ mod tests {
         // A connection holds the object (as a Conn's Arc does) and is counted on it.
         let conn = d0.clone();
         d0.load.active_conns.store(1, Relaxed);
+        assert!(st.set_dead(&key(), nine, 80, true));
+        assert!(d0.is_dead() && !d0.available());
+        assert!(!st.set_dead(&key(), "10.0.0.99".parse().unwrap(), 80, true));
         assert_eq!(st.apply(&del("10.0.0.9")), Response::Ok);
         assert!(d0.is_removed(), "no longer IP_VS_DEST_F_AVAILABLE");
         assert!(!st.dests().iter().any(|d| Arc::ptr_eq(d, &d0)));
@@ -518,6 +554,7 @@ mod tests {
         let back = st.dests().into_iter().find(|d| d.addr == d0.addr).unwrap();
         assert!(Arc::ptr_eq(&back, &d0));
         assert!(!d0.is_removed());
+        assert!(!d0.is_dead(), "added back alive");
         assert_eq!((d0.weight(), d0.active()), (3, 1));
         assert_eq!(st.trash_len(), 0);
         // Removed again and unused: kept for IPVS's trash period, then freed.
