@@ -381,3 +381,22 @@ pub struct DataPathStats {
     pub xdp_fragments: u64,
     pub workers: Vec<WorkerCounters>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_opts_without_on_dead_still_decode() {
+        // What an xvsadm from before `--on-dead` sends.
+        let old = r#"{"scheduler":"rr","persistent":null,"netmask":null,"sched_flags":[],"one_packet":false}"#;
+        let o: ServiceOpts = serde_json::from_str(old).unwrap();
+        assert_eq!(o.on_dead, crate::kconf::OnDead::Ipvs);
+        let o = ServiceOpts {
+            on_dead: crate::kconf::OnDead::Reassign,
+            ..Default::default()
+        };
+        let back: ServiceOpts = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
+    }
+}
