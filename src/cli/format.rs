@@ -419,6 +419,9 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("icmp_relayed", w.icmp_relayed),
             ("icmp_handoff", w.icmp_handoff),
             ("icmp_handoff_relayed", w.icmp_handoff_relayed),
+            ("dead_expired", w.dead_expired),
+            ("dead_rescheduled", w.dead_rescheduled),
+            ("dead_reset", w.dead_reset),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1141,6 +1144,9 @@ TCP  10.0.0.88:80 wrr persistent 600
                 icmp_relayed: 7,
                 icmp_handoff: 5,
                 icmp_handoff_relayed: 4,
+                dead_expired: 3,
+                dead_rescheduled: 2,
+                dead_reset: 1,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1166,6 +1172,9 @@ queue 0 (zero-copy):
   icmp_relayed: 7
   icmp_handoff: 5
   icmp_handoff_relayed: 4
+  dead_expired: 3
+  dead_rescheduled: 2
+  dead_reset: 1
   truncated: 4
   malformed: 0
 ";

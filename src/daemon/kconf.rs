@@ -231,6 +231,18 @@ impl Sink for ConfigSink {
             }
         }
         self.owned = desired.iter().map(|d| d.key).collect();
+        // Servers the checks declare dead but that stay configured (inhibit_on_failure):
+        // their connections follow the service's on-dead policy.
+        for d in desired {
+            for s in &d.dests {
+                let port = match s.forward {
+                    Forward::Masq => s.port.unwrap_or(d.key.port),
+                    _ => d.key.port,
+                };
+                let dead = d.dead.iter().any(|x| x.addr == s.addr && x.port == s.port);
+                st.set_dead(&d.key, s.addr, port, dead);
+            }
+        }
     }
 }
 

@@ -115,6 +115,9 @@ impl DataPathView {
                         icmp_relayed: c.icmp_relayed,
                         icmp_handoff: c.icmp_handoff,
                         icmp_handoff_relayed: c.icmp_handoff_relayed,
+                        dead_expired: c.dead_expired,
+                        dead_rescheduled: c.dead_rescheduled,
+                        dead_reset: c.dead_reset,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))

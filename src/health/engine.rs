@@ -492,6 +492,7 @@ impl VsState {
             persistent: c.persistence,
             netmask: c.granularity,
             sched_flags: c.sched_flags.clone(),
+            on_dead: c.on_dead,
             ..ServiceOpts::default()
         };
         let sorry_in = self.sorry_alive && c.sorry_server.is_some();

@@ -6,6 +6,7 @@ use super::options::Tag;
 use super::{FormatOpts, ParseError, MAX_TIMEOUT_SECS};
 use crate::cli::addr::{self, AddrError};
 use crate::cli::services::PortNames;
+use crate::kconf::OnDead;
 use crate::model::{Forward, Protocol, ServiceKey, DEFAULT_PERSISTENCE_SECS, MAX_WEIGHT};
 use std::net::Ipv4Addr;
 
@@ -38,6 +39,9 @@ pub(super) struct State {
     pub(super) format: FormatOpts,
     pub(super) tun_gue_or_gre: bool,
     pub(super) socket: Option<String>,
+    /// `--on-dead ipvs|expire|reassign` (xvs only, `-A`/`-E`): outside ipvsadm's legality
+    /// table, checked in `build`.
+    pub(super) on_dead: Option<OnDead>,
     pub(super) words: Vec<String>,
     /// First not-implemented feature seen; reported after all syntax checks pass.
     pub(super) unsupported: Option<&'static str>,
@@ -313,6 +317,17 @@ pub(super) fn apply(
         Tag::TunNocsum => st.set_option(Col::TunNocsum)?,
         Tag::TunCsum => st.set_option(Col::TunCsum)?,
         Tag::TunRemcsum => st.set_option(Col::TunRemcsum)?,
+        Tag::OnDead => {
+            if st.on_dead.is_some() {
+                return Err(ParseError::invalid("multiple 'on-dead' options specified"));
+            }
+            st.on_dead = Some(match value_of(value).as_str() {
+                "ipvs" => OnDead::Ipvs,
+                "expire" => OnDead::Expire,
+                "reassign" => OnDead::Reassign,
+                _ => return Err(ParseError::invalid("illegal on-dead policy specified")),
+            });
+        }
         Tag::Socket => {
             if st.socket.is_some() {
                 return Err(ParseError::invalid("multiple 'socket' options specified"));

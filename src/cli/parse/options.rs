@@ -60,6 +60,7 @@ pub(super) enum Tag {
     Socket,
     Health,
     DataPath,
+    OnDead,
 }
 
 struct Spec {
@@ -78,7 +79,7 @@ const fn spec(long: &'static str, short: Option<char>, arg: Arg, tag: Tag) -> Sp
     }
 }
 
-/// Every option ipvsadm 1.31 knows, plus xvs's `--socket` and `--datapath`.
+/// Every option ipvsadm 1.31 knows, plus xvs's `--socket`, `--datapath` and `--on-dead`.
 const SPECS: &[Spec] = &[
     spec("add-service", Some('A'), Arg::None, Tag::Cmd(Cmd::Add)),
     spec("edit-service", Some('E'), Arg::None, Tag::Cmd(Cmd::Edit)),
@@ -156,6 +157,7 @@ const SPECS: &[Spec] = &[
     spec("socket", None, Arg::Required, Tag::Socket),
     spec("datapath", None, Arg::None, Tag::DataPath),
     spec("health", None, Arg::None, Tag::Health),
+    spec("on-dead", None, Arg::Required, Tag::OnDead),
 ];
 
 fn find_long(name: &str) -> Option<&'static Spec> {
