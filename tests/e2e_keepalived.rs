@@ -102,8 +102,18 @@ fn stop_rs_http(lab: &Lab, k: u32) {
     );
 }
 
-/// Starts real server `k`'s HTTP server again (killed with the namespaces at the end).
-fn start_rs_http(lab: &Lab, k: u32) -> Child {
+/// A real server's HTTP server the test started; stopped when dropped.
+struct RsHttp(Child);
+
+impl Drop for RsHttp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts real server `k`'s HTTP server again.
+fn start_rs_http(lab: &Lab, k: u32) -> RsHttp {
     let c = Command::new("ip")
         .args(["netns", "exec", &lab.ns(&format!("rs{k}"))])
         .args([
