@@ -132,7 +132,7 @@ fn start_rs_http(lab: &Lab, k: u32) -> RsHttp {
         Duration::from_secs(5),
         || matches!(lab.http_from("dir", &url), Http::Body(_)),
     );
-    c
+    RsHttp(c)
 }
 
 fn vip_url() -> String {
