@@ -5,6 +5,7 @@
 //!   sorry server), pure;
 //! - `runner`: schedules the probes on a runtime of its own and feeds the engine.
 
+pub mod check;
 pub mod engine;
 pub mod runner;
 

@@ -1,0 +1,225 @@
+//! The individual probes: given one resolved `kconf::Checker`, run one check and say up or
+//! down. Scheduling, retries, alpha, quorum and notify scripts are the health engine's.
+//!
+//! Each probe reimplements what keepalived 2.2's checker of the same name sends and accepts
+//! (`keepalived/check/check_*.c`, `keepalived/core/layer4.c`, `lib/html.c`,
+//! `keepalived/trackers/track_file.c`); the file of each probe says which behaviour it
+//! matches and where it differs.
+//!
+//! Bounds: every socket-based check is bounded by `connect_timeout` (HTTP/SSL: per url, as
+//! keepalived restarts its timer per url), MISC_CHECK by `misc_timeout` plus its kill grace,
+//! FILE_CHECK does one bounded non-blocking read.
+
+mod dns;
+mod file;
+mod http;
+mod misc;
+mod ping;
+mod smtp;
+mod tcp;
+mod udp;
+
+pub use file::file_status;
+pub use http::{parse_content_length, parse_status_code, split_head, ResponseHead};
+pub use misc::{misc_exit_outcome, MISC_KILL_GRACE};
+
+use crate::kconf::{CheckKind, Checker};
+use md5::{Digest, Md5};
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The service answered as required. `weight` is the server's new absolute weight when
+    /// the checker sets one (MISC_CHECK with `misc_dynamic`, FILE_CHECK), else `None`.
+    Up { weight: Option<u32> },
+    /// The check failed; a short operator-readable reason (`connect: Connection refused`,
+    /// `HTTP status 503 (url /health)`, `timeout after 5s`, ...).
+    Down(String),
+}
+
+impl Outcome {
+    pub const UP: Outcome = Outcome::Up { weight: None };
+
+    pub fn is_up(&self) -> bool {
+        matches!(self, Outcome::Up { .. })
+    }
+}
+
+/// Runs one check of `c` against `c.connect_ip:c.connect_port`, with `bindto`/`bind_port`
+/// applied. `base_weight` is the real server's configured weight, the base that
+/// `misc_dynamic` 0 and FILE_CHECK offsets refer to. Never panics on anything a server
+/// sends, and always returns within the checker's bound.
+pub async fn run(c: &Checker, base_weight: u32) -> Outcome {
+    let limit = c.timing.connect_timeout;
+    match &c.kind {
+        // Their own bounds: misc_timeout + SIGTERM/SIGKILL grace; one non-blocking read.
+        CheckKind::Misc(m) => misc::check(m, base_weight).await,
+        CheckKind::File(f) => file::check(f, base_weight),
+        // A silent UDP service is up unless require_reply: the probe owns its deadline.
+        CheckKind::Udp(u) => udp::check(c, u, Instant::now() + limit).await,
+        // HTTP/SSL: each url gets its own connect_timeout (keepalived connects once per url).
+        CheckKind::Http(h) => http::check(c, h).await,
+        kind => {
+            let deadline = Instant::now() + limit;
+            let probe = async {
+                match kind {
+                    CheckKind::Tcp => tcp::check(c, deadline).await,
+                    CheckKind::Dns(d) => dns::check(c, d, deadline).await,
+                    CheckKind::Ping => ping::check(c, deadline).await,
+                    CheckKind::Smtp(s) => smtp::check(c, s, deadline).await,
+                    _ => Outcome::Down("internal: unexpected checker kind".into()),
+                }
+            };
+            // The probes time their own steps (so the message names the step); this outer
+            // bound is only a safety net, a little later so that the step's message wins.
+            match tokio::time::timeout(limit + Duration::from_millis(200), probe).await {
+                Ok(o) => o,
+                Err(_) => Outcome::Down(format!("timeout after {}", fmt_dur(limit))),
+            }
+        }
+    }
+}
+
+/// What keepalived's `genhash` prints for a page and what `url { digest }` is compared
+/// with: the lower-case hex MD5 of the body bytes (check_http.c feeds the bytes after the
+/// header's blank line, up to Content-Length when the header gives one, to MD5 and prints
+/// each byte as `%02x`).
+pub fn genhash_digest(body: &[u8]) -> String {
+    hex(&Md5::digest(body))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// `5s`, `1.5s`, `250ms`: durations in messages.
+pub(crate) fn fmt_dur(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// An io error as an operator reads it: `Connection refused`, without Rust's
+/// ` (os error 111)` suffix.
+pub(crate) fn io_msg(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Runs one step of a probe against the check's deadline: `Err("STEP: timeout after T")`
+/// when the deadline passes, `T` being the checker's whole bound.
+pub(crate) async fn step<T, F>(
+    deadline: Instant,
+    total: Duration,
+    what: &str,
+    fut: F,
+) -> Result<T, String>
+where
+    F: Future<Output = Result<T, String>>,
+{
+    match tokio::time::timeout_at(deadline, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("{what}: timeout after {}", fmt_dur(total))),
+    }
+}
+
+/// The local address a checker binds to (`bindto`, `bind_port`), if any: keepalived binds
+/// its socket to `co->bindto` (address and port) before connecting (layer4.c
+/// `socket_bind_connect`). `bind_port` alone binds the wildcard address to that port.
+pub(crate) fn bind_addr(c: &Checker) -> Option<SocketAddrV4> {
+    match (c.bindto, c.bind_port) {
+        (None, None) => None,
+        (ip, port) => Some(SocketAddrV4::new(
+            ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            port.unwrap_or(0),
+        )),
+    }
+}
+
+pub(crate) fn target(c: &Checker) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(c.connect_ip, c.connect_port))
+}
+
+/// A socket of `ty`/`proto` bound as the checker says (socket2, so that the bind happens
+/// before connect, as in keepalived), non-blocking and close-on-exec.
+pub(crate) fn bound_socket(
+    c: &Checker,
+    ty: socket2::Type,
+    proto: Option<socket2::Protocol>,
+) -> Result<socket2::Socket, String> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, ty.cloexec(), proto)
+        .map_err(|e| format!("socket: {}", io_msg(&e)))?;
+    s.set_nonblocking(true)
+        .map_err(|e| format!("socket: {}", io_msg(&e)))?;
+    if let Some(a) = bind_addr(c) {
+        s.bind(&SocketAddr::V4(a).into())
+            .map_err(|e| format!("bind {a}: {}", io_msg(&e)))?;
+    }
+    Ok(s)
+}
+
+/// A TCP connection to the checker's target, bound first, within the deadline.
+/// keepalived's TCP connect (layer4.c) fails on refusal, unreachability and timeout alike.
+pub(crate) async fn tcp_connect(
+    c: &Checker,
+    deadline: Instant,
+    total: Duration,
+) -> Result<TcpStream, String> {
+    let s = bound_socket(c, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    let sock = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(s));
+    step(deadline, total, "connect", async {
+        sock.connect(target(c))
+            .await
+            .map_err(|e| format!("connect: {}", io_msg(&e)))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_known_vectors() {
+        // RFC 1321's test suite.
+        assert_eq!(genhash_digest(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(genhash_digest(b"abc"), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(
+            genhash_digest(b"message digest"),
+            "f96b697d7cb7938d525a2f31aaf161d0"
+        );
+        // `printf 'hello\n' | md5sum`: what genhash prints for a page whose body is
+        // "hello\n" (genhash-test.sh compares genhash's output with md5sum of the file).
+        assert_eq!(
+            genhash_digest(b"hello\n"),
+            "b1946ac92492d2347c6235b4d2611184"
+        );
+    }
+
+    #[test]
+    fn durations_and_errors_read_well() {
+        assert_eq!(fmt_dur(Duration::from_secs(5)), "5s");
+        assert_eq!(fmt_dur(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_dur(Duration::from_millis(1500)), "1.5s");
+        let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert_eq!(io_msg(&e), "Connection refused");
+    }
+}
