@@ -168,4 +168,13 @@ mod tests {
         r.extend_from_slice(&[0xff; 9]);
         assert_eq!(interpret(&r, 7), Some(Ok(())));
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_datagram_is_harmless(data in proptest::collection::vec(any::<u8>(), 0..64), id in any::<u16>()) {
+            let _ = interpret(&data, id);
+        }
+    }
 }

@@ -201,4 +201,20 @@ mod tests {
         assert_eq!(check(&fc(0, false), 4), Outcome::Up { weight: Some(4) });
         assert!(!check(&fc(0, true), 4).is_up());
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_contents_any_weight(data in proptest::collection::vec(any::<u8>(), 0..127), w in any::<i32>(), rev in any::<bool>(), base in any::<u32>()) {
+            if let Ok(v) = file_status(&data) {
+                let _ = file_outcome(&fc(w, rev), v, base);
+            }
+        }
+
+        #[test]
+        fn decimal_numbers_read_back(v in i64::from(i32::MIN)..=i64::from(i32::MAX)) {
+            prop_assert_eq!(file_status(format!(" {v}\n").as_bytes()), Ok(v));
+        }
+    }
 }

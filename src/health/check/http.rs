@@ -43,13 +43,16 @@ const STATUS_MAX: u16 = 599;
 pub(super) async fn check(c: &Checker, h: &HttpCheck) -> Outcome {
     // keepalived enables a checker with no url without checking (http_connect_thread).
     for url in &h.urls {
-        let deadline = Instant::now() + c.timing.connect_timeout;
-        if let Err(e) = check_url(c, h, url, deadline).await {
-            return Outcome::Down(if h.urls.len() > 1 || !url.path.is_empty() {
-                format!("{e} (url {})", url.path)
-            } else {
-                e
-            });
+        let limit = c.timing.connect_timeout;
+        let deadline = Instant::now() + limit;
+        let probe = async {
+            match check_url(c, h, url, deadline).await {
+                Ok(()) => Outcome::UP,
+                Err(e) => Outcome::Down(e),
+            }
+        };
+        if let Outcome::Down(e) = super::bounded(deadline, limit, probe).await {
+            return Outcome::Down(format!("{e} (url {})", url.path));
         }
     }
     Outcome::UP
@@ -522,5 +525,42 @@ mod tests {
             request(&c, &h, &u),
             "GET /health HTTP/1.0\r\nUser-Agent: KeepAliveClient\r\nConnection: close\r\nHost: url.example.com\r\n\r\n"
         );
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes, cut anywhere: no panic, and the verdict (digest included) does not
+        /// depend on how the stream was split into reads.
+        #[test]
+        fn any_response_any_split(
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+            head in proptest::sample::select(vec![
+                &b""[..],
+                b"HTTP/1.0 200 OK\r\n\r\n",
+                b"HTTP/1.1 503 x\r\nContent-Length: 3\r\n\r\n",
+                b"HTTP/1.0 200 OK\r\nContent-Length: 10\r",
+            ]),
+            cuts in proptest::collection::vec(0usize..700, 0..6),
+            digest in any::<bool>(),
+        ) {
+            let mut all = head.to_vec();
+            all.extend_from_slice(&data);
+            let d = digest.then(|| genhash_digest(&data[..data.len().min(3)]));
+            let u = url(d.as_deref(), vec![]);
+            let whole = respond(&[&all], &u);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(all.len())).collect();
+            cuts.sort();
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for c in cuts {
+                parts.push(&all[from..c]);
+                from = c;
+            }
+            parts.push(&all[from..]);
+            prop_assert_eq!(respond(&parts, &u), whole);
+            let _ = parse_status_code(&all);
+            let _ = parse_content_length(&all);
+        }
     }
 }

@@ -74,7 +74,7 @@ impl Drop for GroupGuard {
     }
 }
 
-pub(super) async fn check(m: &MiscCheck, base_weight: u32) -> Outcome {
+pub(super) async fn check(m: &MiscCheck, delay_loop: Duration, base_weight: u32) -> Outcome {
     let Some(prog) = m.script.argv.first() else {
         return Outcome::Down("no misc_path script".into());
     };
@@ -112,7 +112,11 @@ pub(super) async fn check(m: &MiscCheck, base_weight: u32) -> Outcome {
     let mut guard = GroupGuard {
         pgid: child.id().map(|p| p as i32),
     };
-    let timeout = m.timeout;
+    let timeout = if m.timeout.is_zero() {
+        delay_loop
+    } else {
+        m.timeout
+    };
     if let Ok(r) = tokio::time::timeout(timeout, child.wait()).await {
         guard.pgid = None;
         return match r {

@@ -59,30 +59,45 @@ pub async fn run(c: &Checker, base_weight: u32) -> Outcome {
     let limit = c.timing.connect_timeout;
     match &c.kind {
         // Their own bounds: misc_timeout + SIGTERM/SIGKILL grace; one non-blocking read.
-        CheckKind::Misc(m) => misc::check(m, base_weight).await,
+        // keepalived runs a script for `misc_timeout`, or delay_loop when that is 0
+        // (check_misc.c `misc_check_thread`).
+        CheckKind::Misc(m) => misc::check(m, c.timing.delay_loop, base_weight).await,
         CheckKind::File(f) => file::check(f, base_weight),
-        // A silent UDP service is up unless require_reply: the probe owns its deadline.
-        CheckKind::Udp(u) => udp::check(c, u, Instant::now() + limit).await,
-        // HTTP/SSL: each url gets its own connect_timeout (keepalived connects once per url).
+        // HTTP/SSL: each url gets its own connect_timeout (keepalived connects once per
+        // url); http::check bounds each url as below.
         CheckKind::Http(h) => http::check(c, h).await,
         kind => {
             let deadline = Instant::now() + limit;
             let probe = async {
                 match kind {
                     CheckKind::Tcp => tcp::check(c, deadline).await,
+                    // A silent UDP service is up unless require_reply: the probe owns its
+                    // deadline and decides what reaching it means.
+                    CheckKind::Udp(u) => udp::check(c, u, deadline).await,
                     CheckKind::Dns(d) => dns::check(c, d, deadline).await,
                     CheckKind::Ping => ping::check(c, deadline).await,
                     CheckKind::Smtp(s) => smtp::check(c, s, deadline).await,
                     _ => Outcome::Down("internal: unexpected checker kind".into()),
                 }
             };
-            // The probes time their own steps (so the message names the step); this outer
-            // bound is only a safety net, a little later so that the step's message wins.
-            match tokio::time::timeout(limit + Duration::from_millis(200), probe).await {
-                Ok(o) => o,
-                Err(_) => Outcome::Down(format!("timeout after {}", fmt_dur(limit))),
-            }
+            bounded(deadline, limit, probe).await
         }
+    }
+}
+
+/// How much later than the probe's own deadline the safety net strikes, so that the
+/// probe's message (which names the step that timed out) wins.
+const SAFETY_MARGIN: Duration = Duration::from_millis(200);
+
+/// The safety net around a probe that times its own steps against `deadline`.
+pub(crate) async fn bounded<F: Future<Output = Outcome>>(
+    deadline: Instant,
+    limit: Duration,
+    probe: F,
+) -> Outcome {
+    match tokio::time::timeout_at(deadline + SAFETY_MARGIN, probe).await {
+        Ok(o) => o,
+        Err(_) => Outcome::Down(format!("timeout after {}", fmt_dur(limit))),
     }
 }
 

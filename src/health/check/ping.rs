@@ -234,4 +234,14 @@ mod tests {
         assert_eq!(raw_verdict(&[0x45, 0], from, 5, 6), None);
         assert_eq!(raw_verdict(&[], from, 5, 6), None);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_packet_is_harmless(data in proptest::collection::vec(any::<u8>(), 0..96)) {
+            let _ = dgram_verdict(&data, 1);
+            let _ = raw_verdict(&data, Ipv4Addr::LOCALHOST, 1, 1);
+        }
+    }
 }

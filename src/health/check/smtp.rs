@@ -116,4 +116,13 @@ mod tests {
         assert_eq!(status(b"abc def\r\n"), None);
         assert_eq!(status(b""), None);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_line_is_harmless(data in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let _ = status(&data);
+        }
+    }
 }
