@@ -184,6 +184,15 @@ pub(crate) fn bound_socket(
         .map_err(|e| format!("socket: {}", io_msg(&e)))?;
     s.set_nonblocking(true)
         .map_err(|e| format!("socket: {}", io_msg(&e)))?;
+    if ty == socket2::Type::STREAM && c.bind_port.is_some() {
+        // A fixed local port must be free again at the next check: SO_REUSEADDR and an
+        // abortive close (RST, no TIME_WAIT/FIN_WAIT on our side). keepalived does
+        // neither; its bind then fails and it skips checks until the old connection's
+        // state expires (layer4.c: "bind failed. Rescheduling").
+        s.set_reuse_address(true)
+            .and_then(|()| s.set_linger(Some(Duration::ZERO)))
+            .map_err(|e| format!("socket: {}", io_msg(&e)))?;
+    }
     if let Some(a) = bind_addr(c) {
         s.bind(&SocketAddr::V4(a).into())
             .map_err(|e| format!("bind {a}: {}", io_msg(&e)))?;
