@@ -88,10 +88,23 @@ async fn check_url(c: &Checker, h: &HttpCheck, url: &Url, deadline: Instant) -> 
     if url.regex.is_some() {
         return Err("regex checks are not supported by this build".into());
     }
+    fetch(c, h, url, url.digest.is_some(), deadline)
+        .await?
+        .verdict(url)
+}
+
+/// Connects, sends the url's request and reads the response to its end.
+async fn fetch(
+    c: &Checker,
+    h: &HttpCheck,
+    url: &Url,
+    digest: bool,
+    deadline: Instant,
+) -> Result<Response, String> {
     let total = c.timing.connect_timeout;
     let tcp = tcp_connect(c, deadline, total).await?;
     let req = request(c, h, url);
-    let mut resp = Response::new(url.digest.is_some());
+    let mut resp = Response::new(digest);
     if h.tls {
         let name = match vhost(h, url).filter(|_| h.enable_sni) {
             Some(v) => ServerName::try_from(v.to_string())
@@ -111,7 +124,33 @@ async fn check_url(c: &Checker, h: &HttpCheck, url: &Url, deadline: Instant) -> 
     } else {
         exchange(tcp, &req, &mut resp, false, deadline, total).await?;
     }
-    resp.verdict(url)
+    Ok(resp)
+}
+
+/// What `genhash` prints for the first url of an HTTP_GET/SSL_GET checker: the status
+/// code and the digest of the page, fetched as the checker fetches it (same request, TLS,
+/// SNI, bound like the check, within connect_timeout). For an operator tool
+/// (`keepalived --genhash`); a status outside the url's codes is not an error here.
+pub async fn genhash(c: &Checker) -> Result<(u16, String), String> {
+    let crate::kconf::CheckKind::Http(h) = &c.kind else {
+        return Err("genhash needs an HTTP_GET or SSL_GET checker".into());
+    };
+    let Some(url) = h.urls.first() else {
+        return Err("genhash needs a url".into());
+    };
+    let limit = c.timing.connect_timeout;
+    let deadline = Instant::now() + limit;
+    let r = tokio::time::timeout_at(
+        deadline + std::time::Duration::from_millis(200),
+        fetch(c, h, url, true, deadline),
+    )
+    .await
+    .map_err(|_| format!("timeout after {}", super::fmt_dur(limit)))??;
+    match (r.head, r.md5) {
+        (Some(head), Some(m)) => Ok((head.status, super::hex(&m.finalize()))),
+        // check_http.c in genhash mode: "no data received from remote webserver".
+        _ => Err("no data received from remote webserver".into()),
+    }
 }
 
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(

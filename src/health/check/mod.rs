@@ -20,7 +20,7 @@ mod tcp;
 mod udp;
 
 pub use file::file_status;
-pub use http::{parse_content_length, parse_status_code, split_head, ResponseHead};
+pub use http::{genhash, parse_content_length, parse_status_code, split_head, ResponseHead};
 pub use misc::{misc_exit_outcome, MISC_KILL_GRACE};
 
 use crate::kconf::{CheckKind, Checker};
