@@ -820,6 +820,13 @@ fn misc_check_exit_codes_dynamic_argv_and_timeouts() {
             "exec /nonexistent/check: No such file or directory",
         );
 
+        // keepalived's file test: `misc_path "</path"` passes while the file opens.
+        let flag = d.0.join("up");
+        let test = format!("<{}", flag.display());
+        assert!(!run(&misc(&[&test], s, false), 1).await.is_up());
+        std::fs::write(&flag, "").unwrap();
+        assert_eq!(run(&misc(&[&test], s, false), 1).await, Outcome::UP);
+
         // `user USER [GROUP]`: the script runs as that user and group (numeric here, as
         // the names of uid/gid 65534 differ between distributions).
         let who = d.script("who.sh", "[ \"$(id -u):$(id -g)\" = \"$1\" ]");

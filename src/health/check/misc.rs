@@ -1,7 +1,8 @@
 //! MISC_CHECK (keepalived/check/check_misc.c, keepalived/core/notify.c
 //! `system_call_script`).
 //!
-//! As keepalived: the parsed words are exec'd directly (no shell unless `argv[0]` is one),
+//! As keepalived: the parsed words are exec'd directly (no shell unless `argv[0]` is one,
+//! or is keepalived's `</path` file test, which goes to `/bin/sh -c`),
 //! in a process group of their own, stdin/stdout/stderr on /dev/null, with `IFS`,
 //! `LD_PRELOAD` and `LD_LIBRARY_PATH` removed from the environment, as the script's `user`
 //! (and group) when given, with SIGTERM as parent-death signal. At `misc_timeout` the group
@@ -78,9 +79,17 @@ pub(super) async fn check(m: &MiscCheck, delay_loop: Duration, base_weight: u32)
     let Some(prog) = m.script.argv.first() else {
         return Outcome::Down("no misc_path script".into());
     };
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(&m.script.argv[1..])
-        .stdin(Stdio::null())
+    let redirect = is_redirect_test(prog);
+    let mut cmd = if redirect {
+        let mut sh = tokio::process::Command::new("/bin/sh");
+        sh.arg("-c").arg(shell_line(&m.script.argv));
+        sh
+    } else {
+        let mut cmd = tokio::process::Command::new(prog);
+        cmd.args(&m.script.argv[1..]);
+        cmd
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .env_remove("IFS")
@@ -120,6 +129,11 @@ pub(super) async fn check(m: &MiscCheck, delay_loop: Duration, base_weight: u32)
     if let Ok(r) = tokio::time::timeout(timeout, child.wait()).await {
         guard.pgid = None;
         return match r {
+            // system(3) failing to find or run the command: keepalived's child exits 0
+            // ("Script errors aren't server errors", notify.c `system_call_script`).
+            Ok(st) if redirect && matches!(st.code(), Some(126 | 127)) => {
+                misc_exit_outcome(0, m.dynamic, base_weight)
+            }
             Ok(st) => status_outcome(st, m.dynamic, base_weight),
             Err(e) => Outcome::Down(format!("wait: {}", io_msg(&e))),
         };
@@ -142,6 +156,34 @@ pub(super) async fn check(m: &MiscCheck, delay_loop: Duration, base_weight: u32)
     } else {
         Outcome::Down(format!("{msg}; still running after SIGKILL"))
     }
+}
+
+/// keepalived's file test idiom, `misc_path "</path/to/file"`: a first word of `<`, blanks
+/// and an absolute path is not exec'd but given to the shell (notify.c
+/// `check_script_secure` returns SC_SYSTEM), so the check passes when the file opens.
+pub(crate) fn is_redirect_test(argv0: &str) -> bool {
+    argv0
+        .strip_prefix('<')
+        .is_some_and(|rest| rest.trim_start_matches([' ', '\t']).starts_with('/'))
+}
+
+/// notify.c `cmd_str_r`: the words single-quoted for the shell, except a first word that
+/// is a redirection.
+pub(crate) fn shell_line(argv: &[String]) -> String {
+    let mut out = String::new();
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if i == 0 && (a.starts_with('<') || a.starts_with('>')) {
+            out.push_str(a);
+        } else {
+            out.push('\'');
+            out.push_str(&a.replace('\'', "'\\''"));
+            out.push('\'');
+        }
+    }
+    out
 }
 
 /// `user USER [GROUP]` → uid and gid (the user's primary group unless GROUP is given).
@@ -235,6 +277,20 @@ mod tests {
             misc_exit_outcome(255, true, 7),
             Outcome::Up { weight: Some(253) }
         );
+    }
+
+    #[test]
+    fn redirect_idiom() {
+        assert!(is_redirect_test("</etc/up"));
+        assert!(is_redirect_test("< \t/etc/up"));
+        assert!(!is_redirect_test("<"));
+        assert!(!is_redirect_test("<etc/up"));
+        assert!(!is_redirect_test("/bin/true"));
+        let argv: Vec<String> = ["</etc/up", "it's", "b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(shell_line(&argv), "</etc/up 'it'\\''s' 'b'");
     }
 
     #[test]
