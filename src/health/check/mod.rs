@@ -9,6 +9,19 @@
 //! Bounds: every socket-based check is bounded by `connect_timeout` (HTTP/SSL: per url, as
 //! keepalived restarts its timer per url), MISC_CHECK by `misc_timeout` plus its kill grace,
 //! FILE_CHECK does one bounded non-blocking read.
+//!
+//! For the engine:
+//! - `run` needs a tokio runtime with IO and time enabled (`enable_all`: MISC_CHECK uses
+//!   tokio::process, which needs the signal driver). Sockets and scripts are created from
+//!   the thread polling the future, so they live in that thread's network namespace.
+//! - Weights: keepalived keeps per checker an offset from the configured weight
+//!   (`cur_weight`) and sets `effective = configured + Σ offsets`, clamped to
+//!   0..=i32::MAX (ipwrapper.c `update_svr_wgt`, check_data.h `real_weight`). `Up { weight:
+//!   Some(w) }` is that result for this checker alone (`w - base_weight` is its offset);
+//!   with several weight-setting checkers on one server, sum the offsets. keepalived
+//!   applies a weight change at once, even when the checker's up/down state is unchanged.
+//! - FILE_CHECK has no retry in keepalived: a tracked file's change takes effect at once
+//!   (check_file.c marks its checkers as run and clears alpha).
 
 mod dns;
 mod file;
