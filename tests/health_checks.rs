@@ -444,6 +444,30 @@ fn ssl_get_self_signed_sni_and_plain_server() {
             vec![None, Some("www.example.com".to_string())]
         );
 
+        // A server that ends the TCP stream without TLS close_notify after its answer is
+        // still up (check_ssl.c goes on to the response on SSL_ERROR_SYSCALL).
+        let l = TcpListener::bind((LO, 0)).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let acceptor = tls_acceptor(Arc::new(Mutex::new(Vec::new())));
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = tls.read(&mut buf).await;
+                let _ = tls
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                let _ = tls.flush().await;
+                let _ = tls.get_mut().0.shutdown().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let h = http_check(true, "/", Some(genhash_digest(b"ok")));
+        let c = checker(CheckKind::Http(h), port, T);
+        assert_eq!(run(&c, 1).await, Outcome::UP);
+
         // SSL_GET against a plain HTTP server: the handshake fails.
         let plain = http_server(false).await;
         let c = checker(CheckKind::Http(http_check(true, "/", None)), plain.port, T);
