@@ -3,8 +3,9 @@
 //!
 //! Each probe reimplements what keepalived 2.2's checker of the same name sends and accepts
 //! (`keepalived/check/check_*.c`, `keepalived/core/layer4.c`, `lib/html.c`,
-//! `keepalived/trackers/track_file.c`); the file of each probe says which behaviour it
-//! matches and where it differs.
+//! `keepalived/trackers/track_file.c`, `lib/notify.c`; read at v2.2.7, the version Debian
+//! ships, and at git 9cbce3e, where these behaviours are the same); the file of each probe
+//! says which behaviour it matches and where it differs.
 //!
 //! Bounds: every socket-based check is bounded by `connect_timeout` (HTTP/SSL: per url, as
 //! keepalived restarts its timer per url), MISC_CHECK by `misc_timeout` plus its kill grace,
