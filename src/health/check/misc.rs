@@ -1,14 +1,13 @@
-//! MISC_CHECK (keepalived/check/check_misc.c, keepalived/core/notify.c
-//! `system_call_script`).
+//! MISC_CHECK (keepalived/check/check_misc.c, lib/notify.c `system_call_script`).
 //!
 //! As keepalived: the parsed words are exec'd directly (no shell unless `argv[0]` is one,
-//! or is keepalived's `</path` file test, which goes to `/bin/sh -c`),
-//! in a process group of their own, stdin/stdout/stderr on /dev/null, with `IFS`,
-//! `LD_PRELOAD` and `LD_LIBRARY_PATH` removed from the environment (keepalived after 2.2), as the script's `user`
-//! (and group) when given, with SIGTERM as parent-death signal. At `misc_timeout` the group
-//! gets SIGTERM, 2 s later SIGKILL; a timed-out script is a failure. Exit status: 0 up;
-//! with `misc_dynamic` 1 is down and 2..=255 up with weight status − 2; without it any
-//! non-zero status is down. Death by a signal is down.
+//! or is keepalived's `</path` file test, which goes to `/bin/sh -c`), in a process group
+//! of their own, stdin/stdout/stderr on /dev/null, as the script's `user` (and group) when
+//! given, with SIGTERM as parent-death signal; `IFS`, `LD_PRELOAD` and `LD_LIBRARY_PATH`
+//! are removed from the environment (as keepalived after 2.2 does). At `misc_timeout` the
+//! group gets SIGTERM, 2 s later SIGKILL; a timed-out script is a failure. Exit status: 0
+//! up; with `misc_dynamic` 1 is down and 2..=255 up with weight status − 2; without it
+//! any non-zero status is down. Death by a signal is down.
 //!
 //! Differences: a script that cannot be exec'd is down here (keepalived's forked child
 //! logs the exec error and exits 0, i.e. up, and disables at load time a script it cannot

@@ -1,5 +1,5 @@
-//! PING_CHECK (keepalived/check/check_ping.c; the sequence check is from keepalived after 2.2,
-//! 2.2.7 accepts any echo reply).
+//! PING_CHECK (keepalived/check/check_ping.c; the sequence check is keepalived's after
+//! 2.2, 2.2.7 accepts any echo reply on its socket).
 //!
 //! As keepalived: one ICMP echo request (128 bytes of keepalived's `set_buf` filler after
 //! the ICMP header) from an unprivileged `SOCK_DGRAM` ICMP socket, bound to `bindto`; up when
