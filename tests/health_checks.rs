@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use xvs::health::check::{genhash, genhash_digest, run, Outcome};
+use xvs::health::check::{genhash, genhash_digest, is_up, run, Outcome, UP};
 use xvs::kconf::{
     CheckKind, Checker, DnsCheck, FileCheck, HttpCheck, Loc, MiscCheck, Script, SmtpCheck, Timing,
     UdpCheck, Url,
@@ -86,6 +86,7 @@ fn checker(kind: CheckKind, port: u16, timeout: Duration) -> Checker {
         connect_port: port,
         bindto: None,
         bind_port: None,
+        alpha: false,
         timing: Timing {
             delay_loop: Duration::from_secs(6),
             connect_timeout: timeout,
@@ -134,14 +135,14 @@ fn tcp_check_up_refused_unreachable_and_bindto() {
             }
         });
         let mut c = checker(CheckKind::Tcp, port, T);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
 
         c.bindto = Some(Ipv4Addr::new(127, 0, 0, 2));
         c.bind_port = Some(free_port().await);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         tokio::time::sleep(Duration::from_millis(50)).await;
         // The same local port again, while the first connection may be in TIME_WAIT.
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let last = *peers.lock().unwrap().last().unwrap();
         assert_eq!(
@@ -282,7 +283,7 @@ async fn http_cases(tls: bool) {
     let srv = http_server(tls).await;
     let h = http_check(tls, "/health", Some(genhash_digest(b"hello\n")));
     let c = checker(CheckKind::Http(h.clone()), srv.port, T);
-    assert_eq!(run(&c, 1).await, Outcome::UP);
+    assert_eq!(run(&c, 1).await, UP);
     assert_eq!(
         srv.reqs.lock().unwrap().last().unwrap(),
         &format!(
@@ -306,11 +307,11 @@ async fn http_cases(tls: bool) {
     // No digest configured: any body will do; status_code lists replace 200-299.
     let mut h2 = http_check(tls, "/", None);
     let c2 = checker(CheckKind::Http(h2.clone()), srv.port, T);
-    assert_eq!(run(&c2, 1).await, Outcome::UP);
+    assert_eq!(run(&c2, 1).await, UP);
     h2.urls[0].status_codes = vec![503..=503];
     *srv.reply.lock().unwrap() = http_reply("503 Service Unavailable", b"");
     let c3 = checker(CheckKind::Http(h2), srv.port, T);
-    assert_eq!(run(&c3, 1).await, Outcome::UP);
+    assert_eq!(run(&c3, 1).await, UP);
 
     // Several urls: all must pass; the failing one is named.
     *srv.reply.lock().unwrap() = http_reply("200 OK", b"hello\n");
@@ -329,7 +330,7 @@ async fn http_cases(tls: bool) {
     hv.virtualhost = Some("www.example.com".into());
     hv.http_protocol = "1.1".into();
     let cv = checker(CheckKind::Http(hv), srv.port, T);
-    assert_eq!(run(&cv, 1).await, Outcome::UP);
+    assert_eq!(run(&cv, 1).await, UP);
     let last = srv.reqs.lock().unwrap().last().unwrap().clone();
     assert!(last.starts_with("GET / HTTP/1.1\r\n"), "{last}");
     assert!(last.contains("\r\nConnection: close\r\n"), "{last}");
@@ -435,10 +436,10 @@ fn ssl_get_self_signed_sni_and_plain_server() {
         let mut h = http_check(true, "/", None);
         h.virtualhost = Some("www.example.com".into());
         let c = checker(CheckKind::Http(h.clone()), srv.port, T);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         h.enable_sni = true;
         let c = checker(CheckKind::Http(h), srv.port, T);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         assert_eq!(
             *srv.sni.lock().unwrap(),
             vec![None, Some("www.example.com".to_string())]
@@ -466,7 +467,7 @@ fn ssl_get_self_signed_sni_and_plain_server() {
         });
         let h = http_check(true, "/", Some(genhash_digest(b"ok")));
         let c = checker(CheckKind::Http(h), port, T);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
 
         // SSL_GET against a plain HTTP server: the handshake fails.
         let plain = http_server(false).await;
@@ -514,7 +515,7 @@ fn udp_check_echo_silence_and_port_unreachable() {
             echo_port,
             T,
         );
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         let c = checker(
             CheckKind::Udp(udp_check(Some(b"pong".to_vec()))),
             echo_port,
@@ -532,14 +533,14 @@ fn udp_check_echo_silence_and_port_unreachable() {
         let mut c = checker(CheckKind::Udp(u), echo_port, T);
         c.bindto = Some(Ipv4Addr::new(127, 0, 0, 3));
         c.bind_port = Some(40123);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         let (data, from) = seen.lock().unwrap().last().unwrap().clone();
         assert_eq!(data, b"keepalived check - keepalived ch");
         assert_eq!(from, SocketAddr::from(([127, 0, 0, 3], 40123)));
 
         // Silence: up without require_reply, down with it.
         let c = checker(CheckKind::Udp(udp_check(None)), silent_port, short);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         let c = checker(CheckKind::Udp(udp_check(Some(vec![]))), silent_port, short);
         assert_down(&run(&c, 1).await, "no reply: timeout after 300ms");
 
@@ -602,9 +603,9 @@ fn dns_check_noerror_nxdomain_ignored_replies_and_no_server() {
             })
         };
         let c = checker(dns(".", "SOA"), port, T);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         let c = checker(dns("www.example.com", "A"), port, T);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         {
             let q = queries.lock().unwrap();
             assert_eq!(q[0].queries()[0].name().to_ascii(), ".");
@@ -685,7 +686,7 @@ fn smtp_check_dialogue() {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let port = smtp_server(Smtp::Good, lines.clone()).await;
         let c = checker(CheckKind::Smtp(SmtpCheck { helo_name: None }), port, T);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         assert_eq!(
             *lines.lock().unwrap(),
             vec!["HELO smtpchecker.keepalived.org\r\n", "QUIT\r\n"]
@@ -697,7 +698,7 @@ fn smtp_check_dialogue() {
             port,
             T,
         );
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         assert_eq!(lines.lock().unwrap()[2], "HELO director.example\r\n");
 
         let x = Arc::new(Mutex::new(Vec::new()));
@@ -726,14 +727,14 @@ fn ping_check_raw_dgram_and_no_reply() {
     in_netns(|| async {
         // The namespace's ping_group_range is "1 0": no SOCK_DGRAM ICMP, raw socket.
         let c = checker(CheckKind::Ping, 0, T);
-        assert_eq!(run(&c, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
         let mut b = c.clone();
         b.bindto = Some(Ipv4Addr::new(127, 0, 0, 5));
-        assert_eq!(run(&b, 1).await, Outcome::UP);
+        assert_eq!(run(&b, 1).await, UP);
         // keepalived's unprivileged socket once the range includes our group.
         sysctl("/proc/sys/net/ipv4/ping_group_range", "0 2147483647");
-        assert_eq!(run(&c, 1).await, Outcome::UP);
-        assert_eq!(run(&b, 1).await, Outcome::UP);
+        assert_eq!(run(&c, 1).await, UP);
+        assert_eq!(run(&b, 1).await, UP);
 
         let mut u = c.clone();
         u.connect_ip = Ipv4Addr::new(10, 9, 9, 9);
@@ -784,6 +785,7 @@ fn misc(argv: &[&str], timeout: Duration, dynamic: bool) -> Checker {
             script: Script {
                 argv: argv.iter().map(|s| s.to_string()).collect(),
                 user: None,
+                group: None,
                 loc: Loc::default(),
             },
             timeout,
@@ -813,27 +815,24 @@ fn misc_check_exit_codes_dynamic_argv_and_timeouts() {
         let d = TempDir::new("misc");
         let s = Duration::from_secs(5);
         let exit = d.script("exit.sh", "exit \"$1\"");
-        assert_eq!(run(&misc(&[&exit, "0"], s, false), 9).await, Outcome::UP);
+        assert_eq!(run(&misc(&[&exit, "0"], s, false), 9).await, UP);
         assert_eq!(
             run(&misc(&[&exit, "1"], s, false), 9).await,
             Outcome::Down("exited with status 1".into())
         );
-        assert!(!run(&misc(&[&exit, "7"], s, false), 9).await.is_up());
+        assert!(!is_up(&run(&misc(&[&exit, "7"], s, false), 9).await));
         assert_eq!(
             run(&misc(&[&exit, "0"], s, true), 9).await,
             Outcome::Up { weight: Some(9) }
         );
-        assert!(!run(&misc(&[&exit, "1"], s, true), 9).await.is_up());
+        assert!(!is_up(&run(&misc(&[&exit, "1"], s, true), 9).await));
         assert_eq!(
             run(&misc(&[&exit, "7"], s, true), 9).await,
             Outcome::Up { weight: Some(5) }
         );
         // The words are exec'd as they are: no shell expansion of the argument.
         let args = d.script("args.sh", "[ \"$1\" = 'a b$HOME' ] && [ $# -eq 1 ]");
-        assert_eq!(
-            run(&misc(&[&args, "a b$HOME"], s, false), 1).await,
-            Outcome::UP
-        );
+        assert_eq!(run(&misc(&[&args, "a b$HOME"], s, false), 1).await, UP);
         // A shell as argv[0] runs a command line.
         assert_eq!(
             run(&misc(&["/bin/sh", "-c", "exit 3"], s, false), 1).await,
@@ -847,20 +846,22 @@ fn misc_check_exit_codes_dynamic_argv_and_timeouts() {
         // keepalived's file test: `misc_path "</path"` passes while the file opens.
         let flag = d.0.join("up");
         let test = format!("<{}", flag.display());
-        assert!(!run(&misc(&[&test], s, false), 1).await.is_up());
+        assert!(!is_up(&run(&misc(&[&test], s, false), 1).await));
         std::fs::write(&flag, "").unwrap();
-        assert_eq!(run(&misc(&[&test], s, false), 1).await, Outcome::UP);
+        assert_eq!(run(&misc(&[&test], s, false), 1).await, UP);
 
         // `user USER [GROUP]`: the script runs as that user and group (numeric here, as
         // the names of uid/gid 65534 differ between distributions).
         let who = d.script("who.sh", "[ \"$(id -u):$(id -g)\" = \"$1\" ]");
         let mut as_nobody = misc(&[&who, "65534:65534"], s, false);
         if let CheckKind::Misc(m) = &mut as_nobody.kind {
-            m.script.user = Some("65534 65534".into());
+            m.script.user = Some("65534".into());
+            m.script.group = Some("65534".into());
         }
-        assert_eq!(run(&as_nobody, 1).await, Outcome::UP);
+        assert_eq!(run(&as_nobody, 1).await, UP);
         if let CheckKind::Misc(m) = &mut as_nobody.kind {
             m.script.user = Some("no-such-user-xvs".into());
+            m.script.group = None;
         }
         assert_down(&run(&as_nobody, 1).await, "no such user");
 
@@ -913,6 +914,8 @@ fn file_check_values_weights_reverse() {
                     path: path.clone(),
                     weight,
                     reverse,
+                    init_value: None,
+                    init_overwrite: false,
                 }),
                 0,
                 T,
@@ -920,14 +923,14 @@ fn file_check_values_weights_reverse() {
         };
         // Missing file: value 0.
         assert_eq!(run(&fc(1, false), 5).await, Outcome::Up { weight: Some(5) });
-        assert!(!run(&fc(0, true), 5).await.is_up());
+        assert!(!is_up(&run(&fc(0, true), 5).await));
         std::fs::write(&path, "3\n").unwrap();
         assert_eq!(run(&fc(1, false), 5).await, Outcome::Up { weight: Some(8) });
         assert_eq!(run(&fc(2, true), 5).await, Outcome::Up { weight: Some(0) });
         assert_down(&run(&fc(0, false), 5).await, "track_file tf: value 3");
         assert_eq!(run(&fc(0, true), 5).await, Outcome::Up { weight: Some(5) });
         std::fs::write(&path, "-2147483648").unwrap();
-        assert!(!run(&fc(1, false), 5).await.is_up());
+        assert!(!is_up(&run(&fc(1, false), 5).await));
         std::fs::write(&path, "0x10 junk").unwrap();
         assert_eq!(
             run(&fc(1, false), 5).await,

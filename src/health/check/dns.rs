@@ -8,7 +8,7 @@
 //! the answer count, any other RCODE is down. A receive error (ICMP port unreachable:
 //! nothing listens) or no reply within connect_timeout is down.
 
-use super::{bound_socket, io_msg, step, target, Outcome};
+use super::{bound_socket, io_msg, step, target, Outcome, UP};
 use crate::kconf::{Checker, DnsCheck};
 use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
@@ -69,7 +69,7 @@ pub(crate) fn interpret(reply: &[u8], id: u16) -> Option<Result<(), String>> {
 
 pub(super) async fn check(c: &Checker, d: &DnsCheck, deadline: Instant) -> Outcome {
     match probe(c, d, deadline).await {
-        Ok(()) => Outcome::UP,
+        Ok(()) => UP,
         Err(e) => Outcome::Down(e),
     }
 }

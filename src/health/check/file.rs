@@ -133,6 +133,7 @@ pub(crate) fn file_outcome(f: &FileCheck, value: i64, base_weight: u32) -> Outco
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::check::is_up;
 
     fn fc(weight: i32, reverse: bool) -> FileCheck {
         FileCheck {
@@ -140,6 +141,8 @@ mod tests {
             path: "/nonexistent".into(),
             weight,
             reverse,
+            init_value: None,
+            init_overwrite: false,
         }
     }
 
@@ -172,9 +175,17 @@ mod tests {
         assert_eq!(file_outcome(&fc(2, true), 3, 10), up(4));
         assert_eq!(file_outcome(&fc(-2, false), 3, 10), up(4));
         // i32::MIN or beyond: keepalived's IPVS_WEIGHT_FAULT, down.
-        assert!(!file_outcome(&fc(1, false), i64::from(i32::MIN), 10).is_up());
-        assert!(!file_outcome(&fc(254, false), -10_000_000, 10).is_up());
-        assert!(!file_outcome(&fc(-1, false), i64::from(i32::MAX) + 1, 10).is_up());
+        assert!(!is_up(&file_outcome(
+            &fc(1, false),
+            i64::from(i32::MIN),
+            10
+        )));
+        assert!(!is_up(&file_outcome(&fc(254, false), -10_000_000, 10)));
+        assert!(!is_up(&file_outcome(
+            &fc(-1, false),
+            i64::from(i32::MAX) + 1,
+            10
+        )));
         assert_eq!(
             file_outcome(&fc(1, false), i64::from(i32::MAX) + 1, 10),
             up(i32::MAX as u32)
@@ -187,9 +198,9 @@ mod tests {
             file_outcome(&fc(0, false), 0, 3),
             Outcome::Up { weight: Some(3) }
         );
-        assert!(!file_outcome(&fc(0, false), 1, 3).is_up());
-        assert!(!file_outcome(&fc(0, false), -1, 3).is_up());
-        assert!(!file_outcome(&fc(0, true), 0, 3).is_up());
+        assert!(!is_up(&file_outcome(&fc(0, false), 1, 3)));
+        assert!(!is_up(&file_outcome(&fc(0, false), -1, 3)));
+        assert!(!is_up(&file_outcome(&fc(0, true), 0, 3)));
         assert_eq!(
             file_outcome(&fc(0, true), 7, 3),
             Outcome::Up { weight: Some(3) }
@@ -199,7 +210,7 @@ mod tests {
     #[test]
     fn missing_file_is_zero() {
         assert_eq!(check(&fc(0, false), 4), Outcome::Up { weight: Some(4) });
-        assert!(!check(&fc(0, true), 4).is_up());
+        assert!(!is_up(&check(&fc(0, true), 4)));
     }
 
     use proptest::prelude::*;

@@ -23,7 +23,7 @@
 //! to 64 KiB (keepalived's buffer is 4 KiB); `regex` is not supported yet (no regex crate
 //! in the dependencies): a url with a regex fails with a message saying so.
 
-use super::{io_msg, step, tcp_connect, Outcome};
+use super::{io_msg, step, tcp_connect, Outcome, UP};
 use crate::kconf::{Checker, HttpCheck, Url};
 use md5::{Digest, Md5};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -47,7 +47,7 @@ pub(super) async fn check(c: &Checker, h: &HttpCheck) -> Outcome {
         let deadline = Instant::now() + limit;
         let probe = async {
             match check_url(c, h, url, deadline).await {
-                Ok(()) => Outcome::UP,
+                Ok(()) => UP,
                 Err(e) => Outcome::Down(e),
             }
         };
@@ -55,7 +55,7 @@ pub(super) async fn check(c: &Checker, h: &HttpCheck) -> Outcome {
             return Outcome::Down(format!("{e} (url {})", url.path));
         }
     }
-    Outcome::UP
+    UP
 }
 
 /// The Host header value and, for SSL_GET, the SNI name: check_http.c `http_request` uses
@@ -538,6 +538,7 @@ mod tests {
             connect_port: 8080,
             bindto: None,
             bind_port: None,
+            alpha: false,
             timing: Timing {
                 delay_loop: Duration::from_secs(6),
                 connect_timeout: Duration::from_secs(5),

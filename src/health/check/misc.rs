@@ -15,7 +15,7 @@
 //! database; a process group that survives SIGKILL for 2 s more is reported down and left
 //! to the kernel (keepalived keeps waiting 10 s at a time).
 
-use super::{fmt_dur, io_msg, Outcome};
+use super::{fmt_dur, io_msg, Outcome, UP};
 use crate::kconf::MiscCheck;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -33,7 +33,7 @@ pub fn misc_exit_outcome(code: i32, dynamic: bool, base_weight: u32) -> Outcome 
         0 if dynamic => Outcome::Up {
             weight: Some(base_weight),
         },
-        0 => Outcome::UP,
+        0 => UP,
         2..=255 if dynamic => Outcome::Up {
             weight: Some(code as u32 - 2),
         },
@@ -97,7 +97,7 @@ pub(super) async fn check(m: &MiscCheck, delay_loop: Duration, base_weight: u32)
         .process_group(0)
         .kill_on_drop(true);
     if let Some(spec) = m.script.user.as_deref() {
-        match lookup_user(spec) {
+        match lookup_user(spec, m.script.group.as_deref()) {
             Ok((uid, gid)) => {
                 cmd.uid(uid).gid(gid);
             }
@@ -185,10 +185,14 @@ pub(crate) fn shell_line(argv: &[String]) -> String {
     out
 }
 
-/// `user USER [GROUP]` → uid and gid (the user's primary group unless GROUP is given).
-fn lookup_user(spec: &str) -> Result<(u32, u32), String> {
-    let mut words = spec.split_whitespace();
+/// `user USER [GROUP]` → uid and gid (USER's primary group unless GROUP is given). Names
+/// are looked up in the user and group databases; a number that is no name is taken as
+/// the id itself.
+fn lookup_user(user: &str, group: Option<&str>) -> Result<(u32, u32), String> {
+    let mut words = user.split_whitespace();
     let user = words.next().ok_or("misc user: empty")?;
+    // "USER GROUP" in one string is accepted too.
+    let group = group.or(words.next());
     let (uid, mut gid) = match getpw(user) {
         Some(p) => p,
         None => match user.parse::<u32>() {
@@ -196,7 +200,7 @@ fn lookup_user(spec: &str) -> Result<(u32, u32), String> {
             Err(_) => return Err(format!("misc user {user}: no such user")),
         },
     };
-    if let Some(group) = words.next() {
+    if let Some(group) = group {
         gid = match getgr(group).or_else(|| group.parse().ok()) {
             Some(g) => g,
             None => return Err(format!("misc group {group}: no such group")),
@@ -245,16 +249,17 @@ fn getgr(name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::check::is_up;
 
     #[test]
     fn exit_codes_plain() {
-        assert_eq!(misc_exit_outcome(0, false, 7), Outcome::UP);
+        assert_eq!(misc_exit_outcome(0, false, 7), UP);
         assert_eq!(
             misc_exit_outcome(1, false, 7),
             Outcome::Down("exited with status 1".into())
         );
-        assert!(!misc_exit_outcome(2, false, 7).is_up());
-        assert!(!misc_exit_outcome(255, false, 7).is_up());
+        assert!(!is_up(&misc_exit_outcome(2, false, 7)));
+        assert!(!is_up(&misc_exit_outcome(255, false, 7)));
     }
 
     #[test]
@@ -263,7 +268,7 @@ mod tests {
             misc_exit_outcome(0, true, 7),
             Outcome::Up { weight: Some(7) }
         );
-        assert!(!misc_exit_outcome(1, true, 7).is_up());
+        assert!(!is_up(&misc_exit_outcome(1, true, 7)));
         assert_eq!(
             misc_exit_outcome(2, true, 7),
             Outcome::Up { weight: Some(0) }
@@ -294,9 +299,10 @@ mod tests {
 
     #[test]
     fn users() {
-        assert_eq!(lookup_user("root"), Ok((0, 0)));
-        assert_eq!(lookup_user("0 0"), Ok((0, 0)));
-        assert!(lookup_user("no-such-user-xvs").is_err());
-        assert!(lookup_user("root no-such-group-xvs").is_err());
+        assert_eq!(lookup_user("root", None), Ok((0, 0)));
+        assert_eq!(lookup_user("0", Some("0")), Ok((0, 0)));
+        assert_eq!(lookup_user("0 0", None), Ok((0, 0)));
+        assert!(lookup_user("no-such-user-xvs", None).is_err());
+        assert!(lookup_user("root", Some("no-such-group-xvs")).is_err());
     }
 }

@@ -46,23 +46,17 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// The result of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The service answered as required. `weight` is the server's new absolute weight when
-    /// the checker sets one (MISC_CHECK with `misc_dynamic`, FILE_CHECK), else `None`.
-    Up { weight: Option<u32> },
-    /// The check failed; a short operator-readable reason (`connect: Connection refused`,
-    /// `HTTP status 503 (url /health)`, `timeout after 5s`, ...).
-    Down(String),
-}
+/// The result of one check is the engine's `Outcome`: `Up { weight }` (`weight`: the
+/// server's new absolute weight when the checker sets one, MISC_CHECK with `misc_dynamic`
+/// and FILE_CHECK, else `None`) or `Down(reason)`, a short operator-readable reason
+/// (`connect: Connection refused`, `HTTP status 503 (url /health)`, `timeout after 5s`).
+pub use super::engine::Outcome;
 
-impl Outcome {
-    pub const UP: Outcome = Outcome::Up { weight: None };
+/// Up, the weight unchanged.
+pub const UP: Outcome = Outcome::Up { weight: None };
 
-    pub fn is_up(&self) -> bool {
-        matches!(self, Outcome::Up { .. })
-    }
+pub fn is_up(o: &Outcome) -> bool {
+    matches!(o, Outcome::Up { .. })
 }
 
 /// Runs one check of `c` against `c.connect_ip:c.connect_port`, with `bindto`/`bind_port`
@@ -97,6 +91,11 @@ pub async fn run(c: &Checker, base_weight: u32) -> Outcome {
             bounded(deadline, limit, probe).await
         }
     }
+}
+
+/// `run` as the runner takes it (`health::runner::Prober`).
+pub fn prober() -> super::runner::Prober {
+    std::sync::Arc::new(|c, w| Box::pin(async move { run(&c, w).await }))
 }
 
 /// How much later than the probe's own deadline the safety net strikes, so that the
@@ -250,6 +249,40 @@ mod tests {
             genhash_digest(b"hello\n"),
             "b1946ac92492d2347c6235b4d2611184"
         );
+    }
+
+    #[test]
+    fn prober_runs_the_probes() {
+        // Also a compile-time check that `run`'s future is Send, as the runner needs.
+        let p = prober();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Checker {
+            loc: Default::default(),
+            kind: CheckKind::File(crate::kconf::FileCheck {
+                name: "t".into(),
+                path: "/nonexistent/xvs".into(),
+                weight: 1,
+                reverse: false,
+                init_value: None,
+                init_overwrite: false,
+            }),
+            connect_ip: Ipv4Addr::LOCALHOST,
+            connect_port: 0,
+            bindto: None,
+            bind_port: None,
+            alpha: false,
+            timing: crate::kconf::Timing {
+                delay_loop: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(1),
+                retry: 1,
+                delay_before_retry: Duration::from_secs(1),
+                warmup: Duration::ZERO,
+            },
+        };
+        assert_eq!(rt.block_on(p(c, 4)), Outcome::Up { weight: Some(4) });
     }
 
     #[test]

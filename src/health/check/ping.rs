@@ -13,7 +13,7 @@
 //! it) are considered. keepalived keeps one socket open between checks; xvs opens one per
 //! check (a fresh random sequence number each time).
 
-use super::{bound_socket, fmt_dur, io_msg, target, Outcome};
+use super::{bound_socket, fmt_dur, io_msg, target, Outcome, UP};
 use crate::kconf::Checker;
 use std::io::Read;
 use std::net::Ipv4Addr;
@@ -28,7 +28,7 @@ const ECHO_REQUEST: u8 = 8;
 
 pub(super) async fn check(c: &Checker, deadline: Instant) -> Outcome {
     match probe(c, deadline).await {
-        Ok(()) => Outcome::UP,
+        Ok(()) => UP,
         Err(e) => Outcome::Down(e),
     }
 }

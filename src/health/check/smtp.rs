@@ -8,7 +8,7 @@
 //! a bare `220\r\n` fails as it does in keepalived. A line is what was read up to a `\n`;
 //! bytes after it in the same read are dropped, as keepalived does.
 
-use super::{io_msg, step, tcp_connect, Outcome};
+use super::{io_msg, step, tcp_connect, Outcome, UP};
 use crate::kconf::{Checker, SmtpCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -65,7 +65,7 @@ fn show(line: &[u8]) -> String {
 
 pub(super) async fn check(c: &Checker, sm: &SmtpCheck, deadline: Instant) -> Outcome {
     match probe(c, sm, deadline).await {
-        Ok(()) => Outcome::UP,
+        Ok(()) => UP,
         Err(e) => Outcome::Down(e),
     }
 }

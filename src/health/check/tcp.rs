@@ -2,7 +2,7 @@
 //! established within connect_timeout; the connection is then closed without sending
 //! anything. Refused, unreachable or timed out: down.
 
-use super::{tcp_connect, Outcome};
+use super::{tcp_connect, Outcome, UP};
 use crate::kconf::Checker;
 use tokio::time::Instant;
 
@@ -10,7 +10,7 @@ pub(super) async fn check(c: &Checker, deadline: Instant) -> Outcome {
     match tcp_connect(c, deadline, c.timing.connect_timeout).await {
         Ok(s) => {
             drop(s);
-            Outcome::UP
+            UP
         }
         Err(e) => Outcome::Down(e),
     }

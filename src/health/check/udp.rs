@@ -13,7 +13,7 @@
 //! Difference: keepalived's `require_reply` hex may carry a per-nibble mask, which kconf
 //! does not model; the bytes are compared exactly.
 
-use super::{bound_socket, fmt_dur, io_msg, target, Outcome};
+use super::{bound_socket, fmt_dur, io_msg, target, Outcome, UP};
 use crate::kconf::{Checker, UdpCheck};
 use std::os::fd::AsRawFd;
 use tokio::time::Instant;
@@ -62,17 +62,15 @@ async fn probe(c: &Checker, u: &UdpCheck, deadline: Instant) -> Result<Outcome, 
         Err(_) if u.require_reply.is_some() => {
             Err(format!("no reply: timeout after {}", fmt_dur(total)))
         }
-        Err(_) => Ok(Outcome::UP),
+        Err(_) => Ok(UP),
         Ok(Ok(n)) => match &u.require_reply {
-            Some(want) if !want.is_empty() => {
-                reply_matches(&buf[..n], want, u, max).map(|()| Outcome::UP)
-            }
-            _ => Ok(Outcome::UP),
+            Some(want) if !want.is_empty() => reply_matches(&buf[..n], want, u, max).map(|()| UP),
+            _ => Ok(UP),
         },
         Ok(Err(e)) => match icmp_error(&sock) {
             Some(IcmpErr::Unreachable(code)) => Err(unreach_text(code).into()),
             // keepalived's `udp_socket_error`: other ICMP errors do not fail the check.
-            Some(IcmpErr::Other) => Ok(Outcome::UP),
+            Some(IcmpErr::Other) => Ok(UP),
             None => Err(format!("recv: {}", io_msg(&e))),
         },
     }
