@@ -60,6 +60,9 @@ pub struct CheckerState {
     /// Duration of the last check, ms.
     pub last_latency_ms: Option<u64>,
     pub checks: u64,
+    /// What this checker adds to the configured weight (`misc_dynamic`, FILE_CHECK):
+    /// keepalived sums every checker's offset into the effective weight.
+    pub weight_offset: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +151,7 @@ impl Engine {
                                 since_ms: now_ms,
                                 last_latency_ms: None,
                                 checks: 0,
+                                weight_offset: 0,
                             },
                         }
                     })
@@ -257,9 +261,15 @@ impl Engine {
         if let Some(alive) = change {
             vs.update_checker_state(id.1, id.2, alive, first, now_ms, &mut actions);
         }
-        // misc_dynamic / FILE_CHECK: the weight follows the check (update_svr_wgt).
+        // misc_dynamic / FILE_CHECK: the weight follows the check at once, whether or not
+        // the state changed (update_svr_wgt); each checker contributes its offset from the
+        // configured weight.
         if let Outcome::Up { weight: Some(w) } = outcome {
-            vs.update_weight(id.1, *w as i64, &mut actions);
+            let rs = &mut vs.rs[id.1];
+            let base = rs.conf.weight as i64;
+            rs.checkers[id.2].weight_offset = *w as i64 - base;
+            let total = base + rs.checkers.iter().map(|c| c.weight_offset).sum::<i64>();
+            vs.update_weight(id.1, total, &mut actions);
         }
         (delay, actions)
     }
@@ -869,6 +879,22 @@ mod tests {
         e.record((0, 0, 0), &Outcome::Up { weight: Some(0) }, 1, 1);
         assert_eq!(table(&e), vec![("10.0.0.1".into(), 0)]);
         assert!(!e.vss[0].quorum_up);
+    }
+
+    #[test]
+    fn two_dynamic_checkers_add_their_offsets() {
+        let (mut e, _) = Engine::new(
+            &conf(vs(vec![rs(
+                "10.0.0.1",
+                10,
+                vec![tcp_check(0), tcp_check(1)],
+            )])),
+            0,
+        );
+        e.record((0, 0, 0), &Outcome::Up { weight: Some(13) }, 1, 0);
+        assert_eq!(table(&e), vec![("10.0.0.1".into(), 13)]);
+        e.record((0, 0, 1), &Outcome::Up { weight: Some(8) }, 1, 1);
+        assert_eq!(table(&e), vec![("10.0.0.1".into(), 11)]);
     }
 
     #[test]

@@ -85,9 +85,6 @@ pub(crate) fn request(c: &Checker, h: &HttpCheck, url: &Url) -> String {
 }
 
 async fn check_url(c: &Checker, h: &HttpCheck, url: &Url, deadline: Instant) -> Result<(), String> {
-    if url.regex.is_some() {
-        return Err("regex checks are not supported by this build".into());
-    }
     fetch(c, h, url, url.digest.is_some(), deadline)
         .await?
         .verdict(url)
@@ -104,7 +101,7 @@ async fn fetch(
     let total = c.timing.connect_timeout;
     let tcp = tcp_connect(c, deadline, total).await?;
     let req = request(c, h, url);
-    let mut resp = Response::new(digest);
+    let mut resp = Response::with_regex(digest, url.regex.is_some());
     if h.tls {
         let name = match vhost(h, url).filter(|_| h.enable_sni) {
             Some(v) => ServerName::try_from(v.to_string())
@@ -184,7 +181,12 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// A response as it streams in: the header kept until its end is found, then the body
 /// hashed (and counted) without being kept.
+/// How much of a response a `regex` is matched against.
+const REGEX_KEEP: usize = 1 << 20;
+
 pub(crate) struct Response {
+    /// With a `regex`: the response as received, up to `REGEX_KEEP` bytes.
+    kept: Option<Vec<u8>>,
     head_buf: Vec<u8>,
     head: Option<ResponseHead>,
     md5: Option<Md5>,
@@ -201,8 +203,9 @@ pub struct ResponseHead {
 }
 
 impl Response {
-    pub(crate) fn new(digest: bool) -> Self {
+    pub(crate) fn with_regex(digest: bool, regex: bool) -> Self {
         Response {
+            kept: regex.then(Vec::new),
             head_buf: Vec::new(),
             head: None,
             md5: digest.then(Md5::new),
@@ -211,6 +214,10 @@ impl Response {
     }
 
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<(), String> {
+        if let Some(k) = self.kept.as_mut() {
+            let room = REGEX_KEEP.saturating_sub(k.len());
+            k.extend_from_slice(&data[..room.min(data.len())]);
+        }
         if self.head.is_some() {
             self.body(data);
             return Ok(());
@@ -271,6 +278,17 @@ impl Response {
             let got = super::hex(&m.finalize());
             if !got.eq_ignore_ascii_case(want.trim()) {
                 return Err(format!("digest mismatch (got {got})"));
+            }
+        }
+        if let Some(p) = url.regex.as_deref() {
+            let re = regex::bytes::Regex::new(p).map_err(|e| format!("bad regex {p:?}: {e}"))?;
+            let matched = re.is_match(self.kept.as_deref().unwrap_or_default());
+            if matched == url.regex_no_match {
+                return Err(if matched {
+                    format!("regex {p:?} matched (regex_no_match)")
+                } else {
+                    format!("regex {p:?} did not match")
+                });
             }
         }
         Ok(())
@@ -426,11 +444,24 @@ mod tests {
     }
 
     fn respond(parts: &[&[u8]], u: &Url) -> Result<(), String> {
-        let mut r = Response::new(u.digest.is_some());
+        let mut r = Response::with_regex(u.digest.is_some(), u.regex.is_some());
         for p in parts {
             r.feed(p)?;
         }
         r.verdict(u)
+    }
+
+    #[test]
+    fn regex_and_regex_no_match() {
+        let mut u = url(None, vec![]);
+        u.regex = Some("st[a-z]+ ok".into());
+        let ok: &[&[u8]] = &[b"HTTP/1.0 200 OK\r\n\r\nstatus ", b"ok\n"];
+        assert_eq!(respond(ok, &u), Ok(()));
+        let bad: &[&[u8]] = &[b"HTTP/1.0 200 OK\r\n\r\nstatus: degraded\n"];
+        assert!(respond(bad, &u).unwrap_err().contains("did not match"));
+        u.regex_no_match = true;
+        assert_eq!(respond(bad, &u), Ok(()));
+        assert!(respond(ok, &u).unwrap_err().contains("matched"));
     }
 
     #[test]
