@@ -33,10 +33,12 @@ fi
 # Debian package names. The BPF ones (libbpf-dev, libxdp-dev, bpftool, clang)
 # build the XDP program and the xsk-rs/libbpf-rs crates; g++ builds libFuzzer
 # for the fuzz crate (libfuzzer-sys, scripts/test.sh); the rest run the
-# namespace harness and the demo.
+# namespace harness and the demo; keepalived checks the keepalived.conf parser
+# (tests/kconf_vs_keepalived.rs) and will run VRRP for the HA pair.
 APT_PACKAGES=(
     clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4 g++
     iproute2 iputils-ping ethtool tcpdump curl iperf3 bpftool python3 procps hping3
+    keepalived
 )
 
 missing=()
