@@ -195,6 +195,29 @@ pub fn load(path: &std::path::Path) -> Result<KConfig, ConfError> {
     Ok(conf)
 }
 
+/// `track_file ... init_file [VALUE] [overwrite]`: keepalived creates a missing tracked
+/// file with VALUE while loading, or rewrites it with `overwrite` (not on a reload;
+/// track_file.c). Done at start only, never by `--config-test`.
+pub fn init_tracked_files(conf: &KConfig) {
+    let mut done = HashSet::new();
+    for vs in &conf.virtual_servers {
+        for rs in &vs.real_servers {
+            for c in &rs.checkers {
+                let crate::kconf::CheckKind::File(f) = &c.kind else {
+                    continue;
+                };
+                let Some(v) = f.init_value else { continue };
+                if !done.insert(f.path.clone()) || (f.path.exists() && !f.init_overwrite) {
+                    continue;
+                }
+                if let Err(e) = std::fs::write(&f.path, format!("{v}\n")) {
+                    tracing::warn!(file = %f.path.display(), "track_file init_file: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// Logs what keepalived would have warned about, and the blocks left to keepalived.
 pub fn log_loaded(conf: &KConfig) {
     for w in &conf.warnings {
@@ -276,4 +299,114 @@ pub fn health_rows(e: &Engine, now_ms: u64) -> Vec<HealthRow> {
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn conf(text: &str) -> KConfig {
+        crate::kconf::parse_str(text, Path::new("/etc/keepalived/test.conf")).unwrap()
+    }
+
+    const TWO: &str = "virtual_server 10.0.0.88 80 {\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  real_server 10.0.0.9 80 {\n    weight 2\n  }\n  real_server 10.0.0.20 80 {\n  }\n}\n";
+
+    fn applied(
+        model: &mut ConfigModel,
+        owned: &mut HashSet<ServiceKey>,
+        c: &KConfig,
+    ) -> Vec<Request> {
+        let (e, _) = Engine::new(c, 0);
+        let d = e.desired();
+        let reqs = requests(model, owned, &d);
+        model.apply(&Request::Batch(reqs.clone())).unwrap();
+        *owned = d.iter().map(|d| d.key).collect();
+        reqs
+    }
+
+    #[test]
+    fn only_the_difference_is_requested() {
+        let mut model = ConfigModel::default();
+        // A service the operator added by hand, not the file's.
+        let other = ServiceKey {
+            proto: Protocol::Udp,
+            addr: "10.0.0.99".parse().unwrap(),
+            port: 53,
+        };
+        model
+            .apply(&Request::AddService {
+                key: other,
+                opts: ServiceOpts::default(),
+            })
+            .unwrap();
+        let mut owned = HashSet::new();
+        let first = applied(&mut model, &mut owned, &conf(TWO));
+        assert_eq!(first.len(), 3, "{first:?}");
+        assert!(matches!(first[0], Request::AddService { .. }));
+        // Nothing changed: nothing requested.
+        assert!(applied(&mut model, &mut owned, &conf(TWO)).is_empty());
+        // One weight changed: one edit.
+        let edited = applied(
+            &mut model,
+            &mut owned,
+            &conf(&TWO.replace("weight 2", "weight 7")),
+        );
+        assert!(
+            matches!(&edited[..], [Request::EditDest { dest, .. }] if dest.weight == Some(7)),
+            "{edited:?}"
+        );
+        // A server gone: one delete.
+        let gone = TWO
+            .replace("weight 2", "weight 7")
+            .replace("  real_server 10.0.0.20 80 {\n  }\n", "");
+        let del = applied(&mut model, &mut owned, &conf(&gone));
+        assert!(matches!(&del[..], [Request::DeleteDest { .. }]), "{del:?}");
+        // The file's service gone: deleted; the operator's stays.
+        let none = applied(&mut model, &mut owned, &KConfig::default());
+        assert!(
+            matches!(&none[..], [Request::DeleteService { .. }]),
+            "{none:?}"
+        );
+        assert_eq!(model.services.len(), 1);
+        assert_eq!(model.services[0].key, other);
+    }
+
+    #[test]
+    fn validation_reports_the_virtual_server_line() {
+        let c = conf(&TWO.replace(
+            "lb_algo rr",
+            "lb_algo rr\n  persistence_timeout 30\n  persistence_granularity 255.0.255.0",
+        ));
+        let e = validate(&c).unwrap_err();
+        assert_eq!(e.loc.line, 1, "{e}");
+        assert!(
+            e.to_string().starts_with("/etc/keepalived/test.conf:1: "),
+            "{e}"
+        );
+        assert!(validate(&conf(TWO)).is_ok());
+    }
+
+    #[test]
+    fn tracked_files_are_created_once_and_overwritten_only_when_asked() {
+        let dir = std::env::temp_dir().join(format!("xvs-kconf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("w");
+        let _ = std::fs::remove_file(&f);
+        let text = |ow: &str| {
+            format!(
+                "track_file tf {{\n  file {}\n  init_file 5 {ow}\n}}\n\
+                 virtual_server 10.0.0.88 80 {{\n  protocol TCP\n  real_server 10.0.0.9 80 {{\n    FILE_CHECK {{\n      track_file tf\n    }}\n  }}\n}}\n",
+                f.display()
+            )
+        };
+        init_tracked_files(&conf(&text("")));
+        assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "5");
+        std::fs::write(&f, "9\n").unwrap();
+        init_tracked_files(&conf(&text("")));
+        assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "9");
+        init_tracked_files(&conf(&text("overwrite")));
+        assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "5");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -374,6 +374,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     let health = match kconf {
         Some(conf) => {
             kconf::log_loaded(&conf);
+            kconf::init_tracked_files(&conf);
             let sink = kconf::ConfigSink {
                 state: state.clone(),
                 owned: Default::default(),
