@@ -446,4 +446,38 @@ mod tests {
         wait("both servers in", || last(&tables) == Some(2));
         drop(h);
     }
+
+    #[test]
+    fn ha_suspend_checks_only_while_the_vip_is_here() {
+        let prober: Prober = Arc::new(|_c, _w| Box::pin(async { Outcome::Up { weight: None } }));
+        let mut c = conf(&["10.0.0.9"]);
+        c.virtual_servers[0].ha_suspend = true;
+        // Shorter than the first check's bootstrap delay, so the suspended loop is seen.
+        for rs in &mut c.virtual_servers[0].real_servers {
+            rs.checkers[0].timing.delay_loop = Duration::from_millis(50);
+        }
+        let here = Arc::new(AtomicBool::new(false));
+        let local: LocalAddrs = {
+            let here = here.clone();
+            Arc::new(move || {
+                if here.load(Relaxed) {
+                    vec!["10.0.0.88".parse().unwrap()]
+                } else {
+                    Vec::new()
+                }
+            })
+        };
+        let tables = Arc::new(Mutex::new(Vec::new()));
+        let h = Health::start(c, Box::new(Tables(tables)), prober, local).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            h.engine.lock().unwrap().checker((0, 0, 0)).unwrap().checks,
+            0
+        );
+        // The VIP arrives (VRRP made this director the master): checks start.
+        here.store(true, Relaxed);
+        wait("a check once the VIP is here", || {
+            h.engine.lock().unwrap().checker((0, 0, 0)).unwrap().checks > 0
+        });
+    }
 }
