@@ -39,6 +39,8 @@ pub(super) struct State {
     pub(super) tun_gue_or_gre: bool,
     pub(super) socket: Option<String>,
     pub(super) words: Vec<String>,
+    /// `-f` was given (ipvsadm accepts `-6` only after it).
+    pub(super) fwmark: bool,
     /// First not-implemented feature seen; reported after all syntax checks pass.
     pub(super) unsupported: Option<&'static str>,
 }
@@ -163,6 +165,7 @@ pub(super) fn apply(
                 )));
             }
             st.svc = Some(SvcSel::Unsupported);
+            st.fwmark = true;
             st.unsupported("firewall-mark services (-f)");
         }
         Tag::Scheduler => {
@@ -256,6 +259,8 @@ pub(super) fn apply(
             st.set_option(Col::Exact)?;
             st.format.exact = true;
         }
+        // ipvsadm: `fail(2, "-6 used before -f\n")`, whose own newline leaves a blank line.
+        Tag::Ipv6 if !st.fwmark => return Err(ParseError::invalid("-6 used before -f\n")),
         Tag::Ipv6 => st.unsupported("IPv6 (-6)"),
         Tag::Ops => {
             st.set_option(Col::Ops)?;
@@ -488,7 +493,8 @@ mod tests {
             "-C -t 10.0.0.1:80",
             "Illegal 'service-address' option with the 'flush' command",
         );
-        invalid("-A -D -t 10.0.0.1:80", "multiple commands specified");
+        // ipvsadm takes the first option as the command; a second is an invalid option.
+        invalid("-A -D -t 10.0.0.1:80", "invalid option `-D'");
         invalid(
             "-A -t 10.0.0.1:80 -t 10.0.0.2:80",
             "multiple 'service-address' options specified",
