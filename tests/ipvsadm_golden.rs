@@ -653,3 +653,166 @@ fn refused_command_lines_send_nothing() {
         assert_eq!(sent, 0, "{}", case.origin);
     }
 }
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("xvs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn install(prefix: &Path, extra: &[&str]) -> std::process::Output {
+    // The binaries cargo built for this test (debug), so no release build is needed.
+    let bins = Path::new(env!("CARGO_BIN_EXE_xvsadm")).parent().unwrap();
+    assert!(bins.join("xvsd").exists(), "{}", bins.display());
+    std::process::Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh"))
+        .arg("--prefix")
+        .arg(prefix)
+        .arg("--from")
+        .arg(bins)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `scripts/install.sh --as-ipvsadm`: `ipvsadm` runs xvsadm, which names itself after argv[0]
+/// as ipvsadm does (`usage_exit`'s `"  %s -A|E ..."`, `tryhelp_exit`'s hint); the Debian-style
+/// wrappers reach it; a real ipvsadm is not replaced without `--force`.
+#[test]
+fn install_as_ipvsadm() {
+    let tmp = TempDir::new("install");
+    let prefix = tmp.0.join("usr");
+    let o = install(&prefix, &["--as-ipvsadm"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let sbin = prefix.join("sbin");
+    assert_eq!(
+        std::fs::read_link(sbin.join("ipvsadm")).unwrap(),
+        Path::new("xvsadm")
+    );
+
+    // Invoked by its path: the path is the name, as with ipvsadm.
+    let ipvsadm = sbin.join("ipvsadm");
+    let shown = ipvsadm.display().to_string();
+    let o = std::process::Command::new(&ipvsadm)
+        .arg("-h")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let usage = text(&o.stdout);
+    assert!(
+        usage.contains(&format!("Usage:\n  {shown} -A|E virtual-service ")),
+        "{usage}"
+    );
+    assert!(usage.contains(&format!("\n  {shown} -L|l [virtual-service] [options]\n")));
+    let o = std::process::Command::new(&ipvsadm)
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        text(&o.stderr),
+        format!("Try `{shown} -h' or '{shown} --help' for more information.\n")
+    );
+
+    // Found on PATH as plain `ipvsadm`, as ldirectord and scripts run it.
+    let path = format!(
+        "{}:{}",
+        sbin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = std::process::Command::new("ipvsadm")
+        .env("PATH", &path)
+        .args(["-L", "-w", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o.stderr),
+        "Illegal 'weight' option with the 'list' command\n"
+    );
+    let o = std::process::Command::new("ipvsadm")
+        .env("PATH", &path)
+        .arg("-n")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert_eq!(
+        text(&o.stderr),
+        "Try `ipvsadm -h' or 'ipvsadm --help' for more information.\n"
+    );
+
+    // The wrappers: ipvsadm-save's help, and `ipvsadm -S -n` reached through it.
+    let o = std::process::Command::new(sbin.join("ipvsadm-save"))
+        .arg("-x")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "ipvsadm-save: Script to save the IPVS table to stdout.\n   \
+         With the -n option, prints out the table in numeric format.\n"
+    );
+    let nowhere = tmp.0.join("no-daemon.sock");
+    for (wrapper, stdin) in [("ipvsadm-save", ""), ("ipvsadm-restore", "# c\n-C\n")] {
+        let mut child = std::process::Command::new(sbin.join(wrapper))
+            .env("XVS_SOCKET", &nowhere)
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{wrapper}");
+        assert!(
+            err.contains(&nowhere.display().to_string()) && err.contains("Is xvsd running?"),
+            "{wrapper}: {err}"
+        );
+    }
+
+    // Installing again over our own files is fine.
+    let o = install(&prefix, &["--as-ipvsadm"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // A real ipvsadm stays unless --force.
+    let other = tmp.0.join("other");
+    std::fs::create_dir_all(other.join("sbin")).unwrap();
+    std::fs::write(other.join("sbin/ipvsadm"), "\x7fELF real ipvsadm").unwrap();
+    let o = install(&other, &["--as-ipvsadm"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("not replacing it without --force"));
+    assert_eq!(
+        std::fs::read(other.join("sbin/ipvsadm")).unwrap(),
+        b"\x7fELF real ipvsadm"
+    );
+    assert!(!other.join("sbin/xvsadm").exists());
+    let o = install(&other, &["--as-ipvsadm", "--force"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(std::fs::symlink_metadata(other.join("sbin/ipvsadm"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
