@@ -10,7 +10,8 @@
 //! File formats:
 //! - `NAME.golden`: `# ` header lines (`# args:`, `# daemon:`, `# exit:`, free comments) up to
 //!   a `#---` line, then the expected stdout verbatim (stderr must be empty);
-//! - `errors.golden`: blocks separated by blank lines, each with `args:`, `daemon:`, `exit:`,
+//! - `errors.golden` (refused command lines) and `changes.golden` (accepted ones): blocks
+//!   separated by blank lines, each with `args:`, `daemon:`, `exit:`,
 //!   `stderr:` (and optionally `prog:` and `stdout:`), values with `\n` and `\\` escapes;
 //!   stdout must be empty unless given.
 //!
@@ -442,6 +443,7 @@ fn read_listing(path: &Path) -> Case {
 /// The blocks of `errors.golden`.
 fn read_errors(path: &Path) -> Vec<Case> {
     let text = std::fs::read_to_string(path).unwrap();
+    let name = path.file_name().unwrap().to_string_lossy();
     let mut cases = Vec::new();
     for (i, block) in text.split("\n\n").enumerate() {
         if block.trim().is_empty() {
@@ -464,7 +466,7 @@ fn read_errors(path: &Path) -> Vec<Case> {
             let (key, value) = line
                 .split_once(": ")
                 .or_else(|| line.split_once(':'))
-                .unwrap_or_else(|| panic!("errors.golden block {}: bad line {line:?}", i + 1));
+                .unwrap_or_else(|| panic!("{name} block {}: bad line {line:?}", i + 1));
             match key {
                 "args" => {
                     case.args = split_args(value);
@@ -475,11 +477,11 @@ fn read_errors(path: &Path) -> Vec<Case> {
                 "exit" => case.exit = value.parse().unwrap(),
                 "stdout" => case.stdout = unescape(value),
                 "stderr" => case.stderr = unescape(value),
-                _ => panic!("errors.golden block {}: unknown key {key:?}", i + 1),
+                _ => panic!("{name} block {}: unknown key {key:?}", i + 1),
             }
         }
-        assert!(have_args && case.exit >= 0, "errors.golden block {}", i + 1);
-        case.origin = format!("errors.golden: {} {}", case.prog, case.args.join(" "));
+        assert!(have_args && case.exit >= 0, "{name} block {}", i + 1);
+        case.origin = format!("{name}: {} {}", case.prog, case.args.join(" "));
         cases.push(case);
     }
     cases
@@ -607,7 +609,8 @@ fn listings_match_ipvsadm() {
         .map(|e| e.unwrap().path())
         .filter(|p| {
             p.extension().is_some_and(|e| e == "golden")
-                && p.file_name().is_some_and(|n| n != "errors.golden")
+                && p.file_name()
+                    .is_some_and(|n| n != "errors.golden" && n != "changes.golden")
         })
         .collect();
     paths.sort();
@@ -620,6 +623,13 @@ fn listings_match_ipvsadm() {
 fn errors_match_ipvsadm() {
     let cases = read_errors(&golden_dir().join("errors.golden"));
     assert!(cases.len() >= 60, "only {} error cases", cases.len());
+    check(&cases);
+}
+
+#[test]
+fn changes_match_ipvsadm() {
+    let cases = read_errors(&golden_dir().join("changes.golden"));
+    assert!(cases.len() >= 15, "only {} change cases", cases.len());
     check(&cases);
 }
 
