@@ -36,7 +36,9 @@ pub(super) struct State {
     pub(super) sched_flags: Option<String>,
     pub(super) one_packet: bool,
     pub(super) format: FormatOpts,
-    pub(super) tun_gue_or_gre: bool,
+    /// `--tun-type`: "ipip", "gue" or "gre" (empty when not given: ipip), for ipvsadm's
+    /// tunnel_opt_check.
+    pub(super) tun_type: &'static str,
     pub(super) socket: Option<String>,
     pub(super) words: Vec<String>,
     /// `-f` was given (ipvsadm accepts `-6` only after it).
@@ -95,7 +97,12 @@ pub(super) fn parse_timeout(s: &str, min: u32) -> Result<u32, ParseError> {
 }
 
 fn parse_u32(s: &str, max: u32, msg: &str) -> Result<u32, ParseError> {
-    addr::string_to_number(s, 0, i64::from(max))
+    parse_range(s, 0, max, msg)
+}
+
+/// ipvsadm's `string_to_number(s, min, max)`, failing with `msg`.
+fn parse_range(s: &str, min: u32, max: u32, msg: &str) -> Result<u32, ParseError> {
+    addr::string_to_number(s, i64::from(min), i64::from(max))
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| ParseError::invalid(msg))
 }
@@ -274,20 +281,39 @@ pub(super) fn apply(
             st.set_option(Col::SchedFlags)?;
             st.sched_flags = Some(value_of(value));
         }
-        Tag::McastGroup => st.set_option(Col::McastGroup)?,
+        Tag::McastGroup => {
+            st.set_option(Col::McastGroup)?;
+            // ipvsadm: an IPv6 group if the value has a colon, else IPv4; multicast either way.
+            let v = value_of(value);
+            if v.contains(':') {
+                if !v
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|a| a.is_multicast())
+                {
+                    return Err(ParseError::invalid(format!(
+                        "invalid IPv6 mcast-group `{v}'"
+                    )));
+                }
+            } else if !v.parse::<Ipv4Addr>().is_ok_and(|a| a.is_multicast()) {
+                return Err(ParseError::invalid(format!(
+                    "invalid IPv4 mcast-group `{v}'"
+                )));
+            }
+        }
         Tag::McastPort => {
             st.set_option(Col::McastPort)?;
-            parse_u32(&value_of(value), 65535, "illegal mcast-port specified")?;
+            parse_range(&value_of(value), 1, 65535, "illegal mcast-port specified")?;
         }
         Tag::McastTtl => {
             st.set_option(Col::McastTtl)?;
-            parse_u32(&value_of(value), 255, "illegal mcast-ttl specified")?;
+            parse_range(&value_of(value), 1, 255, "illegal mcast-ttl specified")?;
         }
         Tag::SyncMaxlen => {
             st.set_option(Col::SyncMaxlen)?;
             // IP and UDP headers (20 + 8 bytes) come out of the 64 KiB maximum.
-            parse_u32(
+            parse_range(
                 &value_of(value),
+                1,
                 65535 - 20 - 8,
                 "illegal sync-maxlen specified",
             )?;
@@ -300,9 +326,9 @@ pub(super) fn apply(
             st.set_option(Col::TunType)?;
             match value_of(value).as_str() {
                 // IPIP is what -i already means; ipvsadm-save 1.31 writes it explicitly.
-                "ipip" => {}
-                "gue" | "gre" => {
-                    st.tun_gue_or_gre = true;
+                "ipip" => st.tun_type = "ipip",
+                t @ ("gue" | "gre") => {
+                    st.tun_type = if t == "gue" { "gue" } else { "gre" };
                     st.unsupported("GUE and GRE tunnels (--tun-type)");
                 }
                 _ => return Err(ParseError::invalid("illegal tunnel type specified")),
