@@ -156,7 +156,14 @@ where
                 return exit::BAD_ARGS;
             }
             match parse::parse_restore(&input, names) {
-                Err(e) => report_parse_error(prog, &e, io),
+                // The line number is xvs's own addition, so it is always shown.
+                Err(e) => {
+                    let _ = writeln!(io.stderr, "{}", e.message);
+                    if e.wants_hint() {
+                        io.err(&help::try_help(prog));
+                    }
+                    e.exit_code()
+                }
                 // ipvsadm -R on empty input changes nothing and succeeds.
                 Ok(reqs) if reqs.is_empty() => exit::OK,
                 Ok(reqs) => change(&path, &Request::Batch(reqs), io, &mut call),
@@ -720,6 +727,15 @@ mod tests {
                 .starts_with("line 2: illegal real server address[:port] specified\n"),
             "{}",
             o.stderr
+        );
+        assert!(o.sent.is_empty());
+        // A line without a command: its number, then ipvsadm's hint (exit 255).
+        let o = run_with(&format!("{SOCK} -R"), "-C\n-n\n", ok);
+        assert_eq!(o.code, 255);
+        assert_eq!(
+            o.stderr,
+            "line 2: no command specified\n\
+             Try `xvsadm -h' or 'xvsadm --help' for more information.\n"
         );
         assert!(o.sent.is_empty());
         // Empty input: nothing to do.
