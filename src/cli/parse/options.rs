@@ -256,8 +256,15 @@ fn tokenize_into<S: AsRef<str>>(args: &[S], items: &mut Vec<Item>) -> Result<(),
                 let spec = find_short(c)
                     .ok_or_else(|| ParseError::usage(format!("{a}: unknown option")))?;
                 let rest = &cluster[pos + c.len_utf8()..];
-                let glued = (!rest.is_empty()).then(|| rest.to_string());
+                // popt, like GNU getopt, skips one '=' before a glued value (`-w=5`).
+                let glued =
+                    (!rest.is_empty()).then(|| rest.strip_prefix('=').unwrap_or(rest).to_string());
                 let (value, ends_cluster) = match spec.arg {
+                    Arg::None if rest.starts_with('=') => {
+                        return Err(ParseError::usage(format!(
+                            "{a}: option does not take an argument"
+                        )))
+                    }
                     Arg::None => (None, false),
                     Arg::Required => {
                         let v = glued
