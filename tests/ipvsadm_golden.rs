@@ -16,8 +16,9 @@
 //!   stdout must be empty unless given.
 //!
 //! `daemon:` is what the fake xvsd answers: `status` (the fixture table), `connections` (the
-//! fixture connection list), `ok`, or `error:MESSAGE` (the text xvsd itself sends for that
-//! refusal, which xvsadm must turn into ipvsadm's message).
+//! fixture connection list), `empty` (no services, no connections), `ok`, or
+//! `error:MESSAGE` (the text xvsd itself sends for that refusal, which xvsadm must turn into
+//! ipvsadm's message).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -502,6 +503,13 @@ fn run_case(case: &Case, names: &PortNames) -> Outcome {
             "status" => match req {
                 Request::Connections => Response::Connections(conns.clone()),
                 _ => Response::Status(status.clone()),
+            },
+            "empty" => match req {
+                Request::Connections => Response::Connections(vec![]),
+                _ => Response::Status(Status {
+                    services: vec![],
+                    ..status.clone()
+                }),
             },
             "connections" => match req {
                 Request::Connections => Response::Connections(conns.clone()),
