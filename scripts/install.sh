@@ -24,9 +24,15 @@ AS_IPVSADM=0
 FORCE=0
 FROM=
 
+# usage [STATUS]: the header above; on stdout for --help (0), else on stderr.
 usage() {
-    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
-    exit 2
+    local status=${1:-2}
+    if [[ $status == 0 ]]; then
+        sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+    else
+        sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+    fi
+    exit "$status"
 }
 
 while [[ $# -gt 0 ]]; do
@@ -37,7 +43,7 @@ while [[ $# -gt 0 ]]; do
         --from=*) FROM=${1#--from=}; shift ;;
         --as-ipvsadm) AS_IPVSADM=1; shift ;;
         --force) FORCE=1; shift ;;
-        -h|--help) usage ;;
+        -h|--help) usage 0 ;;
         *) echo "install.sh: unknown argument: $1" >&2; usage ;;
     esac
 done
