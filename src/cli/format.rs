@@ -993,7 +993,7 @@ UDP  10.0.0.53:53 rr ops
         st
     }
 
-    /// A real server's configuration: address, port, method, weight, thresholds.
+    /// A real server as -S saves it: address, port, method, weight.
     type DestConfig = (Ipv4Addr, u16, Forward, u32);
 
     /// The configuration part of a status, in sorted order, for comparison.
