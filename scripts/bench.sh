@@ -13,7 +13,7 @@
 #               once, so the VM's fast and slow phases hit all rows alike. A
 #               round during which other load ran on the machine is repeated
 #               (at most 2N rounds in all) and left out of the table.
-#   --rows LIST comma-separated subset of: reflect,dr,loss,nat,tun,new,nft,mq,lat
+#   --rows LIST comma-separated subset of: reflect,dr,health,loss,nat,tun,new,nft,mq,lat
 #               (default: all)
 #   --conns     also the connection-table rows: DR with 10M live entries vs
 #               1k (same table size), and bytes per entry (about 2 minutes)
@@ -28,6 +28,10 @@
 # server where they arrive (scripts/bench-topo.sh):
 #   reflect  xvsd --reflect: AF_XDP receive and send back, no LB work
 #   dr       -g, 4 real servers, rr
+#   health   dr while xvsd --config health-checks 1000 real servers every second
+#            (a NAT service on 10.0.0.89:80 whose servers 10.0.0.21:20000-20999
+#            never answer: each check is a SYN and a 1 s timeout, the costliest
+#            kind), to show checks do not slow forwarding
 #   loss     dr at a fixed offered rate of 50% of the round's dr peak
 #   nat      two-armed -m (eth0 in, eth1 out), 4 real servers
 #   tun      -i (IPIP), 4 real servers
@@ -58,7 +62,7 @@ cd "$ROOT"
 
 SMOKE=0
 ROUNDS=5
-ROWS=reflect,dr,loss,nat,tun,new,nft,mq,lat
+ROWS=reflect,dr,health,loss,nat,tun,new,nft,mq,lat
 CONNS=0
 BUILD=1
 DOCS=1
@@ -222,6 +226,24 @@ fi
 
 # --- xvsd --------------------------------------------------------------------
 
+# The health row's keepalived.conf: 1000 real servers that never answer.
+HEALTH_CONF=$OUTDIR/health-storm.conf
+{
+    echo "virtual_server 10.0.0.89 80 {"
+    echo "    delay_loop 1"
+    echo "    lb_algo rr"
+    echo "    lb_kind NAT"
+    echo "    protocol TCP"
+    for ((i = 0; i < 1000; i++)); do
+        echo "    real_server 10.0.0.21 $((20000 + i)) {"
+        echo "        TCP_CHECK {"
+        echo "            connect_timeout 1"
+        echo "        }"
+        echo "    }"
+    done
+    echo "}"
+} >"$HEALTH_CONF"
+
 # xvsd_start PREFIX MODE [XVSD ARGS...]: MODE reflect|dr|nat|tun|new|lat.
 xvsd_start() {
     local p=$1 mode=$2 sock=$SOCK_DIR/$1.sock i
@@ -242,7 +264,7 @@ xvsd_start() {
     local A=("$XVSADM" --socket "$sock") rip
     case "$mode" in
         reflect) "${A[@]}" -A -u "$VIP:80" -s rr ;;
-        dr)
+        dr | health)
             "${A[@]}" -A -u "$VIP:80" -s rr
             for rip in "${DR_RIPS[@]}"; do "${A[@]}" -a -u "$VIP:80" -r "$rip:80" -g; done
             ;;
@@ -324,6 +346,7 @@ rate_row() {
     local extra=()
     # Every frame a new connection: room for all of them (SYN_RECV entries live 60 s).
     [[ $mode == new ]] && extra=(--conn-max 8388608)
+    [[ $mode == health ]] && extra=(--config "$HEALTH_CONF")
     xvsd_start "$p" "$mode" "${extra[@]}"
     peak "$row" "$round" "$p" "$sink" "$desc" "$@"
 }
@@ -428,6 +451,11 @@ for ((r = 1; r <= MAX_ATTEMPTS && clean < ROUNDS; r++)); do
         rate_row dr "$r" "$P1" dr "$P1-gen:g0" "DR, 4 real servers, rr" --flows "$FLOWS"
         DR_PEAKS+=("$LAST_PPS")
         want loss && loss_row "$r" "$((LAST_PPS / 2))"
+        xvsd_stop "$P1"
+    fi
+    if want health; then
+        rate_row health "$r" "$P1" health "$P1-gen:g0" \
+            "DR, 4 real servers, rr, while 1000 dead real servers are checked every second" --flows "$FLOWS"
         xvsd_stop "$P1"
     fi
     if want nat; then

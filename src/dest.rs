@@ -14,11 +14,38 @@
 //! the `Arc` reference counts (written when a connection is created or removed) off the
 //! hot-read line.
 
+use crate::kconf::OnDead;
 use crate::model::Forward;
 use crate::stats::StatSlots;
 use crossbeam::utils::CachePadded;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+
+/// `DestRt::fate` bits. Removed from its service (IPVS clears `IP_VS_DEST_F_AVAILABLE` in
+/// `__ip_vs_unlink_dest`; the object lives on in the trash while connections use it).
+const REMOVED: u8 = 1;
+/// Declared down by the health checks while still configured (`set_dead`).
+const DEAD: u8 = 2;
+/// The service's `OnDead` policy, in bits 2-3.
+const POLICY_SHIFT: u8 = 2;
+
+/// What the packet of an existing connection to a removed or dead server gets
+/// (`DestRt::on_unavailable`), according to the service's `OnDead` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadAction {
+    /// Forwarded as usual: the server is only dead (not removed) and the policy is IPVS's,
+    /// which keeps a quiesced (weight 0) server's connections.
+    Forward,
+    /// Dropped without refreshing the entry's timer (`ip_vs_in`: "don't restart its timer,
+    /// and silently drop the packet"); the entry times out.
+    Drop,
+    /// The entry is removed and the packet dropped (IPVS `expire_nodest_conn=1`,
+    /// `ip_vs_conn_expire_now`): the client's next attempt is scheduled afresh.
+    Expire,
+    /// The entry is removed; a UDP datagram is scheduled afresh at once, a TCP segment is
+    /// answered with a RST (xvs extension).
+    Reassign,
+}
 
 /// Load figures of a server, shared by all workers because the schedulers' figures must be
 /// global, as in IPVS. Written by every worker (atomics).
@@ -44,6 +71,12 @@ pub struct DestRt {
     pub addr: Ipv4Addr,
     pub port: u16,
     pub forward: Forward,
+    /// REMOVED | DEAD | policy << POLICY_SHIFT: read once (one relaxed load) per packet of
+    /// an existing connection, written only when a server is removed, revived, declared
+    /// dead or alive, or its service's policy changes. It fills the padding byte after
+    /// `forward`, on the line those packets read anyway: a separate line would cost every
+    /// packet a second cache miss, and its writes are as rare as configuration changes.
+    fate: AtomicU8,
     /// IPVS weight; 0 = quiesced (no new connections).
     pub weight: AtomicU32,
     pub u_threshold: AtomicU32,
@@ -72,6 +105,7 @@ impl DestRt {
             addr,
             port,
             forward,
+            fate: AtomicU8::new(0),
             weight: AtomicU32::new(weight),
             u_threshold: AtomicU32::new(0),
             l_threshold: AtomicU32::new(0),
@@ -103,9 +137,79 @@ impl DestRt {
         self.load.overloaded.load(Relaxed)
     }
 
-    /// IPVS: weight 0 (quiesced) or OVERLOAD means "no new connections".
+    /// IPVS: weight 0 (quiesced) or OVERLOAD means "no new connections"; so does a server
+    /// the health checks declared dead (`set_dead`), whatever its weight.
     pub fn available(&self) -> bool {
-        self.weight() > 0 && !self.overloaded()
+        self.weight() > 0 && !self.overloaded() && !self.is_dead()
+    }
+
+    fn set_bit(&self, bit: u8, on: bool) {
+        if on {
+            self.fate.fetch_or(bit, Relaxed);
+        } else {
+            self.fate.fetch_and(!bit, Relaxed);
+        }
+    }
+
+    /// The health checks declare this server down (`true`) or up again, while it stays
+    /// configured (keepalived's `inhibit_on_failure`: weight 0 instead of removal). It then
+    /// gets no new connections; what its existing connections get is the service's
+    /// `OnDead` policy (`on_unavailable`).
+    pub fn set_dead(&self, dead: bool) {
+        self.set_bit(DEAD, dead);
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.fate.load(Relaxed) & DEAD != 0
+    }
+
+    /// Removed from its service (`true`, the daemon's reconcile) or revived from the trash
+    /// (`false`, `ip_vs_trash_get_dest`); IPVS's `IP_VS_DEST_F_AVAILABLE` cleared or set.
+    pub fn set_removed(&self, removed: bool) {
+        self.set_bit(REMOVED, removed);
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.fate.load(Relaxed) & REMOVED != 0
+    }
+
+    /// The policy of the service this server belongs to (each `DestRt` belongs to one).
+    pub fn set_on_dead(&self, p: OnDead) {
+        let bits = (match p {
+            OnDead::Ipvs => 0u8,
+            OnDead::Expire => 1,
+            OnDead::Reassign => 2,
+        }) << POLICY_SHIFT;
+        let mask = 3 << POLICY_SHIFT;
+        let _ = self
+            .fate
+            .fetch_update(Relaxed, Relaxed, |f| Some((f & !mask) | bits));
+    }
+
+    pub fn on_dead(&self) -> OnDead {
+        match (self.fate.load(Relaxed) >> POLICY_SHIFT) & 3 {
+            1 => OnDead::Expire,
+            2 => OnDead::Reassign,
+            _ => OnDead::Ipvs,
+        }
+    }
+
+    /// What a packet of an existing connection to this server gets; `None` (the usual case,
+    /// decided by one relaxed load) when the server is neither removed nor dead.
+    #[inline]
+    pub fn on_unavailable(&self) -> Option<DeadAction> {
+        let f = self.fate.load(Relaxed);
+        if f & (REMOVED | DEAD) == 0 {
+            return None;
+        }
+        Some(match (f >> POLICY_SHIFT) & 3 {
+            1 => DeadAction::Expire,
+            2 => DeadAction::Reassign,
+            // IPVS: only a removed server is unavailable to its connections; a dead one still
+            // configured is quiesced (weight 0), and quiesced servers keep their connections.
+            _ if f & REMOVED != 0 => DeadAction::Drop,
+            _ => DeadAction::Forward,
+        })
     }
 
     /// IPVS load figure: `(activeconns << 8) + inactconns`.
@@ -220,6 +324,7 @@ mod tests {
         assert_eq!(load % 128, 0);
         for off in [
             offset_of!(DestRt, addr),
+            offset_of!(DestRt, fate),
             offset_of!(DestRt, weight),
             offset_of!(DestRt, mac),
             offset_of!(DestRt, egress),
@@ -229,6 +334,33 @@ mod tests {
         }
         assert!(offset_of!(DestRt, stats) >= load + 128);
         assert_eq!(std::mem::align_of::<DestRt>(), 128);
+    }
+
+    #[test]
+    fn fate_bits_decide_the_action_per_policy() {
+        let x = d(0, 0);
+        assert_eq!(x.on_unavailable(), None);
+        assert!(x.available());
+        x.set_dead(true);
+        assert!(!x.available(), "a dead server gets no new connections");
+        assert_eq!(x.on_unavailable(), Some(DeadAction::Forward));
+        x.set_removed(true);
+        assert_eq!(x.on_unavailable(), Some(DeadAction::Drop));
+        x.set_dead(false);
+        assert_eq!(x.on_unavailable(), Some(DeadAction::Drop));
+        x.set_on_dead(OnDead::Expire);
+        assert_eq!(x.on_unavailable(), Some(DeadAction::Expire));
+        assert!(x.is_removed() && !x.is_dead());
+        x.set_on_dead(OnDead::Reassign);
+        assert_eq!(x.on_dead(), OnDead::Reassign);
+        assert_eq!(x.on_unavailable(), Some(DeadAction::Reassign));
+        x.set_removed(false);
+        assert_eq!(x.on_unavailable(), None);
+        x.set_dead(true);
+        assert_eq!(x.on_unavailable(), Some(DeadAction::Reassign));
+        x.set_on_dead(OnDead::Ipvs);
+        assert_eq!(x.on_unavailable(), Some(DeadAction::Forward));
+        assert!(x.is_dead());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 mod icmp;
 
 use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns};
-use crate::dest::{DestRt, NO_PORT};
+use crate::dest::{DeadAction, DestRt, NO_PORT};
 use crate::model::Forward;
 use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow};
 use crate::service::{service_lookup_key, ServiceRt, Snapshot};
@@ -67,7 +67,24 @@ pub struct FwdCounters {
     /// ICMP errors handed over by another worker that this worker relayed (also counted in
     /// `icmp_relayed`).
     pub icmp_handoff_relayed: u64,
+    /// Entries of removed or dead real servers expired at their next packet (policy
+    /// `expire`, NAT replies under `reassign`, a client's RST under `reassign`); the packet
+    /// is dropped and counted `dest_unavailable`.
+    pub dead_expired: u64,
+    /// UDP datagrams of a removed or dead server's entry scheduled afresh in the same call
+    /// (policy `reassign`).
+    pub dead_rescheduled: u64,
+    /// TCP RSTs sent to clients of a removed or dead server (policy `reassign`).
+    pub dead_reset: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+/// What to do with the entry of a removed or dead server after `Cx::unavailable`.
+enum Dead {
+    /// Answer with this verdict; `remove`: the entry goes too.
+    Done(Verdict, bool),
+    /// Remove the entry and schedule the packet afresh, as a new connection.
+    Reschedule,
 }
 
 /// Where frames to `dest` leave (port, next-hop MAC, the port's info); `None` while the
@@ -236,10 +253,24 @@ impl Forwarder {
         if let Some(slot) = conns.lookup(&k) {
             if let Some(conn) = conns.get_mut(slot) {
                 if !conn.svc.deleted.load(Relaxed) {
-                    let was = conn.state;
-                    let v = cx.forward_local(conn, len);
-                    conns.note_state(slot, was);
-                    return v;
+                    // ip_vs_in: "Check the server status" (one relaxed load when it is fine).
+                    match conn.dest.on_unavailable() {
+                        None | Some(DeadAction::Forward) => {
+                            let was = conn.state;
+                            let v = cx.forward_local(conn, len);
+                            conns.note_state(slot, was);
+                            return v;
+                        }
+                        Some(a) => match cx.unavailable(a, len) {
+                            Dead::Done(v, false) => return v,
+                            Dead::Done(v, true) => {
+                                conns.remove(slot);
+                                return v;
+                            }
+                            // Removed below; the datagram then takes the new-connection path.
+                            Dead::Reschedule => {}
+                        },
+                    }
                 }
             }
             // A deleted service's connections die with it (IPVS flushes them).
@@ -263,10 +294,23 @@ impl Forwarder {
                 if let Some((slot, false)) = sh.find(&k) {
                     if let Some(conn) = sh.get_mut(slot) {
                         if !conn.svc.deleted.load(Relaxed) {
-                            let was = conn.state;
-                            let v = cx.nat_request(conn, len);
-                            sh.note_state(slot, was);
-                            return v;
+                            match conn.dest.on_unavailable() {
+                                None | Some(DeadAction::Forward) => {
+                                    let was = conn.state;
+                                    let v = cx.nat_request(conn, len);
+                                    sh.note_state(slot, was);
+                                    return v;
+                                }
+                                Some(a) => match cx.unavailable(a, len) {
+                                    Dead::Done(v, false) => return v,
+                                    Dead::Done(v, true) => {
+                                        sh.remove(slot);
+                                        return v;
+                                    }
+                                    // Removed below, then scheduled under the same lock.
+                                    Dead::Reschedule => {}
+                                },
+                            }
                         }
                     }
                     sh.remove(slot);
@@ -283,8 +327,19 @@ impl Forwarder {
         if let Some((slot, true)) = shard.find(&k) {
             if let Some(conn) = shard.get_mut(slot) {
                 if !conn.svc.deleted.load(Relaxed) {
+                    // ip_vs_out hands a reply to handle_response without looking at the
+                    // server's status: a removed server's replies still reach the client
+                    // under the IPVS policy (uncounted, as ip_vs_out_stats skips servers
+                    // without IP_VS_DEST_F_AVAILABLE). `expire` and `reassign` end the
+                    // entry instead; the client needs no RST for a server's packet.
+                    let action = conn.dest.on_unavailable();
+                    if let Some(DeadAction::Expire | DeadAction::Reassign) = action {
+                        cx.counters.dead_expired += 1;
+                        shard.remove(slot);
+                        return Verdict::Drop(DropReason::DestUnavailable);
+                    }
                     let was = conn.state;
-                    let v = cx.nat_reply(conn, len);
+                    let v = cx.nat_reply(conn, len, action != Some(DeadAction::Drop));
                     shard.note_state(slot, was);
                     return v;
                 }
@@ -400,6 +455,54 @@ impl Cx<'_> {
         let v = self.forward_local(c, len);
         conns.note_state(slot, was);
         v
+    }
+
+    /// A client's packet for an entry whose server is removed or dead, and the service's
+    /// policy says `a` (never `Forward`, handled by the caller). The entry's timer is never
+    /// refreshed here.
+    fn unavailable(&mut self, a: DeadAction, len: &mut usize) -> Dead {
+        match a {
+            // ip_vs_in without expire_nodest_conn: "don't restart its timer, and silently
+            // drop the packet".
+            DeadAction::Forward | DeadAction::Drop => {
+                Dead::Done(Verdict::Drop(DropReason::DestUnavailable), false)
+            }
+            // expire_nodest_conn=1 as IPVS had it until Linux 5.9 (and still does when the
+            // packet has a confirmed conntrack entry): ip_vs_conn_expire_now, then drop.
+            DeadAction::Expire => {
+                self.counters.dead_expired += 1;
+                Dead::Done(Verdict::Drop(DropReason::DestUnavailable), true)
+            }
+            // Since 5.9, expire_nodest_conn=1 expires the entry and lets the packet go on
+            // to ip_vs_try_to_schedule: a UDP datagram (or a new SYN reusing the tuple) gets
+            // a new server at once, which is what this does in one call.
+            DeadAction::Reassign
+                if self.flow.key.proto != ipv4::PROTO_TCP
+                    || self.flow.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK)
+                        == tcp_flags::SYN =>
+            {
+                self.counters.dead_rescheduled += 1;
+                Dead::Reschedule
+            }
+            // A TCP segment without SYN is not scheduled; IPVS would leave it to the
+            // director's own stack, which resets it (no socket on VIP:vport). xvs sends that
+            // RST itself, at once, instead of leaving the client retransmitting into a dead
+            // server. A RST from the client is not answered, only its entry ends.
+            DeadAction::Reassign => {
+                let our = self.ports[self.in_port as usize % MAX_PORTS];
+                match xmit::tcp_reset(self.buf, self.flow, our.mac) {
+                    Some(n) => {
+                        *len = n;
+                        self.counters.dead_reset += 1;
+                        Dead::Done(Verdict::Tx(self.in_port), true)
+                    }
+                    None => {
+                        self.counters.dead_expired += 1;
+                        Dead::Done(Verdict::Drop(DropReason::DestUnavailable), true)
+                    }
+                }
+            }
+        }
     }
 
     /// `ConnTable::make_room`, counting an eviction.
@@ -552,8 +655,9 @@ impl Cx<'_> {
     }
 
     /// NAT, server to client: RIP:rport becomes VIP:vport, back out of the port the request
-    /// came in on, to the MAC it came from.
-    fn nat_reply(&mut self, conn: &mut Conn, len: &mut usize) -> Verdict {
+    /// came in on, to the MAC it came from. `count`: add to the statistics (not for a
+    /// removed server, as `ip_vs_out_stats`).
+    fn nat_reply(&mut self, conn: &mut Conn, len: &mut usize, count: bool) -> Verdict {
         self.track(conn, Direction::Output);
         if conn.worker as usize != self.worker_id {
             self.counters.nat_other_worker += 1;
@@ -575,12 +679,14 @@ impl Cx<'_> {
             return self.too_big(len, ours, mtu);
         }
         self.hop();
-        conn.svc
-            .stats
-            .add_out(self.worker_id, self.flow.ip_len as u64);
-        conn.dest
-            .stats
-            .add_out(self.worker_id, self.flow.ip_len as u64);
+        if count {
+            conn.svc
+                .stats
+                .add_out(self.worker_id, self.flow.ip_len as u64);
+            conn.dest
+                .stats
+                .add_out(self.worker_id, self.flow.ip_len as u64);
+        }
         let pinfo = self.ports[port as usize % MAX_PORTS];
         xmit::nat_out(self.buf, self.flow, vip, vport);
         xmit::set_macs(self.buf, conn.client_mac, pinfo.mac);
@@ -591,6 +697,7 @@ impl Cx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kconf::OnDead;
     use crate::model::{Forward, Protocol, ServiceKey};
     use crate::sched;
     use etherparse::PacketBuilder;
@@ -842,6 +949,186 @@ mod tests {
         snap.has_nat = true;
         f.expire(0, 64, &snap);
         assert_eq!(f.sweep_shard, start + 1);
+    }
+
+    fn udp(sport: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(CLIENT, LOCAL)
+            .ipv4([10, 0, 0, 100], [10, 0, 0, 88], 64)
+            .udp(sport, 80)
+            .write(&mut out, b"q")
+            .unwrap();
+        out
+    }
+
+    /// `setup` for UDP: the same service key on protocol 17.
+    fn setup_udp(weights: &[u32]) -> (Snapshot, Vec<Arc<DestRt>>, Arc<ServiceRt>) {
+        let (_, dests, _) = setup(weights);
+        let key = ServiceKey {
+            proto: Protocol::Udp,
+            addr: "10.0.0.88".parse().unwrap(),
+            port: 80,
+        };
+        let svc = Arc::new(ServiceRt::new(key, sched::by_name("wrr").unwrap()));
+        svc.set_dests(dests.clone(), None);
+        let mut snap = Snapshot::default();
+        snap.services
+            .insert(service_lookup_key(u32::from(key.addr), 80, 17), svc.clone());
+        (snap, dests, svc)
+    }
+
+    fn entry<'a>(f: &'a Forwarder, frame: &[u8]) -> Option<&'a Conn> {
+        let k = parse_flow(frame).unwrap().key;
+        f.conns.lookup(&k).and_then(|s| f.conns.get(s))
+    }
+
+    #[test]
+    fn a_removed_servers_packets_are_dropped_untouched_until_it_comes_back() {
+        let (snap, dests, svc) = setup(&[1, 0]);
+        let mut f = fwd(16);
+        assert_eq!(run(&mut f, &mut tcp(1000, "S"), &snap, 0), Verdict::Tx(0));
+        assert_eq!(run(&mut f, &mut tcp(1000, "A"), &snap, 10), Verdict::Tx(0));
+        let expires = entry(&f, &tcp(1000, "A")).unwrap().expires_ms;
+        // xvsadm -d: out of the list, flagged (what reconcile does).
+        dests[0].set_removed(true);
+        svc.set_dests(vec![dests[1].clone()], None);
+        let sent = tcp(1000, "A");
+        let mut ack = sent.clone();
+        assert_eq!(
+            run(&mut f, &mut ack, &snap, 5_000),
+            Verdict::Drop(DropReason::DestUnavailable)
+        );
+        assert_eq!(ack, sent, "a dropped frame is left as it came");
+        // ip_vs_in: "don't restart its timer": the entry keeps its expiry, and its counts.
+        let c = entry(&f, &sent).expect("IPVS keeps the entry until it times out");
+        assert_eq!(c.expires_ms, expires);
+        assert_eq!(c.state, ConnState::Established);
+        assert_eq!(dests[0].active(), 1);
+        assert_eq!(
+            dests[0].stats.read().inpkts,
+            2,
+            "dropped packets are not counted"
+        );
+        assert_eq!(f.counters.drops[DropReason::DestUnavailable as usize], 1);
+        // A new connection goes to a live server only.
+        dests[1].weight.store(1, Relaxed);
+        assert_eq!(
+            run(&mut f, &mut tcp(1001, "S"), &snap, 5_001),
+            Verdict::Tx(0)
+        );
+        assert_eq!(dests[1].inactive(), 1);
+        // Re-added (trash revival: the same object, back in the list): the flow resumes
+        // and its timer is refreshed again.
+        dests[0].set_removed(false);
+        svc.set_dests(dests.clone(), None);
+        assert_eq!(
+            run(&mut f, &mut tcp(1000, "A"), &snap, 6_000),
+            Verdict::Tx(0)
+        );
+        let c = entry(&f, &sent).unwrap();
+        assert!(Arc::ptr_eq(&c.dest, &dests[0]));
+        assert_eq!(c.expires_ms, 6_000 + 900_000);
+        assert_eq!(dests[0].stats.read().inpkts, 3);
+    }
+
+    #[test]
+    fn a_dead_server_keeps_its_connections_under_the_ipvs_policy_only() {
+        let (snap, dests, _svc) = setup(&[1, 0]);
+        let mut f = fwd(16);
+        assert_eq!(run(&mut f, &mut tcp(1000, "S"), &snap, 0), Verdict::Tx(0));
+        // inhibit_on_failure: weight 0 and the dead flag, still configured.
+        dests[0].set_dead(true);
+        dests[0].weight.store(0, Relaxed);
+        dests[1].weight.store(1, Relaxed);
+        assert_eq!(run(&mut f, &mut tcp(1000, "A"), &snap, 1), Verdict::Tx(0));
+        let c = entry(&f, &tcp(1000, "A")).unwrap();
+        assert!(Arc::ptr_eq(&c.dest, &dests[0]), "still the dead server's");
+        // expire: the entry ends at its next packet, which is dropped; the client's next
+        // SYN (same tuple) is scheduled to the live server.
+        dests[0].set_on_dead(OnDead::Expire);
+        assert_eq!(
+            run(&mut f, &mut tcp(1000, "A"), &snap, 2),
+            Verdict::Drop(DropReason::DestUnavailable)
+        );
+        assert!(entry(&f, &tcp(1000, "A")).is_none());
+        assert_eq!(dests[0].total_conns(), 0, "uncounted with the entry");
+        assert_eq!(f.counters.dead_expired, 1);
+        let mut syn = tcp(1000, "S");
+        assert_eq!(run(&mut f, &mut syn, &snap, 3), Verdict::Tx(0));
+        assert_eq!(&syn[0..6], &[0x02, 0, 0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn reassign_moves_a_udp_flow_at_its_next_datagram_and_resets_tcp() {
+        let (usnap, udests, _usvc) = setup_udp(&[1, 0]);
+        let mut f = fwd(16);
+        let mut q = udp(53);
+        assert_eq!(run(&mut f, &mut q, &usnap, 0), Verdict::Tx(0));
+        assert_eq!(&q[0..6], &[0x02, 0, 0, 0, 1, 0]);
+        for d in &udests {
+            d.set_on_dead(OnDead::Reassign);
+        }
+        udests[0].set_dead(true);
+        udests[0].weight.store(0, Relaxed);
+        udests[1].weight.store(1, Relaxed);
+        // This very datagram goes to the live server, and the flow stays there.
+        let mut q = udp(53);
+        assert_eq!(run(&mut f, &mut q, &usnap, 1), Verdict::Tx(0));
+        assert_eq!(&q[0..6], &[0x02, 0, 0, 0, 1, 1]);
+        assert!(Arc::ptr_eq(&entry(&f, &udp(53)).unwrap().dest, &udests[1]));
+        assert_eq!((udests[0].total_conns(), udests[1].total_conns()), (0, 1));
+        assert_eq!(f.counters.dead_rescheduled, 1);
+        assert_eq!(f.counters.new_conns, 2);
+        let mut q = udp(53);
+        assert_eq!(run(&mut f, &mut q, &usnap, 2), Verdict::Tx(0));
+        assert_eq!(&q[0..6], &[0x02, 0, 0, 0, 1, 1]);
+        assert_eq!(f.counters.dead_rescheduled, 1);
+
+        // TCP: a RST back to the client, out of the port it came in on, and no entry left.
+        let (snap, dests, svc) = setup(&[1, 0]);
+        let mut f = fwd(16);
+        assert_eq!(run(&mut f, &mut tcp(1000, "S"), &snap, 0), Verdict::Tx(0));
+        assert_eq!(run(&mut f, &mut tcp(1000, "A"), &snap, 1), Verdict::Tx(0));
+        dests[0].set_on_dead(OnDead::Reassign);
+        dests[0].set_removed(true);
+        svc.set_dests(vec![dests[1].clone()], None);
+        let mut seg = tcp(1000, "A");
+        assert_eq!(run(&mut f, &mut seg, &snap, 2), Verdict::Tx(0));
+        assert_eq!(seg.len(), 54);
+        assert_eq!(&seg[0..6], &CLIENT);
+        assert_eq!(&seg[6..12], &LOCAL);
+        assert_eq!(seg[14 + 20 + 13], tcp_flags::RST);
+        assert!(entry(&f, &tcp(1000, "A")).is_none());
+        assert_eq!(f.counters.dead_reset, 1);
+        assert_eq!(dests[0].total_conns(), 0);
+        // No live server yet: a new connection is refused.
+        assert_eq!(
+            run(&mut f, &mut tcp(1001, "S"), &snap, 3),
+            Verdict::Drop(DropReason::NoDest)
+        );
+        // A SYN reusing the tuple of a removed server's entry is scheduled afresh in the
+        // same call (not reset); the client's own RST is not answered, its entry just ends.
+        dests[1].weight.store(1, Relaxed);
+        let mut syn = tcp(1002, "S");
+        dests[0].set_removed(false);
+        svc.set_dests(dests.clone(), None);
+        dests[1].weight.store(0, Relaxed);
+        assert_eq!(run(&mut f, &mut syn, &snap, 4), Verdict::Tx(0));
+        assert_eq!(&syn[0..6], &[0x02, 0, 0, 0, 1, 0]);
+        dests[0].set_removed(true);
+        svc.set_dests(vec![dests[1].clone()], None);
+        dests[1].weight.store(1, Relaxed);
+        let mut syn = tcp(1002, "S");
+        assert_eq!(run(&mut f, &mut syn, &snap, 5), Verdict::Tx(0));
+        assert_eq!(&syn[0..6], &[0x02, 0, 0, 0, 1, 1], "rescheduled, not reset");
+        assert_eq!(f.counters.dead_rescheduled, 1);
+        dests[1].set_on_dead(OnDead::Reassign);
+        dests[1].set_dead(true);
+        assert_eq!(
+            run(&mut f, &mut tcp(1002, "R"), &snap, 6),
+            Verdict::Drop(DropReason::DestUnavailable)
+        );
+        assert!(entry(&f, &tcp(1002, "A")).is_none());
     }
 
     #[test]

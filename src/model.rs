@@ -115,6 +115,10 @@ pub struct ServiceOpts {
     pub sched_flags: Vec<String>,
     /// One-packet scheduling (`-o`, UDP only).
     pub one_packet: bool,
+    /// What the connections of a removed or dead real server get (`--on-dead`, an xvs
+    /// extension; `Ipvs` by default). Absent in requests from older clients.
+    #[serde(default)]
+    pub on_dead: crate::kconf::OnDead,
 }
 
 impl Default for ServiceOpts {
@@ -125,6 +129,7 @@ impl Default for ServiceOpts {
             netmask: None,
             sched_flags: Vec::new(),
             one_packet: false,
+            on_dead: crate::kconf::OnDead::Ipvs,
         }
     }
 }
@@ -379,6 +384,15 @@ pub struct WorkerCounters {
     /// ICMP errors handed over by another worker that this worker relayed.
     #[serde(default)]
     pub icmp_handoff_relayed: u64,
+    /// Entries of removed or dead real servers expired at their next packet (`--on-dead`).
+    #[serde(default)]
+    pub dead_expired: u64,
+    /// UDP datagrams of a removed or dead server moved to a live one (`--on-dead reassign`).
+    #[serde(default)]
+    pub dead_rescheduled: u64,
+    /// TCP RSTs sent to clients of a removed or dead server (`--on-dead reassign`).
+    #[serde(default)]
+    pub dead_reset: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }
@@ -399,4 +413,23 @@ pub struct DataPathStats {
     pub xdp_no_socket: u64,
     pub xdp_fragments: u64,
     pub workers: Vec<WorkerCounters>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_opts_without_on_dead_still_decode() {
+        // What an xvsadm from before `--on-dead` sends.
+        let old = r#"{"scheduler":"rr","persistent":null,"netmask":null,"sched_flags":[],"one_packet":false}"#;
+        let o: ServiceOpts = serde_json::from_str(old).unwrap();
+        assert_eq!(o.on_dead, crate::kconf::OnDead::Ipvs);
+        let o = ServiceOpts {
+            on_dead: crate::kconf::OnDead::Reassign,
+            ..Default::default()
+        };
+        let back: ServiceOpts = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
+    }
 }

@@ -57,6 +57,9 @@ pub struct WorkerStats {
     pub icmp_relayed: AtomicU64,
     pub icmp_handoff: AtomicU64,
     pub icmp_handoff_relayed: AtomicU64,
+    pub dead_expired: AtomicU64,
+    pub dead_rescheduled: AtomicU64,
+    pub dead_reset: AtomicU64,
     pub conns: AtomicU64,
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
@@ -76,6 +79,9 @@ impl WorkerStats {
         self.icmp_handoff.store(c.icmp_handoff, Relaxed);
         self.icmp_handoff_relayed
             .store(c.icmp_handoff_relayed, Relaxed);
+        self.dead_expired.store(c.dead_expired, Relaxed);
+        self.dead_rescheduled.store(c.dead_rescheduled, Relaxed);
+        self.dead_reset.store(c.dead_reset, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
@@ -95,6 +101,9 @@ impl WorkerStats {
             icmp_relayed: self.icmp_relayed.load(Relaxed),
             icmp_handoff: self.icmp_handoff.load(Relaxed),
             icmp_handoff_relayed: self.icmp_handoff_relayed.load(Relaxed),
+            dead_expired: self.dead_expired.load(Relaxed),
+            dead_rescheduled: self.dead_rescheduled.load(Relaxed),
+            dead_reset: self.dead_reset.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {

@@ -284,6 +284,76 @@ pub fn icmp_error(buf: &mut [u8], quote_at: usize, quote_len: usize, m: &IcmpMsg
     Some(new_len)
 }
 
+/// Replaces the frame's TCP segment with the RST a host sends for a segment that belongs to
+/// no connection (RFC 9293 3.10.7.1, RFC 793 "Reset Generation"; Linux's
+/// `tcp_v4_send_reset`): from the segment's destination (the VIP:vport the client sent to)
+/// back to its sender and source MAC, `our_mac` as source. A segment with ACK gets
+/// `<SEQ=SEG.ACK><CTL=RST>`, one without `<SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>`, where
+/// SEG.LEN counts SYN and FIN. No options, window 0; IP as Linux sends it: TTL 64, DF, id 0,
+/// the segment's DSCP without ECN bits (`ip_send_unicast_reply`). Returns the new frame
+/// length (54 bytes: no padding), or `None` for a RST (never answered, RFC 9293) or a frame
+/// that is not a complete TCP segment.
+pub fn tcp_reset(buf: &mut [u8], flow: &Flow, our_mac: [u8; 6]) -> Option<usize> {
+    const RST: u8 = 0x04;
+    const SYN: u8 = 0x02;
+    const FIN: u8 = 0x01;
+    const ACK: u8 = 0x10;
+    if flow.key.proto != ipv4::PROTO_TCP || flow.tcp_flags & RST != 0 {
+        return None;
+    }
+    let (ip, l4) = (flow.l3_offset, flow.l4_offset);
+    let hdr = buf.get(l4..l4 + 20)?;
+    let (seq, ack) = (be32(hdr, 4), be32(hdr, 8));
+    let doff = (hdr[12] >> 4) as usize * 4;
+    let tos = buf[ip + 1] & !3;
+    let seg_len = flow.ip_len.checked_sub(l4 - ip + doff)? as u32
+        + (flow.tcp_flags & SYN != 0) as u32
+        + (flow.tcp_flags & FIN != 0) as u32;
+    let (rseq, rack, rflags) = if flow.tcp_flags & ACK != 0 {
+        (ack, 0, RST)
+    } else {
+        (0, seq.wrapping_add(seg_len), RST | ACK)
+    };
+    let new_len = ethernet::HEADER_LEN + 40;
+    if new_len > buf.len() {
+        return None;
+    }
+    let mut client_mac = [0u8; 6];
+    client_mac.copy_from_slice(&buf[6..12]);
+    set_macs(buf, client_mac, our_mac);
+    put16(buf, 12, ethernet::ETHERTYPE_IPV4);
+    let ip = ethernet::HEADER_LEN;
+    let (src, dst) = (flow.key.daddr, flow.key.saddr);
+    let h = &mut buf[ip..ip + 20];
+    h[0] = 0x45;
+    h[1] = tos;
+    put16(h, 2, 40);
+    put16(h, 4, 0);
+    put16(h, 6, DF);
+    h[8] = 64;
+    h[9] = ipv4::PROTO_TCP;
+    put16(h, 10, 0);
+    put32(h, 12, src);
+    put32(h, 16, dst);
+    let c = csum::checksum(h);
+    put16(h, 10, c);
+    let t = &mut buf[ip + 20..ip + 40];
+    put16(t, 0, flow.key.dport);
+    put16(t, 2, flow.key.sport);
+    put32(t, 4, rseq);
+    put32(t, 8, rack);
+    t[12] = 5 << 4;
+    t[13] = rflags;
+    put16(t, 14, 0);
+    put16(t, 16, 0);
+    put16(t, 18, 0);
+    // Pseudo-header (RFC 9293 3.1): source, destination, protocol, TCP length.
+    let pseudo = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + 6 + 20;
+    let c = csum::fold(csum::sum(t, pseudo));
+    put16(t, 16, c);
+    Some(new_len)
+}
+
 /// RFC 6040 section 4.1 (normal mode), Linux's `INET_ECN_encapsulate`: the outer TOS is the
 /// inner one, except that a CE mark becomes ECT(0) outside (congestion is re-marked on the
 /// outer header by the tunnel's own path and propagated at decapsulation).

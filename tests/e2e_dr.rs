@@ -90,9 +90,11 @@ fn established_connection_survives_runtime_changes() {
     );
     assert_eq!(ka.get(), "rs1");
 
-    // Deleting its server keeps the connection (IPVS keeps it until the service goes).
+    // Deleting its server stops its packets (IPVS drops a removed server's packets, see
+    // tests/e2e_dead.rs); adding it straight back revives it from the trash with the
+    // connection (ip_vs_trash_get_dest).
     lab.adm_ok(&["-d", "-t", "10.0.0.88:80", "-r", "10.0.0.9"]);
-    assert_eq!(ka.get(), "rs1");
+    lab.adm_line("-a -t 10.0.0.88:80 -r 10.0.0.9 -g -w 0");
     for _ in 0..5 {
         assert_eq!(ka.get(), "rs1");
     }

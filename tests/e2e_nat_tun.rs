@@ -88,8 +88,9 @@ fn nat_two_armed_http_port_mapping_udp_and_bulk() {
     );
     assert!(lab.counter("nat_conns") > 0);
 
-    // An established NAT connection survives its real server's deletion (IPVS keeps a
-    // deleted server's connections until they end): its replies are still rewritten.
+    // An established NAT connection survives its real server's deletion and re-addition
+    // (the trash, ip_vs_trash_get_dest): its packets are rewritten as before. In between
+    // they are dropped (tests/e2e_dead.rs).
     let mut ka = KeepAlive::open(&lab);
     let who = ka.get();
     let rip = match who.as_str() {
@@ -99,6 +100,7 @@ fn nat_two_armed_http_port_mapping_udp_and_bulk() {
         other => panic!("keep-alive got {other:?}"),
     };
     lab.adm_ok(&["-d", "-t", "10.0.0.88:80", "-r", rip]);
+    lab.adm_ok(&["-a", "-t", "10.0.0.88:80", "-r", rip, "-m", "-w", "0"]);
     for _ in 0..3 {
         assert_eq!(
             ka.get(),

@@ -108,6 +108,8 @@ fn service(s: Svc<'_>, counters: Counters, rates: Rates, dests: Vec<DestStatus>)
             netmask: s.netmask.map(ip),
             sched_flags: s.flags.iter().map(|f| f.to_string()).collect(),
             one_packet: s.one_packet,
+            // xvs's own options (`--on-dead`) at their defaults: ipvsadm has none.
+            ..ServiceOpts::default()
         },
         counters,
         rates,

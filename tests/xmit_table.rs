@@ -28,6 +28,8 @@ const CPORT: u16 = 40000;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const PSH: u8 = 0x08;
+const RST: u8 = 0x04;
+const FIN: u8 = 0x01;
 
 // ---------------------------------------------------------------------------------------
 // Frames, built with etherparse
@@ -144,6 +146,9 @@ impl Pkt {
                 if flags & 0x01 != 0 {
                     t = t.fin();
                 }
+                if flags & RST != 0 {
+                    t = t.rst();
+                }
                 t.write(&mut out, &self.payload).expect("write TCP");
             }
             L4::Udp | L4::UdpNoCsum => {
@@ -245,6 +250,29 @@ fn ipip(dst_mac: [u8; 6], src_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, inner:
         .ip(IpHeaders::Ipv4(h, Default::default()))
         .write(&mut out, IpNumber::IPV4, &inner.ip_packet())
         .expect("write IPIP");
+    out
+}
+
+/// The RST Linux's `tcp_v4_send_reset` sends for `orig`, a segment to a port without a
+/// socket (RFC 793 "Reset Generation"): from its destination back to its sender, to its
+/// source MAC from `src_mac`; `ack: None` for a segment with ACK (`<SEQ=SEG.ACK><CTL=RST>`),
+/// otherwise `<SEQ=0><ACK=ack><CTL=RST,ACK>`. IP: TTL 64, DF, id 0, the segment's DSCP
+/// without ECN, no options; TCP: no options, window 0.
+fn tcp_rst(src_mac: [u8; 6], orig: &Pkt, seq: u32, ack: Option<u32>) -> Vec<u8> {
+    let mut h =
+        Ipv4Header::new(0, 64, IpNumber::TCP, orig.dst.octets(), orig.src.octets()).unwrap();
+    h.dscp = Ipv4Dscp::try_new(orig.tos >> 2).unwrap();
+    h.dont_fragment = true;
+    h.identification = 0;
+    let mut t = PacketBuilder::ethernet2(src_mac, orig.src_mac)
+        .ip(IpHeaders::Ipv4(h, Default::default()))
+        .tcp(orig.dport, orig.sport, seq, 0)
+        .rst();
+    if let Some(a) = ack {
+        t = t.ack(a);
+    }
+    let mut out = Vec::new();
+    t.write(&mut out, &[]).expect("write RST");
     out
 }
 
@@ -374,6 +402,8 @@ enum Op {
         mac: [u8; 6],
         mtu: u16,
     },
+    /// `xmit::tcp_reset` from this MAC.
+    Reset([u8; 6]),
 }
 
 struct XmitCase {
@@ -685,6 +715,7 @@ fn xmit_cases() -> Vec<XmitCase> {
         },
     ]
     .into_iter()
+    .chain(reset_cases())
     .map(|mut c| {
         if c.buf_len == 0 {
             c.buf_len = BUF_LEN;
@@ -692,6 +723,100 @@ fn xmit_cases() -> Vec<XmitCase> {
         c
     })
     .collect()
+}
+
+/// `xmit::tcp_reset` (`--on-dead reassign`): the client's segment becomes the RST its
+/// stack expects from a host without the connection.
+fn reset_cases() -> Vec<XmitCase> {
+    let data = Pkt {
+        payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        ..request(DR_VIP, tcp(ACK | PSH))
+    };
+    let syn = request(DR_VIP, tcp(SYN));
+    let no_ack = Pkt {
+        payload: b"abc".to_vec(),
+        ..request(DR_VIP, tcp(PSH))
+    };
+    let fin = Pkt {
+        payload: b"xy".to_vec(),
+        ..request(DR_VIP, tcp(FIN))
+    };
+    let marked = Pkt {
+        tos: 0xb9, // DSCP EF, ECT(1)
+        options: vec![1, 1, 1, 0],
+        frame_len: 0,
+        ..data.clone()
+    };
+    let wrapping = Pkt {
+        l4: L4::Tcp {
+            flags: SYN,
+            seq: u32::MAX,
+            ack: 0,
+        },
+        ..syn.clone()
+    };
+    let min = Pkt {
+        frame_len: 60,
+        ..request(NAT_VIP, tcp(ACK))
+    };
+    let case = |name, p: &Pkt, expected| XmitCase {
+        name,
+        input: p.frame(),
+        buf_len: 0,
+        op: Op::Reset(EXT_MAC),
+        expected,
+    };
+    vec![
+        case(
+            "RST: segment with ACK gets SEQ=SEG.ACK, no ACK, from VIP:vport",
+            &data,
+            Some(tcp_rst(EXT_MAC, &data, 5000, None)),
+        ),
+        case(
+            "RST: SYN gets SEQ=0 ACK=SEG.SEQ+1 (SYN counts)",
+            &syn,
+            Some(tcp_rst(EXT_MAC, &syn, 0, Some(1001))),
+        ),
+        case(
+            "RST: data without ACK is acknowledged in full",
+            &no_ack,
+            Some(tcp_rst(EXT_MAC, &no_ack, 0, Some(1003))),
+        ),
+        case(
+            "RST: FIN counts one more",
+            &fin,
+            Some(tcp_rst(EXT_MAC, &fin, 0, Some(1003))),
+        ),
+        case(
+            "RST: DSCP kept, ECN cleared, IP options not copied",
+            &marked,
+            Some(tcp_rst(
+                EXT_MAC,
+                &Pkt {
+                    tos: 0xb8,
+                    ..marked.clone()
+                },
+                5000,
+                None,
+            )),
+        ),
+        case(
+            "RST: the acknowledgment wraps around 2^32",
+            &wrapping,
+            Some(tcp_rst(EXT_MAC, &wrapping, 0, Some(0))),
+        ),
+        case(
+            "RST: a padded minimum frame becomes a 54-byte RST",
+            &min,
+            Some(tcp_rst(EXT_MAC, &min, 5000, None)),
+        ),
+        case(
+            "RST: a RST is never answered",
+            &request(DR_VIP, tcp(RST | ACK)),
+            None,
+        ),
+        case("RST: not for UDP", &request(DR_VIP, L4::Udp), None),
+    ]
 }
 
 #[test]
@@ -719,6 +844,7 @@ fn xmit_table() {
             Op::FragNeeded { from, mac, mtu } => {
                 xmit::icmp_frag_needed(&mut buf, &flow, u32::from(from), mac, mtu)
             }
+            Op::Reset(mac) => xmit::tcp_reset(&mut buf, &flow, mac),
         };
         match (got, &c.expected) {
             (Some(len), Some(want)) => {
@@ -1887,4 +2013,281 @@ fn tun_outer_id_varies_without_df() {
         "two DF-clear IPIP packets share outer ID {}",
         ids[0]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Table 3: connections of a removed or dead real server (`--on-dead`)
+// ---------------------------------------------------------------------------------------
+
+const DR2_RIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 11);
+const DR2_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x11];
+const NAT2_RIP: Ipv4Addr = Ipv4Addr::new(192, 168, 80, 11);
+const NAT2_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x21];
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Probe {
+    /// The client's next packet.
+    Request,
+    /// The NAT server's reply.
+    Reply,
+    /// The server is added back first (trash revival: same object, flag cleared, back in
+    /// the list), then the client's next packet.
+    ReviveThenRequest,
+}
+
+struct DeadRow {
+    nat: bool,
+    udp: bool,
+    policy: xvs::kconf::OnDead,
+    /// Removed from the service; else declared dead (weight 0) while configured.
+    removed: bool,
+    probes: Vec<(Probe, Expect)>,
+}
+
+/// The rows: every method x protocol x policy x (removed | dead), with what IPVS (or the
+/// xvs policy) does with the next packets. The connection was made to server 1; server 2
+/// is the live one.
+fn dead_rows() -> Vec<DeadRow> {
+    use xvs::kconf::OnDead::*;
+    let mut rows = Vec::new();
+    for nat in [false, true] {
+        for udp in [false, true] {
+            let f = DeadFrames::new(nat, udp);
+            for policy in [Ipvs, Expire, Reassign] {
+                for removed in [true, false] {
+                    let drop = || Expect::Drop(DropReason::DestUnavailable);
+                    // After the entry went: TCP data has no connection, UDP gets server 2.
+                    let gone = || {
+                        if udp {
+                            Expect::Tx(1, f.to_d2(&f.next))
+                        } else {
+                            Expect::Drop(DropReason::NoConn)
+                        }
+                    };
+                    let mut probes = match (policy, removed) {
+                        // ip_vs_in: not IP_VS_DEST_F_AVAILABLE, silently dropped, the entry
+                        // kept (and revived with its server).
+                        (Ipvs, true) => vec![
+                            (Probe::Request, drop()),
+                            (Probe::ReviveThenRequest, Expect::Tx(1, f.to_d1(&f.next))),
+                        ],
+                        // Quiesced (weight 0): existing connections continue.
+                        (Ipvs, false) => vec![(Probe::Request, Expect::Tx(1, f.to_d1(&f.next)))],
+                        (Expire, _) => vec![(Probe::Request, drop()), (Probe::Request, gone())],
+                        (Reassign, _) if udp => vec![
+                            (Probe::Request, Expect::Tx(1, f.to_d2(&f.next))),
+                            (Probe::Request, Expect::Tx(1, f.to_d2(&f.next))),
+                        ],
+                        (Reassign, _) => vec![
+                            (Probe::Request, Expect::Tx(0, f.rst())),
+                            (Probe::Request, gone()),
+                        ],
+                    };
+                    rows.push(DeadRow {
+                        nat,
+                        udp,
+                        policy,
+                        removed,
+                        probes: std::mem::take(&mut probes),
+                    });
+                    if nat {
+                        // Replies: ip_vs_out does not look at the server (forwarded under
+                        // the IPVS policy); expire and reassign end the entry, no RST.
+                        let probes = match policy {
+                            Ipvs => vec![(Probe::Reply, Expect::Tx(0, f.reply_to_client()))],
+                            _ => vec![(Probe::Reply, drop()), (Probe::Request, gone())],
+                        };
+                        rows.push(DeadRow {
+                            nat,
+                            udp,
+                            policy,
+                            removed,
+                            probes,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// The frames of one method and protocol.
+struct DeadFrames {
+    nat: bool,
+    first: Pkt,
+    next: Pkt,
+    reply: Pkt,
+}
+
+impl DeadFrames {
+    fn new(nat: bool, udp: bool) -> Self {
+        let vip = if nat { NAT_VIP } else { DR_VIP };
+        let (first, next, reply) = if udp {
+            (
+                Pkt {
+                    payload: b"q1".to_vec(),
+                    ..request(vip, L4::Udp)
+                },
+                Pkt {
+                    payload: b"q2".to_vec(),
+                    ..request(vip, L4::Udp)
+                },
+                Pkt {
+                    payload: b"a1".to_vec(),
+                    ..nat_reply(L4::Udp)
+                },
+            )
+        } else {
+            (
+                request(vip, tcp(SYN)),
+                Pkt {
+                    payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+                    ..request(vip, tcp(ACK | PSH))
+                },
+                nat_reply(tcp(SYN | ACK)),
+            )
+        };
+        DeadFrames {
+            nat,
+            first,
+            next,
+            reply,
+        }
+    }
+
+    fn to(&self, p: &Pkt, rip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+        let p = if self.nat {
+            p.with_dst(rip, NAT_RPORT)
+        } else {
+            p.clone()
+        };
+        p.hop().with_macs(mac, INT_MAC).frame()
+    }
+
+    fn to_d1(&self, p: &Pkt) -> Vec<u8> {
+        let (rip, mac) = if self.nat {
+            (NAT_RIP, NAT_RS_MAC)
+        } else {
+            (DR_RIP, DR_RS_MAC)
+        };
+        self.to(p, rip, mac)
+    }
+
+    fn to_d2(&self, p: &Pkt) -> Vec<u8> {
+        let (rip, mac) = if self.nat {
+            (NAT2_RIP, NAT2_MAC)
+        } else {
+            (DR2_RIP, DR2_MAC)
+        };
+        self.to(p, rip, mac)
+    }
+
+    fn rst(&self) -> Vec<u8> {
+        // `next` carries ACK 5000: <SEQ=5000><CTL=RST>.
+        tcp_rst(EXT_MAC, &self.next, 5000, None)
+    }
+
+    fn reply_to_client(&self) -> Vec<u8> {
+        self.reply
+            .with_src(NAT_VIP, VPORT)
+            .hop()
+            .with_macs(CLIENT_MAC, EXT_MAC)
+            .frame()
+    }
+}
+
+#[test]
+fn forward_removed_or_dead_servers() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+    use xvs::dest::DestRt;
+    use xvs::model::Forward;
+    use xvs::service::service_lookup_key;
+
+    let rows = dead_rows();
+    assert_eq!(rows.len(), 2 * 2 * 3 * 2 + 2 * 3 * 2);
+    for row in rows {
+        let what = format!(
+            "{} {} {:?} {}",
+            if row.nat { "NAT" } else { "DR" },
+            if row.udp { "UDP" } else { "TCP" },
+            row.policy,
+            if row.removed { "removed" } else { "dead" }
+        );
+        let f = DeadFrames::new(row.nat, row.udp);
+        let (mut fwd, snap) = forward_fixture();
+        let vip = if row.nat { NAT_VIP } else { DR_VIP };
+        let proto = if row.udp { 17 } else { 6 };
+        let svc = snap.services[&service_lookup_key(u32::from(vip), VPORT, proto)].clone();
+        let d1 = svc.dests()[0].clone();
+        let (rip2, mac2, fwd2) = if row.nat {
+            (NAT2_RIP, NAT2_MAC, Forward::Masq)
+        } else {
+            (DR2_RIP, DR2_MAC, Forward::Route)
+        };
+        let port2 = if row.nat { NAT_RPORT } else { VPORT };
+        // Server 2 quiesced while the connection is made, so it goes to server 1.
+        let d2 = Arc::new(DestRt::new(rip2, port2, fwd2, 0));
+        d2.set_mac(Some(mac2));
+        d2.egress.store(1, Relaxed);
+        svc.set_dests(vec![d1.clone(), d2.clone()], None);
+        let (v, out) = through(&mut fwd, &snap, &f.first.frame(), 0);
+        assert_eq!(v, Verdict::Tx(1), "{what}: first packet");
+        assert_frame_eq(&out, &f.to_d1(&f.first), &what);
+        if row.nat && !row.udp {
+            // Complete the handshake (the reply direction) so the probes see ESTABLISHED.
+            let (v, _) = through(&mut fwd, &snap, &f.reply.frame(), 1);
+            assert_eq!(v, Verdict::Tx(0), "{what}: SYN-ACK");
+        }
+        // What the daemon (removal) or the health checks (dead, weight 0) do.
+        for d in [&d1, &d2] {
+            d.set_on_dead(row.policy);
+        }
+        d2.weight.store(1, Relaxed);
+        if row.removed {
+            d1.set_removed(true);
+            svc.set_dests(vec![d2.clone()], None);
+        } else {
+            d1.set_dead(true);
+            d1.weight.store(0, Relaxed);
+            svc.set_dests(vec![d1.clone(), d2.clone()], None);
+        }
+        let reply_row = row.probes[0].0 == Probe::Reply;
+        for (i, (probe, expect)) in row.probes.into_iter().enumerate() {
+            let name = format!("{what}: probe {i} {probe:?}");
+            if probe == Probe::ReviveThenRequest {
+                d1.set_removed(false);
+                svc.set_dests(vec![d1.clone(), d2.clone()], None);
+            }
+            let (input, port) = match probe {
+                Probe::Reply => (f.reply.frame(), 1),
+                _ => (f.next.frame(), 0),
+            };
+            let (v, out) = through(&mut fwd, &snap, &input, port);
+            match expect {
+                Expect::Tx(p, want) => {
+                    assert_eq!(v, Verdict::Tx(p), "{name}");
+                    assert_frame_eq(&out, &want, &name);
+                    assert_valid(&out, &name);
+                }
+                Expect::Drop(r) => {
+                    assert_eq!(v, Verdict::Drop(r), "{name}");
+                    assert_frame_eq(&out, &input, &name);
+                }
+            }
+        }
+        let c = fwd.counters;
+        let dead = (c.dead_expired, c.dead_rescheduled, c.dead_reset);
+        use xvs::kconf::OnDead::*;
+        let want = match row.policy {
+            Ipvs => (0, 0, 0),
+            // The entry ended at the server's reply, or at the client's packet (expire).
+            _ if reply_row => (1, 0, 0),
+            Expire => (1, 0, 0),
+            Reassign if row.udp => (0, 1, 0),
+            Reassign => (0, 0, 1),
+        };
+        assert_eq!(dead, want, "{what}: (expired, rescheduled, reset)");
+    }
 }

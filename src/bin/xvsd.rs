@@ -11,8 +11,17 @@ use xvs::control::proto;
 struct Args {
     /// Interface to serve. Once for DR, TUN and one-armed NAT; twice for a two-armed NAT
     /// director: external (clients, VIPs) first, then internal (real servers).
-    #[arg(long, short = 'i', required = true)]
+    #[arg(long, short = 'i', required_unless_present = "config_test")]
     interface: Vec<String>,
+    /// keepalived.conf to serve: its virtual_server blocks become services, health
+    /// checked as keepalived checks them; vrrp_* and global_defs are left to keepalived
+    /// (run it with -P on the same file). SIGHUP re-reads it. See docs/keepalived.md.
+    #[arg(long, short = 'f', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check --config FILE and exit: 0 if xvsd would load it, 1 with FILE:LINE: message
+    /// if not. Touches nothing (no interface, no socket).
+    #[arg(long, requires = "config")]
+    config_test: bool,
     /// Control socket path (default /run/xvs/xvsd.sock, or $XVS_SOCKET).
     #[arg(long)]
     socket: Option<String>,
@@ -60,6 +69,26 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let a = Args::parse();
+    if a.config_test {
+        let path = a.config.as_deref().unwrap_or(std::path::Path::new(""));
+        match xvs::daemon::kconf::load(path) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("{w}");
+                }
+                println!(
+                    "{}: {} virtual server(s), configuration OK",
+                    path.display(),
+                    c.virtual_servers.len()
+                );
+                std::process::exit(0);
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let opts = xvs::daemon::DaemonOpts {
         interfaces: a.interface,
         socket: PathBuf::from(proto::socket_path(a.socket.as_deref())),
@@ -69,6 +98,7 @@ fn main() {
         busy_poll: a.busy_poll,
         templates_max: a.templates_max.unwrap_or(a.conn_max.saturating_mul(2)),
         table_full: a.table_full,
+        config: a.config,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

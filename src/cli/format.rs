@@ -363,6 +363,51 @@ pub fn format_timeout(t: &Timeouts) -> String {
 /// `--datapath` (xvs only): one `name: value` per line so scripts can pick counters with
 /// `awk`; each worker's counters are indented under a `queue N (mode):` header, and drop
 /// reasons are listed by name, zeros included.
+/// `-L -n --health`: per virtual server, per real server, one line per checker.
+pub fn format_health(rows: &[crate::model::HealthRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Prot LocalAddress:Port\n  -> RemoteAddress:Port           Server Checker    Target                 State Fails Since    Last error"
+    );
+    let mut last: Option<(ServiceKey, &str)> = None;
+    for r in rows {
+        if last != Some((r.service, r.group.as_str())) {
+            last = Some((r.service, r.group.as_str()));
+            let name = format!("{}:{}", r.service.addr, r.service.port);
+            if r.group.is_empty() {
+                let _ = writeln!(out, "{:<4} {name}", r.service.proto.list_name());
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<4} {name} (group {})",
+                    r.service.proto.list_name(),
+                    r.group
+                );
+            }
+        }
+        let state = match (r.has_run, r.up) {
+            (false, true) => "init",
+            (false, false) => "init-down",
+            (true, true) => "up",
+            (true, false) => "down",
+        };
+        let _ = writeln!(
+            out,
+            "  -> {:<28} {:<6} {:<10} {:<22} {:<5} {:<5} {:<8} {}",
+            format!("{}:{}", r.addr, r.port),
+            if r.alive { "alive" } else { "dead" },
+            r.checker,
+            r.target,
+            state,
+            r.failures,
+            format!("{}s", r.since_secs),
+            r.last_error.as_deref().unwrap_or("-"),
+        );
+    }
+    out
+}
+
 pub fn format_datapath(d: &DataPathStats) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "interface: {}", d.interface);
@@ -392,6 +437,9 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("icmp_relayed", w.icmp_relayed),
             ("icmp_handoff", w.icmp_handoff),
             ("icmp_handoff_relayed", w.icmp_handoff_relayed),
+            ("dead_expired", w.dead_expired),
+            ("dead_rescheduled", w.dead_rescheduled),
+            ("dead_reset", w.dead_reset),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1099,6 +1147,9 @@ TCP  10.0.0.88:80 wrr persistent 600
                 icmp_relayed: 7,
                 icmp_handoff: 5,
                 icmp_handoff_relayed: 4,
+                dead_expired: 3,
+                dead_rescheduled: 2,
+                dead_reset: 1,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1124,6 +1175,9 @@ queue 0 (zero-copy):
   icmp_relayed: 7
   icmp_handoff: 5
   icmp_handoff_relayed: 4
+  dead_expired: 3
+  dead_rescheduled: 2
+  dead_reset: 1
   truncated: 4
   malformed: 0
 ";

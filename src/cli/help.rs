@@ -83,6 +83,11 @@ Options:
 
 xvs only:
   {prog} --datapath                   data-path counters (XDP verdicts, per-queue frames, drops)
+  --on-dead ipvs|expire|reassign      with -A/-E: what connections of a removed or dead real
+                                      server get: dropped until they time out (ipvs, the
+                                      default), expired at their next packet (expire), or
+                                      moved (UDP) / reset (TCP) at once (reassign); not shown
+                                      by -L or -S
 
 Differences from ipvsadm:
   Host names are never looked up (no DNS): give addresses as numbers, and listings

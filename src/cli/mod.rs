@@ -191,6 +191,27 @@ where
                 Err(code) => code,
             }
         }
+        Command::Health => {
+            let got = ask(
+                &path,
+                &Request::Health,
+                io,
+                &mut call,
+                exit::LIST_FAILED,
+                |r| match r {
+                    Response::Health(h) => Ok(h),
+                    other => Err(other),
+                },
+            );
+            match got {
+                Ok(Some(rows)) => io.out(&format::format_health(&rows)),
+                Ok(None) => {
+                    io.err("xvsd runs without --config: no health checks");
+                    exit::LIST_FAILED
+                }
+                Err(code) => code,
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //! connection-table locks at the same two points).
 
 use super::pressure::SlotList;
-use crate::dest::DestRt;
+use crate::dest::{DeadAction, DestRt};
 use hashbrown::HashTable;
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -137,7 +137,15 @@ impl Templates {
     ) -> Option<(u32, Arc<DestRt>)> {
         let slot = self.find(key)?;
         let t = self.slots[slot as usize].as_mut()?;
-        if !dests.iter().any(|d| Arc::ptr_eq(d, &t.dest)) {
+        // Gone from the service, or declared dead by the health checks under a policy
+        // that moves its clients (`--on-dead expire|reassign`): the group is scheduled
+        // afresh. A dead server under `ipvs` is quiesced and keeps its templates, as IPVS
+        // does for weight 0 without `expire_quiescent_template`.
+        let moved = matches!(
+            t.dest.on_unavailable(),
+            Some(DeadAction::Expire | DeadAction::Reassign)
+        );
+        if moved || !dests.iter().any(|d| Arc::ptr_eq(d, &t.dest)) {
             self.unindex(slot);
             return None;
         }
@@ -356,6 +364,19 @@ mod tests {
         t.release(s);
         t.expire(1, 300);
         assert_eq!((t.len(), a.persistent(), b.persistent()), (1, 0, 1));
+    }
+
+    #[test]
+    fn template_of_a_dead_server_moves_only_under_a_moving_policy() {
+        let a = dest(1);
+        let mut t = Templates::with_capacity(8);
+        t.insert(tpl(1, &a)).unwrap();
+        let d = std::slice::from_ref(&a);
+        a.set_dead(true);
+        // ipvs: quiesced, the group sticks to it.
+        assert!(t.lookup(&key(1), d, 0).is_some());
+        a.set_on_dead(crate::kconf::OnDead::Reassign);
+        assert!(t.lookup(&key(1), d, 0).is_none());
     }
 
     #[test]

@@ -188,6 +188,26 @@ pub fn validate(conf: &KConfig) -> Result<(), ConfError> {
     Ok(())
 }
 
+/// Reads and checks a keepalived.conf (`xvsd --config`, `--config-test`, SIGHUP).
+pub fn load(path: &std::path::Path) -> Result<KConfig, ConfError> {
+    let conf = crate::kconf::load(path)?;
+    validate(&conf)?;
+    Ok(conf)
+}
+
+/// Logs what keepalived would have warned about, and the blocks left to keepalived.
+pub fn log_loaded(conf: &KConfig) {
+    for w in &conf.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut seen = HashSet::new();
+    for (kw, loc) in &conf.ignored {
+        if seen.insert(kw.as_str()) {
+            tracing::info!("{loc}: {kw} ignored by xvsd (VRRP and globals are keepalived's: run keepalived -P on this file)");
+        }
+    }
+}
+
 /// Applies the engine's tables to the daemon's configuration.
 pub struct ConfigSink {
     pub state: Arc<Mutex<DaemonState>>,
@@ -211,6 +231,18 @@ impl Sink for ConfigSink {
             }
         }
         self.owned = desired.iter().map(|d| d.key).collect();
+        // Servers the checks declare dead but that stay configured (inhibit_on_failure):
+        // their connections follow the service's on-dead policy.
+        for d in desired {
+            for s in &d.dests {
+                let port = match s.forward {
+                    Forward::Masq => s.port.unwrap_or(d.key.port),
+                    _ => d.key.port,
+                };
+                let dead = d.dead.iter().any(|x| x.addr == s.addr && x.port == s.port);
+                st.set_dead(&d.key, s.addr, port, dead);
+            }
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub struct DaemonOpts {
     pub templates_max: usize,
     /// What a full connection table does with a new connection.
     pub table_full: PressurePolicy,
+    /// `--config`: a keepalived.conf whose virtual servers xvsd serves and health-checks.
+    pub config: Option<PathBuf>,
 }
 
 /// Everything the control socket needs besides the configuration.
@@ -57,6 +59,8 @@ pub struct DataPathView {
     pub steering: Arc<Mutex<Steering>>,
     pub workers: Vec<(WorkerHandle, Vec<BindMode>)>,
     pub nat: Arc<NatConns>,
+    /// The health checks' state, with `--config`.
+    pub health: Option<Arc<Mutex<crate::health::engine::Engine>>>,
 }
 
 impl DataPathView {
@@ -111,6 +115,9 @@ impl DataPathView {
                         icmp_relayed: c.icmp_relayed,
                         icmp_handoff: c.icmp_handoff,
                         icmp_handoff_relayed: c.icmp_handoff_relayed,
+                        dead_expired: c.dead_expired,
+                        dead_rescheduled: c.dead_rescheduled,
+                        dead_reset: c.dead_reset,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
@@ -226,6 +233,22 @@ fn choose_workers(queues: u32, requested: Option<u32>) -> Result<u32> {
     Ok(n)
 }
 
+/// SIGHUP: re-read the file and apply the difference; a bad file changes nothing.
+fn reload(path: Option<&std::path::Path>, health: Option<&crate::health::runner::Health>) {
+    let (Some(path), Some(h)) = (path, health) else {
+        tracing::info!("SIGHUP without --config: nothing to reload");
+        return;
+    };
+    match kconf::load(path) {
+        Ok(conf) => {
+            kconf::log_loaded(&conf);
+            h.reload(conf);
+            tracing::info!(file = %path.display(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!("{e}: reload refused, the running configuration is unchanged"),
+    }
+}
+
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOpts) -> Result<()> {
     if opts.interfaces.is_empty() {
@@ -258,6 +281,14 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+        .context("installing the SIGHUP handler")?;
+    // Read the file before touching the network: a bad file stops xvsd at once.
+    let kconf = match &opts.config {
+        Some(path) => Some(kconf::load(path).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
 
     let mut steering = Steering::load()?;
     let mut modes = Vec::new();
@@ -338,12 +369,34 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .templates_max = opts.templates_max.max(1);
+    // The director's own addresses, kept by the loop below (NAT steering, ha_suspend).
+    let local_shared: Arc<Mutex<Vec<Ipv4Addr>>> = Arc::default();
+    let health = match kconf {
+        Some(conf) => {
+            kconf::log_loaded(&conf);
+            let sink = kconf::ConfigSink {
+                state: state.clone(),
+                owned: Default::default(),
+            };
+            let local = local_shared.clone();
+            let h = crate::health::runner::Health::start(
+                conf,
+                Box::new(sink),
+                crate::health::prober(),
+                Arc::new(move || local.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+            )
+            .context("starting the health checks")?;
+            Some(h)
+        }
+        None => None,
+    };
     let view = Arc::new(DataPathView {
         ifaces: ifaces.clone(),
         xdp_mode: modes.join(","),
         steering: steering.clone(),
         workers: handles,
         nat,
+        health: health.as_ref().map(|h| h.engine.clone()),
     });
     let listener = server::bind(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
@@ -370,6 +423,9 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     let mut ticks: u64 = 0;
     while !stop.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if hup.swap(false, Relaxed) {
+            reload(opts.config.as_deref(), health.as_ref());
+        }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             ticks += 1;
@@ -395,6 +451,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                             tracing::warn!("{e:#}");
                         }
                         local = a;
+                        *local_shared.lock().unwrap_or_else(|e| e.into_inner()) = local.clone();
                     }
                 }
                 Err(e) => tracing::warn!("listing local addresses: {e:#}"),
@@ -414,6 +471,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     }
 
     tracing::info!("stopping");
+    drop(health);
     shared.stop.store(true, Relaxed);
     for t in threads {
         let _ = t.join();

@@ -83,6 +83,12 @@ fn handle(
     let mut added = Vec::new();
     let resp = match &req {
         Request::DataPath => Response::DataPath(view.stats()),
+        Request::Health => Response::Health(view.health.as_ref().map(|e| {
+            super::kconf::health_rows(
+                &e.lock().unwrap_or_else(|e| e.into_inner()),
+                crate::clock::now_ms(),
+            )
+        })),
         Request::Connections => {
             let services = state.lock().unwrap_or_else(|e| e.into_inner()).services();
             return start_listing(w, services, view.clone(), listings.clone());

@@ -38,15 +38,36 @@ impl ServiceSteer for crate::bpf::Steering {
     }
 }
 
+/// How long a removed real server stays revivable once nothing uses it: IPVS's
+/// `IP_VS_DEST_TRASH_PERIOD` (120 s; `ip_vs_dest_trash_expire` frees a dest that has been
+/// unreferenced that long).
+pub const TRASH_PERIOD_MS: u64 = 120_000;
+
+/// A real server removed from a live service (IPVS's `dest_trash`): kept while connections
+/// or templates use it, and for `TRASH_PERIOD_MS` after, so that adding the same server
+/// back revives it with its connections and counters (`ip_vs_trash_get_dest`).
+struct Trashed {
+    svc: ServiceKey,
+    dest: Arc<DestRt>,
+    /// When a tick first found it used by nothing but the trash (`idle_start`).
+    idle_since_ms: Option<u64>,
+}
+
+impl Trashed {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.dest) > 1
+    }
+}
+
 pub struct DaemonState {
     pub model: ConfigModel,
     rt: HashMap<ServiceKey, Arc<ServiceRt>>,
     /// NAT real servers whose replies the XDP program steers, as (proto, RIP, rport).
     nat_rs: std::collections::HashSet<ServiceKey>,
-    /// NAT real servers removed from the configuration while connections still use them:
-    /// their replies must keep being steered until those connections end (IPVS keeps a
-    /// deleted server's connections alive until they expire).
-    retired_nat: Vec<(ServiceKey, Arc<DestRt>)>,
+    /// Real servers removed from live services (see `Trashed`). Those with NAT connections
+    /// still have their replies steered until the connections end: under the IPVS policy
+    /// the replies still reach the client (`ip_vs_out` does not look at the server).
+    trash: Vec<Trashed>,
     shared: Arc<Shared>,
     steer: Box<dyn ServiceSteer + Send>,
     /// Total connection capacity over all workers (ipvsadm's "size=").
@@ -65,7 +86,7 @@ impl DaemonState {
             model: ConfigModel::default(),
             rt: HashMap::new(),
             nat_rs: Default::default(),
-            retired_nat: Vec::new(),
+            trash: Vec::new(),
             shared,
             steer,
             conn_capacity,
@@ -122,7 +143,8 @@ impl DaemonState {
     /// Periodic work off the packet path: persistence-template and scheduler-table expiry
     /// (every call, ~1 s) and a rate-estimator sample (when `sample` is set, every 2 s).
     pub fn tick(&mut self, now_ms: u64, sample: bool) {
-        if !self.retired_nat.is_empty() {
+        if !self.trash.is_empty() {
+            self.prune_trash(now_ms);
             if let Err(e) = self.sync_nat_rs() {
                 tracing::warn!("updating the NAT reply map: {e:#}");
             }
@@ -152,11 +174,54 @@ impl DaemonState {
         out
     }
 
+    /// `ip_vs_dest_trash_expire`: frees the removed servers nothing has used for
+    /// `TRASH_PERIOD_MS`.
+    fn prune_trash(&mut self, now_ms: u64) {
+        self.trash.retain_mut(|t| {
+            if t.in_use() {
+                t.idle_since_ms = None;
+                return true;
+            }
+            let since = *t.idle_since_ms.get_or_insert(now_ms);
+            now_ms.saturating_sub(since) < TRASH_PERIOD_MS
+        });
+    }
+
+    /// The health checks' verdict on a configured real server (`DestRt::set_dead`): `true`
+    /// while its checkers see it down and it stays configured (`inhibit_on_failure`, weight
+    /// 0), `false` when it is back. What its connections get is its service's `on_dead`
+    /// policy. Returns false if the service has no such server.
+    pub fn set_dead(
+        &self,
+        svc: &ServiceKey,
+        addr: std::net::Ipv4Addr,
+        port: u16,
+        dead: bool,
+    ) -> bool {
+        let Some(rt) = self.rt.get(svc) else {
+            return false;
+        };
+        let set = rt.sched_set();
+        let mut found = false;
+        for d in set
+            .dests
+            .iter()
+            .filter(|d| d.addr == addr && d.port == port)
+        {
+            d.set_dead(dead);
+            found = true;
+        }
+        found
+    }
+
+    /// Number of removed real servers kept in the trash (tests, diagnostics).
+    pub fn trash_len(&self) -> usize {
+        self.trash.len()
+    }
+
     /// Makes the XDP NAT reply map hold exactly the configured NAT real servers plus the
-    /// retired ones that connections still use.
+    /// removed ones that connections still use.
     fn sync_nat_rs(&mut self) -> Result<()> {
-        // Only the retired list and connections hold a retired server: count 1 = unused.
-        self.retired_nat.retain(|(_, d)| Arc::strong_count(d) > 1);
         let nat_rs: std::collections::HashSet<ServiceKey> = self
             .model
             .services
@@ -171,7 +236,16 @@ impl DaemonState {
                         port: d.port,
                     })
             })
-            .chain(self.retired_nat.iter().map(|(k, _)| *k))
+            .chain(
+                self.trash
+                    .iter()
+                    .filter(|t| t.dest.forward == Forward::Masq && t.in_use())
+                    .map(|t| ServiceKey {
+                        proto: t.svc.proto,
+                        addr: t.dest.addr,
+                        port: t.dest.port,
+                    }),
+            )
             .collect();
         for k in nat_rs.difference(&self.nat_rs) {
             self.steer.add_nat_rs(k)?;
@@ -205,34 +279,63 @@ impl DaemonState {
                 } else {
                     None
                 };
+                let same = |d: &DestRt, dc: &super::config::DestConf| {
+                    d.addr == dc.addr && d.port == dc.port && d.forward == dc.forward
+                };
                 let dests: Vec<Arc<DestRt>> = sc
                     .dests
                     .iter()
                     .map(|dc| {
-                        let d = cur
-                            .dests
-                            .iter()
-                            .find(|d| {
-                                d.addr == dc.addr && d.port == dc.port && d.forward == dc.forward
-                            })
-                            .cloned()
-                            .unwrap_or_else(|| {
-                                Arc::new(DestRt::new(dc.addr, dc.port, dc.forward, dc.weight))
-                            });
+                        let d = match cur.dests.iter().find(|d| same(d, dc)) {
+                            Some(d) => d.clone(),
+                            // ip_vs_add_dest: a server removed earlier comes back out of the
+                            // trash, with its connections (which resume) and counters.
+                            None => match self
+                                .trash
+                                .iter()
+                                .position(|t| t.svc == sc.key && same(&t.dest, dc))
+                            {
+                                Some(i) => {
+                                    let d = self.trash.swap_remove(i).dest;
+                                    // Added back: alive, like a new server (the health
+                                    // checks mark it again if they still see it down).
+                                    d.set_dead(false);
+                                    d
+                                }
+                                None => {
+                                    Arc::new(DestRt::new(dc.addr, dc.port, dc.forward, dc.weight))
+                                }
+                            },
+                        };
                         d.weight.store(dc.weight, Relaxed);
                         d.set_thresholds(dc.u_threshold, dc.l_threshold);
+                        d.set_on_dead(sc.opts.on_dead);
+                        if d.is_removed() {
+                            d.set_removed(false);
+                        }
                         d
                     })
                     .collect();
+                // __ip_vs_unlink_dest + __ip_vs_del_dest: a server that left the list is
+                // no longer available (its connections' packets are dropped, or whatever the
+                // service's policy says) and goes to the trash. A server whose forwarding
+                // method changed is replaced by a new object, but its old connections keep
+                // going the old way, as IPVS's keep the xmit function they were made with.
                 for old in &cur.dests {
-                    if old.forward == Forward::Masq && !dests.iter().any(|d| Arc::ptr_eq(d, old)) {
-                        let k = ServiceKey {
-                            proto: sc.key.proto,
-                            addr: old.addr,
-                            port: old.port,
-                        };
-                        self.retired_nat.push((k, old.clone()));
+                    if !dests.iter().any(|d| Arc::ptr_eq(d, old)) {
+                        self.trash.push(Trashed {
+                            svc: sc.key,
+                            dest: old.clone(),
+                            idle_since_ms: None,
+                        });
                     }
+                }
+                for t in self.trash.iter().filter(|t| t.svc == sc.key) {
+                    let gone = !dests
+                        .iter()
+                        .any(|d| d.addr == t.dest.addr && d.port == t.dest.port);
+                    t.dest.set_removed(gone);
+                    t.dest.set_on_dead(sc.opts.on_dead);
                 }
                 // Sticky: once a service has had NAT servers, their connections may still
                 // be in the NAT table, so the workers keep looking there.
@@ -395,6 +498,112 @@ mod tests {
                 l_threshold: 0,
             },
         }
+    }
+
+    fn state() -> (Arc<Shared>, DaemonState) {
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            stop: AtomicBool::new(false),
+        });
+        let st = DaemonState::new(shared.clone(), Box::new(FakeSteer::default()), 1024);
+        (shared, st)
+    }
+
+    fn del(ip: &str) -> Request {
+        Request::DeleteDest {
+            service: key(),
+            addr: ip.parse().unwrap(),
+            port: Some(80),
+        }
+    }
+
+    #[test]
+    fn a_removed_server_goes_to_the_trash_and_comes_back_with_its_connections() {
+        let (_shared, mut st) = state();
+        let opts = ServiceOpts {
+            scheduler: "rr".into(),
+            on_dead: crate::kconf::OnDead::Reassign,
+            ..Default::default()
+        };
+        assert_eq!(
+            st.apply(&Request::AddService { key: key(), opts }),
+            Response::Ok
+        );
+        assert_eq!(st.apply(&dest("10.0.0.9", 1)), Response::Ok);
+        assert_eq!(st.apply(&dest("10.0.0.10", 1)), Response::Ok);
+        let nine: std::net::Ipv4Addr = "10.0.0.9".parse().unwrap();
+        let d0 = st.dests().into_iter().find(|d| d.addr == nine).unwrap();
+        assert_eq!(d0.on_dead(), crate::kconf::OnDead::Reassign);
+        // A connection holds the object (as a Conn's Arc does) and is counted on it.
+        let conn = d0.clone();
+        d0.load.active_conns.store(1, Relaxed);
+        assert!(st.set_dead(&key(), nine, 80, true));
+        assert!(d0.is_dead() && !d0.available());
+        assert!(!st.set_dead(&key(), "10.0.0.99".parse().unwrap(), 80, true));
+        assert_eq!(st.apply(&del("10.0.0.9")), Response::Ok);
+        assert!(d0.is_removed(), "no longer IP_VS_DEST_F_AVAILABLE");
+        assert!(!st.dests().iter().any(|d| Arc::ptr_eq(d, &d0)));
+        assert_eq!(st.trash_len(), 1);
+        // Used by a connection: never pruned.
+        st.tick(0, false);
+        st.tick(10 * TRASH_PERIOD_MS, false);
+        assert_eq!(st.trash_len(), 1);
+        // ip_vs_trash_get_dest: the same server added back is the same object, available
+        // again, connections and counters intact.
+        assert_eq!(st.apply(&dest("10.0.0.9", 3)), Response::Ok);
+        let back = st.dests().into_iter().find(|d| d.addr == d0.addr).unwrap();
+        assert!(Arc::ptr_eq(&back, &d0));
+        assert!(!d0.is_removed());
+        assert!(!d0.is_dead(), "added back alive");
+        assert_eq!((d0.weight(), d0.active()), (3, 1));
+        assert_eq!(st.trash_len(), 0);
+        // Removed again and unused: kept for IPVS's trash period, then freed.
+        assert_eq!(st.apply(&del("10.0.0.9")), Response::Ok);
+        let weak = Arc::downgrade(&d0);
+        drop((conn, back, d0));
+        st.tick(1_000, false);
+        st.tick(1_000 + TRASH_PERIOD_MS - 1, false);
+        assert_eq!(st.trash_len(), 1);
+        st.tick(1_000 + TRASH_PERIOD_MS, false);
+        assert_eq!(st.trash_len(), 0);
+        assert!(weak.upgrade().is_none(), "freed");
+        // Added back after that: a new object.
+        assert_eq!(st.apply(&dest("10.0.0.9", 1)), Response::Ok);
+    }
+
+    #[test]
+    fn a_changed_forwarding_method_keeps_the_old_connections_going() {
+        let (_shared, mut st) = state();
+        let opts = ServiceOpts {
+            scheduler: "rr".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            st.apply(&Request::AddService { key: key(), opts }),
+            Response::Ok
+        );
+        assert_eq!(st.apply(&dest("10.0.0.9", 1)), Response::Ok);
+        let old = st.dests()[0].clone();
+        assert_eq!(
+            st.apply(&Request::EditDest {
+                service: key(),
+                dest: DestEdit {
+                    addr: "10.0.0.9".parse().unwrap(),
+                    port: Some(80),
+                    forward: Some(Forward::Tunnel),
+                    weight: Some(1),
+                    u_threshold: None,
+                    l_threshold: None,
+                },
+            }),
+            Response::Ok
+        );
+        // IPVS: connections keep the xmit they were made with, and the server is available.
+        assert!(!Arc::ptr_eq(&st.dests()[0], &old));
+        assert!(!old.is_removed());
+        // Then deleted: the old object's connections are a removed server's too.
+        assert_eq!(st.apply(&del("10.0.0.9")), Response::Ok);
+        assert!(old.is_removed());
     }
 
     #[test]

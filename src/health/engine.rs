@@ -60,6 +60,9 @@ pub struct CheckerState {
     /// Duration of the last check, ms.
     pub last_latency_ms: Option<u64>,
     pub checks: u64,
+    /// What this checker adds to the configured weight (`misc_dynamic`, FILE_CHECK):
+    /// keepalived sums every checker's offset into the effective weight.
+    pub weight_offset: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -140,7 +143,7 @@ impl Engine {
                             },
                             None => CheckerState {
                                 conf: c.clone(),
-                                is_up: !rc.alpha,
+                                is_up: !c.alpha,
                                 has_run: false,
                                 retry_it: 0,
                                 failures: 0,
@@ -148,6 +151,7 @@ impl Engine {
                                 since_ms: now_ms,
                                 last_latency_ms: None,
                                 checks: 0,
+                                weight_offset: 0,
                             },
                         }
                     })
@@ -257,11 +261,34 @@ impl Engine {
         if let Some(alive) = change {
             vs.update_checker_state(id.1, id.2, alive, first, now_ms, &mut actions);
         }
-        // misc_dynamic / FILE_CHECK: the weight follows the check (update_svr_wgt).
+        // misc_dynamic / FILE_CHECK: the weight follows the check at once, whether or not
+        // the state changed (update_svr_wgt); each checker contributes its offset from the
+        // configured weight.
         if let Outcome::Up { weight: Some(w) } = outcome {
-            vs.update_weight(id.1, *w as i64, &mut actions);
+            let rs = &mut vs.rs[id.1];
+            let base = rs.conf.weight as i64;
+            rs.checkers[id.2].weight_offset = *w as i64 - base;
+            let total = base + rs.checkers.iter().map(|c| c.weight_offset).sum::<i64>();
+            vs.update_weight(id.1, total, &mut actions);
         }
         (delay, actions)
+    }
+
+    /// The scripts keepalived runs when it stops serving a virtual server (shutdown, or
+    /// a reload that removes it): with `omega`, `notify_down` of each live real server
+    /// then `quorum_down` (`clear_service_rs`, `update_vs_notifies` with `stopping`).
+    pub fn stopping_scripts(vs: &VsState) -> Vec<Script> {
+        if !vs.conf.omega {
+            return Vec::new();
+        }
+        let mut out: Vec<Script> = vs
+            .rs
+            .iter()
+            .filter(|r| r.alive)
+            .filter_map(|r| r.conf.notify_down.clone())
+            .collect();
+        out.extend(vs.conf.quorum_down.clone());
+        out
     }
 
     /// The services and real servers keepalived's IPVS table would hold now.
@@ -346,7 +373,7 @@ impl VsState {
         if ck.is_up == alive {
             // The first result confirms the start state: keepalived notifies only for a
             // failure under alpha.
-            if first && (self.rs[r].conf.alpha || !alive) {
+            if first && (ck.conf.alpha || !alive) {
                 self.rs_notify(r, actions);
             }
             return;
@@ -475,6 +502,7 @@ impl VsState {
             persistent: c.persistence,
             netmask: c.granularity,
             sched_flags: c.sched_flags.clone(),
+            on_dead: c.on_dead,
             ..ServiceOpts::default()
         };
         let sorry_in = self.sorry_alive && c.sorry_server.is_some();
@@ -543,6 +571,7 @@ mod tests {
         Script {
             argv: s.split(' ').map(String::from).collect(),
             user: None,
+            group: None,
             loc: Loc::default(),
         }
     }
@@ -555,6 +584,7 @@ mod tests {
             connect_port: 80,
             bindto: None,
             bind_port: None,
+            alpha: false,
             timing: Timing {
                 delay_loop: Duration::from_secs(6),
                 connect_timeout: Duration::from_secs(10),
@@ -702,6 +732,7 @@ mod tests {
     fn alpha_starts_failed_and_adds_after_the_first_success() {
         let mut r = rs("10.0.0.1", 2, vec![tcp_check(1)]);
         r.alpha = true;
+        r.checkers[0].alpha = true;
         let (mut e, _) = Engine::new(&conf(vs(vec![r.clone()])), 0);
         assert!(table(&e).is_empty());
         // A failure under alpha with retry 1: nothing (tcp_epilog neither retries a
@@ -718,11 +749,30 @@ mod tests {
     fn alpha_with_retry_zero_notifies_the_first_failure() {
         let mut r = rs("10.0.0.1", 2, vec![tcp_check(0)]);
         r.alpha = true;
+        r.checkers[0].alpha = true;
         let (mut e, _) = Engine::new(&conf(vs(vec![r])), 0);
         let (_, a) = e.record((0, 0, 0), &down(), 1, 0);
         assert_eq!(ran(&a), vec!["/down 10.0.0.1"]);
         let (_, a) = e.record((0, 0, 0), &down(), 1, 1);
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn omega_runs_the_down_scripts_when_the_service_stops() {
+        let mut v = vs(vec![
+            rs("10.0.0.1", 1, vec![]),
+            rs("10.0.0.2", 1, vec![tcp_check(0)]),
+        ]);
+        let (e, _) = Engine::new(&conf(v.clone()), 0);
+        assert!(Engine::stopping_scripts(&e.vss[0]).is_empty());
+        v.omega = true;
+        let (mut e, _) = Engine::new(&conf(v), 0);
+        e.record((0, 1, 0), &down(), 1, 0);
+        let s: Vec<String> = Engine::stopping_scripts(&e.vss[0])
+            .iter()
+            .map(|s| s.argv.join(" "))
+            .collect();
+        assert_eq!(s, vec!["/down 10.0.0.1", "/qdown"]);
     }
 
     #[test]
@@ -829,6 +879,22 @@ mod tests {
         e.record((0, 0, 0), &Outcome::Up { weight: Some(0) }, 1, 1);
         assert_eq!(table(&e), vec![("10.0.0.1".into(), 0)]);
         assert!(!e.vss[0].quorum_up);
+    }
+
+    #[test]
+    fn two_dynamic_checkers_add_their_offsets() {
+        let (mut e, _) = Engine::new(
+            &conf(vs(vec![rs(
+                "10.0.0.1",
+                10,
+                vec![tcp_check(0), tcp_check(1)],
+            )])),
+            0,
+        );
+        e.record((0, 0, 0), &Outcome::Up { weight: Some(13) }, 1, 0);
+        assert_eq!(table(&e), vec![("10.0.0.1".into(), 13)]);
+        e.record((0, 0, 1), &Outcome::Up { weight: Some(8) }, 1, 1);
+        assert_eq!(table(&e), vec![("10.0.0.1".into(), 11)]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   sorry server), pure;
 //! - `runner`: schedules the probes on a runtime of its own and feeds the engine.
 
+pub mod check;
 pub mod engine;
 pub mod runner;
 
@@ -23,4 +24,9 @@ pub fn checker_name(k: &CheckKind) -> &'static str {
         CheckKind::Smtp(_) => "SMTP_CHECK",
         CheckKind::File(_) => "FILE_CHECK",
     }
+}
+
+/// The real probes, for the runner.
+pub fn prober() -> runner::Prober {
+    check::prober()
 }

@@ -88,10 +88,31 @@ impl Health {
                     while let Some(cmd) = rx.recv().await {
                         tasks.abort_all();
                         match cmd {
-                            Cmd::Stop => break,
+                            Cmd::Stop => {
+                                let scripts: Vec<Script> = lock(&ctx.engine)
+                                    .vss
+                                    .iter()
+                                    .flat_map(Engine::stopping_scripts)
+                                    .collect();
+                                run_stopping(&scripts);
+                                break;
+                            }
                             Cmd::Reload(conf, done) => {
                                 let actions = {
                                     let mut e = lock(&ctx.engine);
+                                    // Virtual servers the new file drops: omega's scripts.
+                                    let gone: Vec<Script> = e
+                                        .vss
+                                        .iter()
+                                        .filter(|v| {
+                                            !conf.virtual_servers.iter().any(|n| {
+                                                n.services == v.conf.services
+                                                    && n.group == v.conf.group
+                                            })
+                                        })
+                                        .flat_map(Engine::stopping_scripts)
+                                        .collect();
+                                    run_stopping(&gone);
                                     let (next, actions) = Engine::with_previous(
                                         &conf,
                                         Some(&e),
@@ -238,6 +259,28 @@ fn run_actions(actions: Vec<Action>) {
     }
 }
 
+/// Scripts at shutdown: keepalived gives each one second (`system_call_script` with
+/// TIMER_HZ) before going on.
+fn run_stopping(scripts: &[Script]) {
+    for s in scripts {
+        let Some((prog, args)) = s.argv.split_first() else {
+            continue;
+        };
+        tracing::info!(script = %s.argv.join(" "), "running stop script");
+        if let Ok(mut c) = std::process::Command::new(prog).args(args).spawn() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn run_script(s: &Script) {
     let Some((prog, args)) = s.argv.split_first() else {
         return;
@@ -289,6 +332,7 @@ mod tests {
             connect_port: port,
             bindto: None,
             bind_port: None,
+            alpha: false,
             timing: Timing {
                 delay_loop: Duration::from_millis(20),
                 connect_timeout: Duration::from_millis(100),

@@ -54,8 +54,12 @@ pub struct KConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
     pub argv: Vec<String>,
-    /// `user USER [GROUP]` given with the script, if any.
+    /// `user USER [GROUP]` given with the script, if any (`notify_up SCRIPT USER [GROUP]`
+    /// on the same line; `user USER [GROUP]` in MISC_CHECK). Unset: keepalived's default
+    /// script user (`keepalived_script` if it exists, else root; lib/notify.c).
     pub user: Option<String>,
+    /// The GROUP of `user USER GROUP` (unset: USER's primary group).
+    pub group: Option<String>,
     pub loc: Loc,
 }
 
@@ -162,6 +166,9 @@ pub struct Checker {
     /// `bindto` / `bind_port`: the local address and port the check uses.
     pub bindto: Option<Ipv4Addr>,
     pub bind_port: Option<u16>,
+    /// `alpha` of the checker, else of the real server, else of the virtual server
+    /// (check_data.c validate_check_config): this checker starts failed.
+    pub alpha: bool,
     pub timing: Timing,
 }
 
@@ -178,8 +185,8 @@ pub struct Timing {
     /// `delay_before_retry`: the interval after a failure. Default 3 s for HTTP/SSL,
     /// delay_loop for DNS, 1 s otherwise.
     pub delay_before_retry: Duration,
-    /// `warmup`: the first check waits a random time up to this (default delay_loop...
-    /// keepalived's `warmup` default is 0 = no random delay unless given).
+    /// `warmup`: the first check waits a random time up to this. Default: the checker's
+    /// delay_loop (check_data.c validate_check_config); `warmup 0` disables it.
     pub warmup: Duration,
 }
 
@@ -201,14 +208,18 @@ pub enum CheckKind {
 pub struct HttpCheck {
     pub tls: bool,
     pub urls: Vec<Url>,
-    /// `virtualhost` of the checker, else of the virtual server: the Host header (and SNI).
+    /// `virtualhost` of the checker, else of the real server, else of the virtual server:
+    /// the Host header (check_http.c http_request_thread). A url's own overrides it.
     pub virtualhost: Option<String>,
     /// `http_protocol` (default 1.0; `1.0C` = 1.0 with Connection: close, `1.1`).
     pub http_protocol: String,
-    /// `fast_recovery`: after a failure, one success restores at once (keepalived's
-    /// default behaviour anyway) and checks resume at delay_before_retry.
+    /// `fast_recovery`: while the checker has not run yet, or is down with no url failing
+    /// (recovering), the urls are checked back to back instead of delay_loop apart
+    /// (check_http.c http_handle_response; keepalived.conf(5)). Default off.
     pub fast_recovery: bool,
-    /// SSL_GET `enable_sni` (default on in keepalived 2.2 when virtualhost is set).
+    /// `enable_sni` (SSL_GET; accepted by HTTP_GET too), default off. keepalived sends as
+    /// SNI the url's virtualhost, else the checker's, else the virtual server's (not the
+    /// real server's: check_ssl.c ssl_connect).
     pub enable_sni: bool,
 }
 
@@ -217,7 +228,8 @@ pub struct Url {
     pub path: String,
     /// `digest`: genhash-compatible MD5 of the body, lower-case hex.
     pub digest: Option<String>,
-    /// `status_code`: accepted codes; empty = 200..=299.
+    /// `status_code`: accepted codes and ranges (100..=599); none given = `[200..=299]`,
+    /// filled in by the parser (check_http.c url_check).
     pub status_codes: Vec<std::ops::RangeInclusive<u16>>,
     /// `virtualhost` of this url, overriding the checker's.
     pub virtualhost: Option<String>,
@@ -229,7 +241,8 @@ pub struct Url {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MiscCheck {
     pub script: Script,
-    /// `misc_timeout`, default delay_loop: then SIGTERM, then SIGKILL 2 s later.
+    /// `misc_timeout` (whole seconds), default the *virtual server's* delay_loop
+    /// (check_misc.c misc_check_thread); then SIGTERM, then SIGKILL 2 s later.
     pub timeout: Duration,
     /// `misc_dynamic`: exit 0 up, 1 down, 2..=255 up with weight = code - 2.
     pub dynamic: bool,
@@ -237,12 +250,17 @@ pub struct MiscCheck {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct UdpCheck {
-    /// `payload` as hex bytes; empty = a zero-length datagram.
+    /// `payload` as hex bytes. Not given: keepalived's 32 bytes
+    /// `keepalived check - keepalived ch` (layer4.c udp_bind_connect/set_buf), filled in
+    /// by the parser.
     pub payload: Vec<u8>,
     /// `require_reply [HEX]`: a reply must come (and start with these bytes when given);
     /// without it, only an ICMP port unreachable fails the check.
     pub require_reply: Option<Vec<u8>>,
-    /// `min_reply_length` / `max_reply_length`.
+    /// `min_reply_length` (default 0) / `max_reply_length` (default 255, keepalived's
+    /// UINT8_MAX in check_udp.c udp_check_handler; always `Some` after resolution). Checked,
+    /// with the bytes, only when `require_reply` has bytes (check_udp.c check_udp_reply),
+    /// and only the first min(reply length, pattern length) bytes are compared.
     pub min_reply_length: usize,
     pub max_reply_length: Option<usize>,
 }
@@ -251,13 +269,14 @@ pub struct UdpCheck {
 pub struct DnsCheck {
     /// `type`, default SOA.
     pub qtype: String,
-    /// `name`, default ".".
+    /// `name`, default "." (keepalived's DNS_DEFAULT_NAME is "", the same root name).
     pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SmtpCheck {
-    /// `helo_name`, default the director's host name.
+    /// `helo_name`; default `smtpchecker.keepalived.org` (SMTP_DEFAULT_HELO,
+    /// check_smtp.h), always `Some` after resolution.
     pub helo_name: Option<String>,
 }
 
@@ -269,4 +288,9 @@ pub struct FileCheck {
     /// `weight W [reverse]` of the FILE_CHECK (default: the track_file's weight, 1).
     pub weight: i32,
     pub reverse: bool,
+    /// `init_file [VALUE] [overwrite]` of the track_file: create the file with VALUE
+    /// (default 0) if it is missing, or always with `overwrite` (not on reload); keepalived
+    /// does this while loading (track_file.c track_file_end_handler). `None`: not given.
+    pub init_value: Option<i32>,
+    pub init_overwrite: bool,
 }

@@ -47,10 +47,14 @@ pub enum DropReason {
     /// An ICMP error that missed here could not be handed to the other workers (their
     /// queue full, no free frame, or longer than `handoff::MAX_FRAME`).
     IcmpHandoffLost,
+    /// A packet of an existing connection whose real server was removed (or declared dead,
+    /// under the `expire` policy): dropped without refreshing the entry, as IPVS drops the
+    /// packets of a server without `IP_VS_DEST_F_AVAILABLE` (`ip_vs_in`).
+    DestUnavailable,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
         DropReason::Malformed,
@@ -66,6 +70,7 @@ impl DropReason {
         DropReason::TemplateFull,
         DropReason::TtlExpired,
         DropReason::IcmpHandoffLost,
+        DropReason::DestUnavailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +89,7 @@ impl DropReason {
             DropReason::TemplateFull => "template_full",
             DropReason::TtlExpired => "ttl_expired",
             DropReason::IcmpHandoffLost => "icmp_handoff_lost",
+            DropReason::DestUnavailable => "dest_unavailable",
         }
     }
 }

@@ -145,6 +145,14 @@ impl Lab {
         false
     }
 
+    /// Sends xvsd a signal by name (`HUP`: reload its `--config`).
+    pub fn signal_xvsd(&self, sig: &str) {
+        let c = self.xvsd.as_ref().expect("xvsd is not running");
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &c.id().to_string()])
+            .status();
+    }
+
     /// Runs xvsadm against this lab's daemon.
     pub fn adm(&self, args: &[&str]) -> Output {
         run(Command::new(env!("CARGO_BIN_EXE_xvsadm"))

@@ -6,6 +6,7 @@ use super::options::Tag;
 use super::{FormatOpts, ParseError, MAX_TIMEOUT_SECS};
 use crate::cli::addr::{self, AddrError};
 use crate::cli::services::PortNames;
+use crate::kconf::OnDead;
 use crate::model::{Forward, Protocol, ServiceKey, DEFAULT_PERSISTENCE_SECS, MAX_WEIGHT};
 use std::net::Ipv4Addr;
 
@@ -40,6 +41,9 @@ pub(super) struct State {
     /// tunnel_opt_check.
     pub(super) tun_type: &'static str,
     pub(super) socket: Option<String>,
+    /// `--on-dead ipvs|expire|reassign` (xvs only, `-A`/`-E`): outside ipvsadm's legality
+    /// table, checked in `build`.
+    pub(super) on_dead: Option<OnDead>,
     pub(super) words: Vec<String>,
     /// `-f` was given (ipvsadm accepts `-6` only after it).
     pub(super) fwmark: bool,
@@ -131,7 +135,7 @@ pub(super) fn apply(
             }
         }
         // Handled before `apply` is called.
-        Tag::Help | Tag::Version | Tag::DataPath => {}
+        Tag::Help | Tag::Version | Tag::DataPath | Tag::Health => {}
         Tag::Tcp | Tag::Udp => {
             st.set_option(Col::Service)?;
             let proto = if tag == Tag::Tcp {
@@ -344,6 +348,17 @@ pub(super) fn apply(
         Tag::TunNocsum => st.set_option(Col::TunNocsum)?,
         Tag::TunCsum => st.set_option(Col::TunCsum)?,
         Tag::TunRemcsum => st.set_option(Col::TunRemcsum)?,
+        Tag::OnDead => {
+            if st.on_dead.is_some() {
+                return Err(ParseError::invalid("multiple 'on-dead' options specified"));
+            }
+            st.on_dead = Some(match value_of(value).as_str() {
+                "ipvs" => OnDead::Ipvs,
+                "expire" => OnDead::Expire,
+                "reassign" => OnDead::Reassign,
+                _ => return Err(ParseError::invalid("illegal on-dead policy specified")),
+            });
+        }
         Tag::Socket => {
             if st.socket.is_some() {
                 return Err(ParseError::invalid("multiple 'socket' options specified"));

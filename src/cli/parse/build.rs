@@ -151,7 +151,14 @@ pub(super) fn build(
             netmask: st.netmask.filter(|m| *m != Ipv4Addr::BROADCAST),
             sched_flags,
             one_packet: st.one_packet,
+            // Like every option, -E without it puts the default back.
+            on_dead: st.on_dead.unwrap_or_default(),
         });
+    } else if st.on_dead.is_some() {
+        return Err(ParseError::invalid(format!(
+            "Illegal 'on-dead' option with the '{}' command",
+            cmd.name()
+        )));
     }
 
     if matches!(cmd, Cmd::AddDest | Cmd::EditDest) {
@@ -357,6 +364,42 @@ mod tests {
         assert_eq!(
             err("-A -t 10.0.0.1:80 -o").message,
             "One-Packet Scheduling is only for UDP virtual services"
+        );
+    }
+
+    #[test]
+    fn on_dead_policy() {
+        use crate::kconf::OnDead;
+        let svc = |r| match r {
+            Request::AddService { opts, .. } | Request::EditService { opts, .. } => opts,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(svc(req("-A -t 10.0.0.1:80 -s rr")).on_dead, OnDead::Ipvs);
+        for (word, want) in [
+            ("ipvs", OnDead::Ipvs),
+            ("expire", OnDead::Expire),
+            ("reassign", OnDead::Reassign),
+        ] {
+            let r = req(&format!("-A -u 10.0.0.1:53 --on-dead {word}"));
+            assert_eq!(svc(r).on_dead, want);
+            let r = req(&format!("-E -t 10.0.0.1:80 -s wrr --on-dead={word}"));
+            assert_eq!(svc(r).on_dead, want);
+        }
+        assert_eq!(
+            err("-A -t 10.0.0.1:80 --on-dead drop").message,
+            "illegal on-dead policy specified"
+        );
+        assert_eq!(
+            err("-A -t 10.0.0.1:80 --on-dead ipvs --on-dead expire").message,
+            "multiple 'on-dead' options specified"
+        );
+        assert_eq!(
+            err("-a -t 10.0.0.1:80 -r 10.0.0.2 --on-dead expire").message,
+            "Illegal 'on-dead' option with the 'add-server' command"
+        );
+        assert_eq!(
+            err("-L -n --on-dead expire").message,
+            "Illegal 'on-dead' option with the 'list' command"
         );
     }
 

@@ -23,7 +23,7 @@ pub(super) enum Cmd {
 
 impl Cmd {
     /// The name ipvsadm uses in its messages.
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Cmd::Add => "add-service",
             Cmd::Edit => "edit-service",

@@ -64,6 +64,8 @@ pub enum Command {
     /// `--datapath` (xvs only): the data path's counters (XDP verdicts, per-worker frames and
     /// drops).
     DataPath,
+    /// `-L -n --health` (xvs only): every checker of every real server (`xvsd --config`).
+    Health,
 }
 
 /// Options that change how addresses and numbers are printed.
@@ -248,6 +250,42 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
         return Ok(invocation(Command::DataPath, socket));
     }
 
+    // `-L --health` is an xvs listing outside ipvsadm's table: with `-L`/`-l`, `-n` and
+    // `--socket` only.
+    if items.iter().any(|i| {
+        matches!(
+            i,
+            Item::Opt {
+                tag: Tag::Health,
+                ..
+            }
+        )
+    }) {
+        let mut socket = None;
+        for item in items {
+            match item {
+                Item::Opt {
+                    tag: Tag::Health | Tag::Cmd(Cmd::List) | Tag::Numeric,
+                    ..
+                } => {}
+                Item::Opt {
+                    tag: Tag::Socket,
+                    value,
+                    ..
+                } => socket = value,
+                Item::Word(w) => {
+                    return Err(ParseError::invalid(format!("unexpected argument {w}")))
+                }
+                Item::Opt { .. } => {
+                    return Err(ParseError::invalid(
+                        "--health takes no options other than -L, -n and --socket",
+                    ))
+                }
+            }
+        }
+        return Ok(invocation(Command::Health, socket));
+    }
+
     let mut st = State::default();
     let mut only_socket = true;
     for item in items {
@@ -340,6 +378,10 @@ mod tests {
             (i.command, i.socket.as_deref()),
             (Command::Change(Request::Clear), Some("/tmp/x.sock"))
         );
+        let i = p("-L -n --health").unwrap();
+        assert_eq!(i.command, Command::Health);
+        assert!(p("-L --health -c").is_err());
+        assert!(p("--health 10.0.0.1").is_err());
         let i = p("--datapath --socket /tmp/z.sock").unwrap();
         assert_eq!(
             (i.command, i.socket.as_deref()),

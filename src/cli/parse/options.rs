@@ -58,7 +58,9 @@ pub(super) enum Tag {
     TunCsum,
     TunRemcsum,
     Socket,
+    Health,
     DataPath,
+    OnDead,
 }
 
 struct Spec {
@@ -77,7 +79,7 @@ const fn spec(long: &'static str, short: Option<char>, arg: Arg, tag: Tag) -> Sp
     }
 }
 
-/// Every option ipvsadm 1.31 knows, plus xvs's `--socket` and `--datapath`.
+/// Every option ipvsadm 1.31 knows, plus xvs's `--socket`, `--datapath` and `--on-dead`.
 const SPECS: &[Spec] = &[
     spec("add-service", Some('A'), Arg::None, Tag::Cmd(Cmd::Add)),
     spec("edit-service", Some('E'), Arg::None, Tag::Cmd(Cmd::Edit)),
@@ -154,6 +156,8 @@ const SPECS: &[Spec] = &[
     spec("tun-remcsum", None, Arg::None, Tag::TunRemcsum),
     spec("socket", None, Arg::Required, Tag::Socket),
     spec("datapath", None, Arg::None, Tag::DataPath),
+    spec("health", None, Arg::None, Tag::Health),
+    spec("on-dead", None, Arg::Required, Tag::OnDead),
 ];
 
 fn find_long(name: &str) -> Option<&'static Spec> {
