@@ -127,6 +127,24 @@ fn is_default_mask(m: Option<Ipv4Addr>) -> bool {
     m.is_none_or(|m| m == Ipv4Addr::BROADCAST)
 }
 
+/// ipvsadm's `print_sched_flags`: the flags named for the service's scheduler only (`sh-*`
+/// for sh, `mh-*` for mh, `flag-N` otherwise), comma-separated. A flag set without a name
+/// for that scheduler (`-s sh -b flag-3`) prints nothing, though the caller still writes
+/// ipvsadm's `" ("`...`")"` or `" -b "` around it.
+fn sched_flags(o: &crate::model::ServiceOpts) -> String {
+    let named: &[&str] = match o.scheduler.as_str() {
+        "sh" => &["sh-fallback", "sh-port"],
+        "mh" => &["mh-fallback", "mh-port"],
+        _ => &["flag-1", "flag-2", "flag-3"],
+    };
+    let shown: Vec<&str> = named
+        .iter()
+        .copied()
+        .filter(|n| o.sched_flags.iter().any(|f| f == n))
+        .collect();
+    shown.join(",")
+}
+
 /// The service line of the default, thresholds and persistent-conn listings:
 /// `TCP  10.0.0.88:80 sh (sh-fallback) persistent 600 mask 255.255.255.0 ops`.
 fn service_line(out: &mut String, svc: &ServiceStatus, fmt: FormatOpts, names: &PortNames) {
@@ -135,7 +153,7 @@ fn service_line(out: &mut String, svc: &ServiceStatus, fmt: FormatOpts, names: &
     out.push(' ');
     out.push_str(&o.scheduler);
     if !o.sched_flags.is_empty() {
-        let _ = write!(out, " ({})", o.sched_flags.join(","));
+        let _ = write!(out, " ({})", sched_flags(o));
     }
     if let Some(timeout) = o.persistent {
         let _ = write!(out, " persistent {timeout}");
@@ -436,9 +454,8 @@ pub fn format_datapath(d: &DataPathStats) -> String {
 ///
 /// Service: `-A -t VIP:PORT -s SCHED [-p T [-M MASK]] [-o] [-b FLAGS]`.
 /// Real server: `-a -t VIP:PORT -r RIP:PORT -g|-i|-m -w W`, plus `--tun-type ipip` for tunnel
-/// servers as ipvsadm 1.31 writes. ipvsadm never saves thresholds, so a restore silently
-/// dropped them; we append `-x`/`-y` when they are set (ipvsadm's -R accepts both), which
-/// leaves lines without thresholds byte-identical to ipvsadm's.
+/// servers as ipvsadm 1.31 writes. Byte for byte ipvsadm's output: like ipvsadm, no `-x`/`-y`
+/// (thresholds are not saved, so a restore drops them, as with ipvsadm-restore).
 pub fn format_save(status: &Status, fmt: FormatOpts, names: &PortNames) -> String {
     let mut out = String::new();
     for svc in sorted_services(status.services.iter(), fmt) {
@@ -457,7 +474,7 @@ pub fn format_save(status: &Status, fmt: FormatOpts, names: &PortNames) -> Strin
             out.push_str(" -o");
         }
         if !o.sched_flags.is_empty() {
-            let _ = write!(out, " -b {}", o.sched_flags.join(","));
+            let _ = write!(out, " -b {}", sched_flags(o));
         }
         out.push('\n');
         for d in sorted_dests(svc, fmt) {
@@ -470,12 +487,6 @@ pub fn format_save(status: &Status, fmt: FormatOpts, names: &PortNames) -> Strin
             );
             if d.forward == Forward::Tunnel {
                 out.push_str(" --tun-type ipip");
-            }
-            if d.u_threshold != 0 {
-                let _ = write!(out, " -x {}", d.u_threshold);
-            }
-            if d.l_threshold != 0 {
-                let _ = write!(out, " -y {}", d.l_threshold);
             }
             out.push('\n');
         }
@@ -970,7 +981,7 @@ UDP  10.0.0.53:53 rr ops
     fn save_format() {
         let want = "\
 -A -t 10.0.0.88:80 -s wrr -p 600
--a -t 10.0.0.88:80 -r 10.0.0.9:80 -g -w 2 -x 5000 -y 4000
+-a -t 10.0.0.88:80 -r 10.0.0.9:80 -g -w 2
 -a -t 10.0.0.88:80 -r 10.0.0.10:80 -i -w 1 --tun-type ipip
 -A -t 10.0.0.88:443 -s sh -p 300 -M 255.255.255.0 -b sh-fallback,sh-port
 -A -u 10.0.0.53:53 -s rr -o
@@ -1030,10 +1041,11 @@ UDP  10.0.0.53:53 rr ops
         st
     }
 
-    /// A real server's configuration: address, port, method, weight, thresholds.
-    type DestConfig = (Ipv4Addr, u16, Forward, u32, u32, u32);
+    /// A real server as -S saves it: address, port, method, weight.
+    type DestConfig = (Ipv4Addr, u16, Forward, u32);
 
     /// The configuration part of a status, in sorted order, for comparison.
+    /// What `-S` saves: like ipvsadm, not the thresholds.
     fn config(st: &Status) -> Vec<(ServiceKey, ServiceOpts, Vec<DestConfig>)> {
         let mut v: Vec<_> = st
             .services
@@ -1042,16 +1054,7 @@ UDP  10.0.0.53:53 rr ops
                 let mut d: Vec<_> = s
                     .dests
                     .iter()
-                    .map(|d| {
-                        (
-                            d.addr,
-                            d.port,
-                            d.forward,
-                            d.weight,
-                            d.u_threshold,
-                            d.l_threshold,
-                        )
-                    })
+                    .map(|d| (d.addr, d.port, d.forward, d.weight))
                     .collect();
                 d.sort_by_key(|x| (u32::from(x.0), x.1));
                 (s.key, s.opts.clone(), d)

@@ -93,7 +93,7 @@ Differences from ipvsadm:
   Host names are never looked up (no DNS): give addresses as numbers, and listings
   always print numeric addresses; without -n, ports are still named from /etc/services.
   -e resets options not given (-g, -w 1, no thresholds), exactly like ipvsadm.
-  -S also writes -x/-y when thresholds are set, so -R restores them.
+  -S does not save thresholds (-x/-y), exactly like ipvsadm.
   Not implemented in xvs yet: -f (fwmark services), IPv6, SCTP, --pe, GUE/GRE tunnels,
   --start-daemon/--stop-daemon (connection sync), --tun-info.
 ",

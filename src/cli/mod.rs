@@ -156,7 +156,14 @@ where
                 return exit::BAD_ARGS;
             }
             match parse::parse_restore(&input, names) {
-                Err(e) => report_parse_error(prog, &e, io),
+                // The line number is xvs's own addition, so it is always shown.
+                Err(e) => {
+                    let _ = writeln!(io.stderr, "{}", e.message);
+                    if e.wants_hint() {
+                        io.err(&help::try_help(prog));
+                    }
+                    e.exit_code()
+                }
                 // ipvsadm -R on empty input changes nothing and succeeds.
                 Ok(reqs) if reqs.is_empty() => exit::OK,
                 Ok(reqs) => change(&path, &Request::Batch(reqs), io, &mut call),
@@ -208,8 +215,12 @@ where
     }
 }
 
+/// As ipvsadm: `fail()` prints the message and a newline (`"-6 used before -f\n"` thus ends
+/// in a blank line), `tryhelp_exit()` the hint alone.
 fn report_parse_error(prog: &str, e: &ParseError, io: &mut Io<'_>) -> i32 {
-    io.err(&e.message);
+    if e.shows_message() {
+        let _ = writeln!(io.stderr, "{}", e.message);
+    }
     if e.wants_hint() {
         io.err(&help::try_help(prog));
     }
@@ -263,16 +274,38 @@ fn describe_request(req: &Request) -> &'static str {
     }
 }
 
-/// Sends a configuration change.
+/// Sends a configuration change. A refusal is printed as ipvsadm prints the kernel's.
 fn change<F>(path: &Path, req: &Request, io: &mut Io<'_>, call: &mut F) -> i32
 where
     F: Transport,
 {
     let got = ask(path, req, io, call, exit::FAILED, |r| match r {
         Response::Ok => Ok(()),
+        Response::Error(msg) => Err(Response::Error(ipvs_strerror(req, msg))),
         other => Err(other),
     });
     got.err().unwrap_or(exit::OK)
+}
+
+/// libipvs's `ipvs_strerror`: the same refusal reads differently depending on the call. xvsd
+/// answers a missing service with "No such service" whatever the request, and names the
+/// missing scheduler; ipvsadm 1.31 says "Service not defined" for the real-server commands
+/// (`ESRCH` from `ipvs_add_dest`/`ipvs_update_dest`/`ipvs_del_dest`) and "Scheduler or
+/// persistence engine not found" (`ENOENT` from `ipvs_add_service`/`ipvs_update_service`).
+fn ipvs_strerror(req: &Request, msg: String) -> String {
+    match req {
+        Request::AddDest { .. } | Request::EditDest { .. } | Request::DeleteDest { .. }
+            if msg == "No such service" =>
+        {
+            "Service not defined".into()
+        }
+        Request::AddService { .. } | Request::EditService { .. }
+            if msg.starts_with("Scheduler not found") =>
+        {
+            "Scheduler or persistence engine not found".into()
+        }
+        _ => msg,
+    }
 }
 
 /// Asks the daemon for its status (one service or all).
@@ -598,21 +631,24 @@ mod tests {
             ok,
         );
         assert_eq!(o.code, 2);
-        assert_eq!(
-            o.stderr,
-            "illegal weight specified\nTry `xvsadm -h' or 'xvsadm --help' for more information.\n"
-        );
+        // ipvsadm's fail(): the message alone.
+        assert_eq!(o.stderr, "illegal weight specified\n");
         assert!(o.sent.is_empty());
 
+        // Before any command, ipvsadm's tryhelp_exit(): the hint alone, named after argv[0].
         let o = run_with("--bogus", "", ok);
         assert_eq!(o.code, 255);
-        assert!(
-            o.stderr
-                .starts_with("--bogus: unknown option\nTry `xvsadm -h'"),
-            "{}",
-            o.stderr
+        assert_eq!(
+            o.stderr,
+            "Try `xvsadm -h' or 'xvsadm --help' for more information.\n"
         );
         assert!(o.sent.is_empty());
+        // After the command, popt's message alone.
+        let o = run_with("-L --bogus", "", ok);
+        assert_eq!(
+            (o.code, o.stderr.as_str()),
+            (255, "--bogus: unknown option\n")
+        );
     }
 
     #[test]
@@ -712,6 +748,15 @@ mod tests {
                 .starts_with("line 2: illegal real server address[:port] specified\n"),
             "{}",
             o.stderr
+        );
+        assert!(o.sent.is_empty());
+        // A line without a command: its number, then ipvsadm's hint (exit 255).
+        let o = run_with(&format!("{SOCK} -R"), "-C\n-n\n", ok);
+        assert_eq!(o.code, 255);
+        assert_eq!(
+            o.stderr,
+            "line 2: no command specified\n\
+             Try `xvsadm -h' or 'xvsadm --help' for more information.\n"
         );
         assert!(o.sent.is_empty());
         // Empty input: nothing to do.

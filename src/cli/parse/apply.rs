@@ -37,12 +37,16 @@ pub(super) struct State {
     pub(super) sched_flags: Option<String>,
     pub(super) one_packet: bool,
     pub(super) format: FormatOpts,
-    pub(super) tun_gue_or_gre: bool,
+    /// `--tun-type`: "ipip", "gue" or "gre" (empty when not given: ipip), for ipvsadm's
+    /// tunnel_opt_check.
+    pub(super) tun_type: &'static str,
     pub(super) socket: Option<String>,
     /// `--on-dead ipvs|expire|reassign` (xvs only, `-A`/`-E`): outside ipvsadm's legality
     /// table, checked in `build`.
     pub(super) on_dead: Option<OnDead>,
     pub(super) words: Vec<String>,
+    /// `-f` was given (ipvsadm accepts `-6` only after it).
+    pub(super) fwmark: bool,
     /// First not-implemented feature seen; reported after all syntax checks pass.
     pub(super) unsupported: Option<&'static str>,
 }
@@ -97,7 +101,12 @@ pub(super) fn parse_timeout(s: &str, min: u32) -> Result<u32, ParseError> {
 }
 
 fn parse_u32(s: &str, max: u32, msg: &str) -> Result<u32, ParseError> {
-    addr::string_to_number(s, 0, i64::from(max))
+    parse_range(s, 0, max, msg)
+}
+
+/// ipvsadm's `string_to_number(s, min, max)`, failing with `msg`.
+fn parse_range(s: &str, min: u32, max: u32, msg: &str) -> Result<u32, ParseError> {
+    addr::string_to_number(s, i64::from(min), i64::from(max))
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| ParseError::invalid(msg))
 }
@@ -167,6 +176,7 @@ pub(super) fn apply(
                 )));
             }
             st.svc = Some(SvcSel::Unsupported);
+            st.fwmark = true;
             st.unsupported("firewall-mark services (-f)");
         }
         Tag::Scheduler => {
@@ -260,6 +270,8 @@ pub(super) fn apply(
             st.set_option(Col::Exact)?;
             st.format.exact = true;
         }
+        // ipvsadm: `fail(2, "-6 used before -f\n")`, whose own newline leaves a blank line.
+        Tag::Ipv6 if !st.fwmark => return Err(ParseError::invalid("-6 used before -f\n")),
         Tag::Ipv6 => st.unsupported("IPv6 (-6)"),
         Tag::Ops => {
             st.set_option(Col::Ops)?;
@@ -273,20 +285,39 @@ pub(super) fn apply(
             st.set_option(Col::SchedFlags)?;
             st.sched_flags = Some(value_of(value));
         }
-        Tag::McastGroup => st.set_option(Col::McastGroup)?,
+        Tag::McastGroup => {
+            st.set_option(Col::McastGroup)?;
+            // ipvsadm: an IPv6 group if the value has a colon, else IPv4; multicast either way.
+            let v = value_of(value);
+            if v.contains(':') {
+                if !v
+                    .parse::<std::net::Ipv6Addr>()
+                    .is_ok_and(|a| a.is_multicast())
+                {
+                    return Err(ParseError::invalid(format!(
+                        "invalid IPv6 mcast-group `{v}'"
+                    )));
+                }
+            } else if !v.parse::<Ipv4Addr>().is_ok_and(|a| a.is_multicast()) {
+                return Err(ParseError::invalid(format!(
+                    "invalid IPv4 mcast-group `{v}'"
+                )));
+            }
+        }
         Tag::McastPort => {
             st.set_option(Col::McastPort)?;
-            parse_u32(&value_of(value), 65535, "illegal mcast-port specified")?;
+            parse_range(&value_of(value), 1, 65535, "illegal mcast-port specified")?;
         }
         Tag::McastTtl => {
             st.set_option(Col::McastTtl)?;
-            parse_u32(&value_of(value), 255, "illegal mcast-ttl specified")?;
+            parse_range(&value_of(value), 1, 255, "illegal mcast-ttl specified")?;
         }
         Tag::SyncMaxlen => {
             st.set_option(Col::SyncMaxlen)?;
             // IP and UDP headers (20 + 8 bytes) come out of the 64 KiB maximum.
-            parse_u32(
+            parse_range(
                 &value_of(value),
+                1,
                 65535 - 20 - 8,
                 "illegal sync-maxlen specified",
             )?;
@@ -299,9 +330,9 @@ pub(super) fn apply(
             st.set_option(Col::TunType)?;
             match value_of(value).as_str() {
                 // IPIP is what -i already means; ipvsadm-save 1.31 writes it explicitly.
-                "ipip" => {}
-                "gue" | "gre" => {
-                    st.tun_gue_or_gre = true;
+                "ipip" => st.tun_type = "ipip",
+                t @ ("gue" | "gre") => {
+                    st.tun_type = if t == "gue" { "gue" } else { "gre" };
                     st.unsupported("GUE and GRE tunnels (--tun-type)");
                 }
                 _ => return Err(ParseError::invalid("illegal tunnel type specified")),
@@ -503,7 +534,8 @@ mod tests {
             "-C -t 10.0.0.1:80",
             "Illegal 'service-address' option with the 'flush' command",
         );
-        invalid("-A -D -t 10.0.0.1:80", "multiple commands specified");
+        // ipvsadm takes the first option as the command; a second is an invalid option.
+        invalid("-A -D -t 10.0.0.1:80", "invalid option `-D'");
         invalid(
             "-A -t 10.0.0.1:80 -t 10.0.0.2:80",
             "multiple 'service-address' options specified",

@@ -62,6 +62,51 @@ fn parse_sched_flags(sched: &str, arg: &str) -> Result<Vec<String>, ParseError> 
         .collect())
 }
 
+/// ipvsadm's `tunnel_opt_check`: its table of tunnel types against `--tun-port`,
+/// `--tun-nocsum`, `--tun-csum`, `--tun-remcsum` ('+' compulsory, 'x' illegal, '1' at most one).
+fn tunnel_opt_check(st: &State) -> Result<(), ParseError> {
+    let opts = [Col::TunPort, Col::TunNocsum, Col::TunCsum, Col::TunRemcsum];
+    // Not given: ipvsadm's default tunnel type, ipip.
+    let tun = match st.tun_type {
+        "" => "ipip",
+        t => t,
+    };
+    let table: [u8; 4] = match tun {
+        "gue" => *b"+111",
+        "gre" => *b"x11x",
+        _ => *b"xxxx",
+    };
+    let mut first_exclusive: Option<Col> = None;
+    for (col, rule) in opts.into_iter().zip(table) {
+        if !st.has(col) {
+            if rule == b'+' {
+                return Err(ParseError::invalid(format!(
+                    "You need to supply the '{}' option for the '{tun}' tunnel type",
+                    col.name()
+                )));
+            }
+            continue;
+        }
+        if rule == b'x' {
+            return Err(ParseError::invalid(format!(
+                "Illegal '{}' option with the '{tun}' tunnel type",
+                col.name()
+            )));
+        }
+        if rule == b'1' {
+            if let Some(last) = first_exclusive {
+                return Err(ParseError::invalid(format!(
+                    "The option '{}' conflicts with the '{}' option in the '{tun}' tunnel type",
+                    col.name(),
+                    last.name()
+                )));
+            }
+            first_exclusive = Some(col);
+        }
+    }
+    Ok(())
+}
+
 /// Command-specific checks and defaults (ipvsadm's `process_options`), then the result.
 pub(super) fn build(
     cmd: Cmd,
@@ -129,16 +174,7 @@ pub(super) fn build(
                 "Tunnel options conflict with forward method",
             ));
         }
-        // With the (default) IPIP tunnel type, no encapsulation option applies.
-        if !st.tun_gue_or_gre {
-            let ipip_illegal = [Col::TunPort, Col::TunNocsum, Col::TunCsum, Col::TunRemcsum];
-            if let Some(c) = ipip_illegal.iter().find(|c| st.has(**c)) {
-                return Err(ParseError::invalid(format!(
-                    "Illegal '{}' option with the 'ipip' tunnel type",
-                    c.name()
-                )));
-            }
-        }
+        tunnel_opt_check(&st)?;
     }
 
     if cmd == Cmd::List {

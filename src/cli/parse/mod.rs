@@ -115,12 +115,17 @@ pub enum Columns {
     PersistentConn,
 }
 
-/// How a parse error is reported; decides the exit status.
+/// How a parse error is reported; decides what is printed and the exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseErrorKind {
-    /// ipvsadm's "Try `ipvsadm -h'" path (no command, unknown option, missing value): exit 255.
+    /// ipvsadm's `tryhelp_exit(argv[0], -1)`: no command, or a bad option before any command.
+    /// Only the "Try `ipvsadm -h'" hint is printed (not the message); exit 255.
+    TryHelp,
+    /// A popt error after the command (unknown option, missing value): ipvsadm prints
+    /// `"%s: %s\n"` of the argv word and popt's message, with no hint; exit 255.
     Usage,
-    /// ipvsadm's `fail(2, ...)`: a recognised option with a bad value or combination: exit 2.
+    /// ipvsadm's `fail(2, ...)`: a recognised option with a bad value or combination. The
+    /// message alone, no hint; exit 2.
     Invalid,
     /// A valid ipvsadm command xvs does not implement yet: exit 2.
     NotImplemented,
@@ -134,6 +139,13 @@ pub struct ParseError {
 }
 
 impl ParseError {
+    fn try_help(message: impl Into<String>) -> Self {
+        ParseError {
+            kind: ParseErrorKind::TryHelp,
+            message: message.into(),
+        }
+    }
+
     fn usage(message: impl Into<String>) -> Self {
         ParseError {
             kind: ParseErrorKind::Usage,
@@ -158,14 +170,21 @@ impl ParseError {
     /// Exit status ipvsadm uses for this kind of error (`-1` from main is 255).
     pub fn exit_code(&self) -> i32 {
         match self.kind {
-            ParseErrorKind::Usage => 255,
+            ParseErrorKind::TryHelp | ParseErrorKind::Usage => 255,
             ParseErrorKind::Invalid | ParseErrorKind::NotImplemented => 2,
         }
     }
 
-    /// Whether to follow the message with the "Try `xvsadm -h'" hint.
+    /// Whether the "Try `xvsadm -h'" hint is printed: only where ipvsadm calls
+    /// `tryhelp_exit` ([`ParseErrorKind::TryHelp`]).
     pub fn wants_hint(&self) -> bool {
-        self.kind != ParseErrorKind::NotImplemented
+        self.kind == ParseErrorKind::TryHelp
+    }
+
+    /// Whether the message itself is printed: not for [`ParseErrorKind::TryHelp`], where
+    /// ipvsadm prints the hint alone.
+    pub fn shows_message(&self) -> bool {
+        self.kind != ParseErrorKind::TryHelp
     }
 }
 
@@ -185,15 +204,16 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
 /// Parses a command line (without the program name) with an explicit port-name table.
 pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invocation, ParseError> {
     let items = tokenize(args)?;
-    // `-h` and `-v` answer at once, as ipvsadm does when they come first.
-    for item in &items {
-        if let Item::Opt { tag, .. } = item {
-            match tag {
-                Tag::Help => return Ok(invocation(Command::Help, None)),
-                Tag::Version => return Ok(invocation(Command::Version, None)),
-                _ => {}
-            }
-        }
+    // `-h` and `-v` answer at once when they are the first command, as in ipvsadm; after
+    // another command they are refused like any second command (below).
+    let first_command = items.iter().find_map(|item| match item {
+        Item::Opt { tag, .. } if tag.is_command() => Some(*tag),
+        _ => None,
+    });
+    match first_command {
+        Some(Tag::Help) => return Ok(invocation(Command::Help, None)),
+        Some(Tag::Version) => return Ok(invocation(Command::Version, None)),
+        _ => {}
     }
 
     // `--datapath` is an xvs command outside ipvsadm's table: it takes only `--socket`.
@@ -215,6 +235,7 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
                 Item::Opt {
                     tag: Tag::Socket,
                     value,
+                    ..
                 } => socket = value,
                 Item::Word(w) => {
                     return Err(ParseError::invalid(format!("unexpected argument {w}")))
@@ -250,6 +271,7 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
                 Item::Opt {
                     tag: Tag::Socket,
                     value,
+                    ..
                 } => socket = value,
                 Item::Word(w) => {
                     return Err(ParseError::invalid(format!("unexpected argument {w}")))
@@ -269,8 +291,13 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
     for item in items {
         match item {
             Item::Word(w) => st.words.push(w),
-            Item::Opt { tag, value, .. } => {
+            Item::Opt { tag, value, word } => {
                 only_socket &= tag == Tag::Socket;
+                // ipvsadm takes its command from the first option only; a later command
+                // option falls to `default: fail(2, "invalid option `%s'", poptBadOption())`.
+                if tag.is_command() && (st.cmd.is_some() || !matches!(tag, Tag::Cmd(_))) {
+                    return Err(ParseError::invalid(format!("invalid option `{word}'")));
+                }
                 apply(&mut st, tag, value, names)?;
             }
         }
@@ -287,7 +314,7 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
         return Ok(invocation(Command::List(list), st.socket));
     }
     let Some(cmd) = st.cmd else {
-        return Err(ParseError::usage("no command specified"));
+        return Err(ParseError::try_help("no command specified"));
     };
 
     let mut words = std::mem::take(&mut st.words).into_iter();
@@ -339,7 +366,11 @@ mod tests {
         assert_eq!(p("--restore").unwrap().command, Command::Restore);
         assert_eq!(p("-h").unwrap().command, Command::Help);
         assert_eq!(p("--help").unwrap().command, Command::Help);
-        assert_eq!(p("-A -h").unwrap().command, Command::Help);
+        assert_eq!(p("-h -A").unwrap().command, Command::Help);
+        // After the command, -h is refused as ipvsadm refuses any second command.
+        assert_eq!(err("-A -h").message, "invalid option `-h'");
+        assert_eq!(err("-L -A").message, "invalid option `-A'");
+        assert_eq!(err("-LZ").message, "invalid option `-LZ'");
         assert_eq!(p("-v").unwrap().command, Command::Version);
         assert_eq!(p("--version").unwrap().command, Command::Version);
         let i = p("--socket /tmp/x.sock -C").unwrap();

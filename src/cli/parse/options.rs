@@ -168,15 +168,48 @@ fn find_short(c: char) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.short == Some(c))
 }
 
+impl Tag {
+    /// ipvsadm's commands: what its first `poptGetNextOpt` must return.
+    pub(super) fn is_command(self) -> bool {
+        matches!(self, Tag::Cmd(_) | Tag::Help | Tag::Version)
+    }
+}
+
 /// One recognised option occurrence, or a bare word.
 pub(super) enum Item {
-    Opt { tag: Tag, value: Option<String> },
+    /// `word` is the whole argv word the option came from (`-Ln` for both `-L` and `-n`), as
+    /// popt's `poptBadOption` names it in messages.
+    Opt {
+        tag: Tag,
+        value: Option<String>,
+        word: String,
+    },
     Word(String),
 }
 
-/// popt-like tokenizer: clusters, glued values, `--long=value`, optional values, `--`.
+/// popt-like tokenizer (see [`tokenize_into`]). A popt error before any command is ipvsadm's
+/// `tryhelp_exit` path (its first `poptGetNextOpt` failed, or returned a non-command): the
+/// hint alone. After a command, the error is printed as `WORD: message`.
 pub(super) fn tokenize<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>, ParseError> {
     let mut items = Vec::new();
+    match tokenize_into(args, &mut items) {
+        Ok(()) => Ok(items),
+        Err(e) => {
+            let after_command = items
+                .iter()
+                .any(|i| matches!(i, Item::Opt { tag, .. } if tag.is_command()));
+            if after_command {
+                Err(e)
+            } else {
+                Err(ParseError::try_help(e.message))
+            }
+        }
+    }
+}
+
+/// popt-like tokenizer: clusters, glued values, `--long=value`, optional values, `--`.
+/// Errors name the whole argv word, as popt does (`-Lq: unknown option`).
+fn tokenize_into<S: AsRef<str>>(args: &[S], items: &mut Vec<Item>) -> Result<(), ParseError> {
     let mut i = 0;
     let mut only_words = false;
     // Takes the next word as a value; `optional` refuses words that look like options.
@@ -218,22 +251,29 @@ pub(super) fn tokenize<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>, ParseErro
             items.push(Item::Opt {
                 tag: spec.tag,
                 value,
+                word: a.to_string(),
             });
         } else {
             // A cluster of short options: `-Ln`, `-At10.0.0.1:80`, `-p600`.
             let cluster = &a[1..];
             for (pos, c) in cluster.char_indices() {
                 let spec = find_short(c)
-                    .ok_or_else(|| ParseError::usage(format!("-{c}: unknown option")))?;
+                    .ok_or_else(|| ParseError::usage(format!("{a}: unknown option")))?;
                 let rest = &cluster[pos + c.len_utf8()..];
-                let glued = (!rest.is_empty()).then(|| rest.to_string());
-                let spelled = format!("-{c}");
+                // popt, like GNU getopt, skips one '=' before a glued value (`-w=5`).
+                let glued =
+                    (!rest.is_empty()).then(|| rest.strip_prefix('=').unwrap_or(rest).to_string());
                 let (value, ends_cluster) = match spec.arg {
+                    Arg::None if rest.starts_with('=') => {
+                        return Err(ParseError::usage(format!(
+                            "{a}: option does not take an argument"
+                        )))
+                    }
                     Arg::None => (None, false),
                     Arg::Required => {
-                        let v = glued.or_else(|| next_value(&mut i, false)).ok_or_else(|| {
-                            ParseError::usage(format!("{spelled}: missing argument"))
-                        })?;
+                        let v = glued
+                            .or_else(|| next_value(&mut i, false))
+                            .ok_or_else(|| ParseError::usage(format!("{a}: missing argument")))?;
                         (Some(v), true)
                     }
                     Arg::Optional => (glued.or_else(|| next_value(&mut i, true)), true),
@@ -241,6 +281,7 @@ pub(super) fn tokenize<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>, ParseErro
                 items.push(Item::Opt {
                     tag: spec.tag,
                     value,
+                    word: a.to_string(),
                 });
                 if ends_cluster {
                     break;
@@ -249,7 +290,7 @@ pub(super) fn tokenize<S: AsRef<str>>(args: &[S]) -> Result<Vec<Item>, ParseErro
         }
         i += 1;
     }
-    Ok(items)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -297,25 +338,27 @@ mod tests {
 
     #[test]
     fn usage_errors() {
-        for args in [
-            "-t 10.0.0.1:80",
-            "-n",
-            "-Q",
-            "--frobnicate",
-            "-A -t",
-            "-A --tcp-service",
-            "--stats=1 -L",
-        ] {
+        // Before any command: ipvsadm's tryhelp_exit, the hint alone.
+        for args in ["-t 10.0.0.1:80", "-n", "-Q", "--frobnicate", "--stats=1 -L"] {
+            let e = err(args);
+            assert_eq!(e.kind, ParseErrorKind::TryHelp, "{args}: {e:?}");
+            assert_eq!(e.exit_code(), 255);
+            assert!(e.wants_hint() && !e.shows_message());
+        }
+        // After the command: `WORD: popt message`, no hint.
+        for args in ["-A -t", "-A --tcp-service", "-L -Q", "-LQ", "-L --stats=1"] {
             let e = err(args);
             assert_eq!(e.kind, ParseErrorKind::Usage, "{args}: {e:?}");
             assert_eq!(e.exit_code(), 255);
-            assert!(e.wants_hint());
+            assert!(!e.wants_hint() && e.shows_message());
         }
-        assert_eq!(err("-Q").message, "-Q: unknown option");
+        assert_eq!(err("-L -Q").message, "-Q: unknown option");
+        assert_eq!(err("-LQ").message, "-LQ: unknown option");
         assert_eq!(
-            err("--frobnicate=1").message,
+            err("-L --frobnicate=1").message,
             "--frobnicate=1: unknown option"
         );
         assert_eq!(err("-A -t").message, "-t: missing argument");
+        assert_eq!(err("-At").message, "-At: missing argument");
     }
 }
