@@ -466,3 +466,104 @@ fn sighup_applies_only_the_difference_and_a_bad_file_changes_nothing() {
     assert_eq!(ka.get(), first);
     assert!(lab.stop_xvsd());
 }
+
+/// One UDP request from the client's fixed source port `sport` (so that every call is the
+/// same flow): the reply text, or `<timeout>`.
+fn udp_from_port(lab: &Lab, port: u16, sport: u16) -> String {
+    let py = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',{sport}))\n\
+         s.settimeout(3)\ns.sendto(b'q',('{VIP}',{port}))\n\
+         try: print(s.recvfrom(100)[0].decode().strip())\n\
+         except socket.timeout: print('<timeout>')"
+    );
+    let o = lab.exec("client", &["python3", "-c", &py]);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn udp_conf(lab: &Lab, policy: &str) -> String {
+    let misc = |k: u32| format!("/tmp/xvs-test-{}-misc{k}.sh", lab.prefix);
+    format!(
+        r#"
+virtual_server {VIP} 5353 {{
+    delay_loop 1
+    lb_algo rr
+    lb_kind DR
+    protocol UDP
+    {policy}
+    real_server {rs1} 5353 {{
+        inhibit_on_failure
+        MISC_CHECK {{
+            misc_path {m1}
+        }}
+    }}
+    real_server {rs2} 5353 {{
+        inhibit_on_failure
+        MISC_CHECK {{
+            misc_path {m2}
+        }}
+    }}
+}}
+"#,
+        rs1 = RS_IPS[0],
+        rs2 = RS_IPS[1],
+        m1 = misc(1),
+        m2 = misc(2),
+    )
+}
+
+#[test]
+fn a_failed_servers_udp_flow_stays_by_default_and_moves_with_reassign() {
+    let mut lab = Lab::up("xvska4", 2, 1);
+    // Each server's check exits with the number in its file: 0 up, 1 down. The servers
+    // themselves keep running: only the checks say they are dead.
+    let prefix = lab.prefix.clone();
+    let state = |k: u32| PathBuf::from(format!("/tmp/xvs-test-{prefix}-state{k}"));
+    for k in 1..=2 {
+        std::fs::write(state(k), "0\n").unwrap();
+        let m = write(
+            &lab,
+            &format!("misc{k}.sh"),
+            &format!("#!/bin/sh\nexit $(cat {})\n", state(k).display()),
+        );
+        Command::new("chmod").arg("+x").arg(&m).status().unwrap();
+    }
+    let conf = write(&lab, "udp.conf", &udp_conf(&lab, ""));
+    lab.start_xvsd(&["--config", conf.to_str().unwrap()]);
+    let first = udp_from_port(&lab, 5353, 40001);
+    let k: u32 = match first.as_str() {
+        "rs1" => 1,
+        "rs2" => 2,
+        other => panic!("no answer: {other}"),
+    };
+    let (dead_ip, other) = if k == 1 {
+        (RS_IPS[0], "rs2")
+    } else {
+        (RS_IPS[1], "rs1")
+    };
+    // Its checks fail: weight 0 (inhibit_on_failure). IPVS's policy keeps the flow on it.
+    std::fs::write(state(k), "1\n").unwrap();
+    poll(
+        "the failed server at weight 0",
+        Duration::from_secs(10),
+        || {
+            let t = table(&lab);
+            t.contains(&(dead_ip.to_string(), 0))
+                .then_some(())
+                .ok_or(format!("{t:?}"))
+        },
+    );
+    assert_eq!(udp_from_port(&lab, 5353, 40001), first);
+    // New flows go to the live server.
+    assert_eq!(udp_from_port(&lab, 5353, 40002), other);
+    // xvs_on_dead reassign (a reload changes only the policy): the same flow's next
+    // datagram is answered by the live server, without loss.
+    std::fs::write(&conf, udp_conf(&lab, "xvs_on_dead reassign")).unwrap();
+    lab.signal_xvsd("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        lab.xvsd_log().contains("configuration reloaded")
+    });
+    assert_eq!(udp_from_port(&lab, 5353, 40001), other);
+    assert!(lab.counter("dead_rescheduled") >= 1);
+    assert!(lab.stop_xvsd());
+}

@@ -233,6 +233,30 @@ fn choose_workers(queues: u32, requested: Option<u32>) -> Result<u32> {
     Ok(n)
 }
 
+/// Restricts the calling thread (and the threads it creates later) to the CPUs not in
+/// `busy`, if any are left; otherwise leaves it as it is.
+fn keep_off_cores(busy: &[usize]) {
+    // SAFETY: cpu_set_t is plain bits; CPU_* only touch the set passed; sched_*affinity
+    // read or write the calling thread's mask from a properly sized set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return;
+        }
+        for &c in busy {
+            if c < libc::CPU_SETSIZE as usize {
+                libc::CPU_CLR(c, &mut set);
+            }
+        }
+        if libc::CPU_COUNT(&set) == 0 {
+            return;
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!("keeping control threads off the workers' cores failed");
+        }
+    }
+}
+
 /// SIGHUP: re-read the file and apply the difference; a bad file changes nothing.
 fn reload(path: Option<&std::path::Path>, health: Option<&crate::health::runner::Health>) {
     let (Some(path), Some(h)) = (path, health) else {
@@ -359,6 +383,14 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         );
     }
 
+    // The control threads (this one, the control socket, the health checks, listings)
+    // stay off the workers' cores when there are others: a burst of health checks or a
+    // long listing must not take time from forwarding. Threads inherit this mask.
+    keep_off_cores(
+        &(0..nworkers as usize)
+            .filter_map(|q| cores.get(q % cores.len().max(1)).map(|c| c.id))
+            .collect::<Vec<_>>(),
+    );
     let steering = Arc::new(Mutex::new(steering));
     let state = Arc::new(Mutex::new(DaemonState::new(
         shared.clone(),

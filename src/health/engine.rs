@@ -84,6 +84,10 @@ pub struct VsState {
     /// The sorry server is in the pool (`ISALIVE(vs->s_svr)`).
     pub sorry_alive: bool,
     pub rs: Vec<RsState>,
+    /// Bumped whenever something `desired()` reads changes (a server's state or weight,
+    /// the quorum), so that the runner rebuilds the table only then, not after every
+    /// check: with thousands of servers that rebuild is the costly part.
+    pub changes: u64,
 }
 
 /// One service as the daemon should configure it.
@@ -177,6 +181,7 @@ impl Engine {
                 quorum_up: false,
                 sorry_alive: false,
                 rs: rss,
+                changes: 0,
             };
             match pvs {
                 Some(p) => {
@@ -192,6 +197,11 @@ impl Engine {
             vss.push(vs);
         }
         (Engine { vss }, actions)
+    }
+
+    /// Changes to the table so far (see `VsState::changes`).
+    pub fn changes(&self) -> u64 {
+        self.vss.iter().map(|v| v.changes).sum()
     }
 
     pub fn checker(&self, id: CheckerId) -> Option<&CheckerState> {
@@ -423,6 +433,7 @@ impl VsState {
             self.vs_name()
         )));
         self.rs[r].alive = alive;
+        self.changes += 1;
         self.rs_notify(r, actions);
         self.update_quorum(false, actions);
     }
@@ -445,6 +456,7 @@ impl VsState {
         let old = real_weight(self.rs[r].effective_weight);
         self.rs[r].effective_weight = w;
         if real_weight(w) != old {
+            self.changes += 1;
             actions.push(Action::Log(format!(
                 "Changing weight from {old} to {} for {}active service {} of VS {}",
                 real_weight(w),
@@ -464,6 +476,7 @@ impl VsState {
         let has_sorry = self.conf.sorry_server.is_some();
         if !self.quorum_up && sum >= threshold {
             self.quorum_up = true;
+            self.changes += 1;
             actions.push(Action::Log(format!(
                 "Gained quorum {q}+{h}={threshold} <= {sum} for VS {}",
                 self.vs_name()
@@ -477,6 +490,7 @@ impl VsState {
             || (init && !self.quorum_up && has_sorry && !self.sorry_alive)
         {
             self.quorum_up = false;
+            self.changes += 1;
             actions.push(Action::Log(format!(
                 "{} {q}-{h}={threshold} > {sum} for VS {}",
                 if init {
@@ -702,9 +716,12 @@ mod tests {
         assert_eq!(ran(&a), vec!["/down 192.168.0.18"]);
         assert_eq!(table(&e), vec![("192.168.0.28".into(), 1)]);
         assert_eq!(e.checker((0, 0, 0)).unwrap().failures, 4);
+        let changes = e.changes();
+        assert!(changes > 0);
         // While down, failures change nothing and keep the delay_loop pace.
         let (d, a) = e.record((0, 0, 0), &down(), 1, 5);
         assert_eq!((d, a.len()), (Duration::from_secs(6), 0));
+        assert_eq!(e.changes(), changes, "no change, no table rebuild");
         // One success brings it back.
         let (d, a) = e.record((0, 0, 0), &up(), 1, 6);
         assert_eq!(d, Duration::from_secs(6));

@@ -49,8 +49,8 @@ pub struct Health {
 struct Ctx {
     engine: Arc<Mutex<Engine>>,
     sink: Mutex<Box<dyn Sink>>,
-    /// The table last given to the sink.
-    applied: Mutex<Vec<DesiredService>>,
+    /// The table last given to the sink, and the engine's change count then.
+    applied: Mutex<(Vec<DesiredService>, u64)>,
     prober: Prober,
     local: LocalAddrs,
     permits: tokio::sync::Semaphore,
@@ -69,7 +69,7 @@ impl Health {
         let ctx = Arc::new(Ctx {
             engine: engine.clone(),
             sink: Mutex::new(sink),
-            applied: Mutex::new(Vec::new()),
+            applied: Mutex::new((Vec::new(), 0)),
             prober,
             local,
             permits: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
@@ -161,14 +161,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Ctx {
-    /// Hands the table to the sink if it changed (or always, with `force`).
+    /// Hands the table to the sink if it changed (or always, with `force`). The table is
+    /// rebuilt only when the engine counted a change since the last time.
     fn publish(&self, force: bool) {
-        let desired = lock(&self.engine).desired();
         let mut applied = lock(&self.applied);
-        if force || *applied != desired {
+        let (desired, changes) = {
+            let e = lock(&self.engine);
+            let changes = e.changes();
+            if !force && changes == applied.1 {
+                return;
+            }
+            (e.desired(), changes)
+        };
+        if force || applied.0 != desired {
             lock(&self.sink).apply(&desired);
-            *applied = desired;
+            applied.0 = desired;
         }
+        applied.1 = changes;
     }
 }
 
