@@ -7,6 +7,8 @@
 
 pub mod check;
 pub mod engine;
+#[cfg(test)]
+pub(crate) mod fixture;
 pub mod runner;
 
 use crate::kconf::CheckKind;

@@ -322,8 +322,8 @@ fn run_script(s: &Script) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::fixture::*;
     use crate::kconf::*;
-    use crate::model::{Forward, Protocol, ServiceKey};
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
     struct Tables(Arc<Mutex<Vec<Vec<DesiredService>>>>);
@@ -333,67 +333,24 @@ mod tests {
         }
     }
 
+    /// One TCP service on 10.0.0.88:80 with a 20 ms TCP_CHECK on each of `addrs`.
     fn conf(addrs: &[&str]) -> KConfig {
-        let checker = |port| Checker {
-            loc: Loc::default(),
-            kind: CheckKind::Tcp,
-            connect_ip: "10.0.0.1".parse().unwrap(),
-            connect_port: port,
-            bindto: None,
-            bind_port: None,
-            alpha: false,
-            timing: Timing {
-                delay_loop: Duration::from_millis(20),
-                connect_timeout: Duration::from_millis(100),
-                retry: 1,
-                delay_before_retry: Duration::from_millis(20),
-                warmup: Duration::ZERO,
-            },
-        };
+        let mut v = vs(addrs
+            .iter()
+            .map(|a| {
+                let mut c = tcp_check(1);
+                c.timing.delay_loop = Duration::from_millis(20);
+                c.timing.delay_before_retry = Duration::from_millis(20);
+                c.timing.connect_timeout = Duration::from_millis(100);
+                let mut r = rs(a, 1, vec![c]);
+                (r.notify_up, r.notify_down) = (None, None);
+                r
+            })
+            .collect());
+        v.services[0].addr = "10.0.0.88".parse().unwrap();
+        (v.quorum_up, v.quorum_down) = (None, None);
         KConfig {
-            virtual_servers: vec![VirtualServer {
-                loc: Loc::default(),
-                services: vec![ServiceKey {
-                    proto: Protocol::Tcp,
-                    addr: "10.0.0.88".parse().unwrap(),
-                    port: 80,
-                }],
-                group: None,
-                protocol: Protocol::Tcp,
-                scheduler: "rr".into(),
-                sched_flags: vec![],
-                method: Forward::Route,
-                persistence: None,
-                granularity: None,
-                ha_suspend: false,
-                virtualhost: None,
-                alpha: false,
-                omega: false,
-                quorum: 1,
-                hysteresis: 0,
-                quorum_up: None,
-                quorum_down: None,
-                sorry_server: None,
-                sorry_server_inhibit: false,
-                on_dead: OnDead::Ipvs,
-                real_servers: addrs
-                    .iter()
-                    .map(|a| RealServer {
-                        loc: Loc::default(),
-                        addr: a.parse().unwrap(),
-                        port: Some(80),
-                        weight: 1,
-                        method: Forward::Route,
-                        u_threshold: 0,
-                        l_threshold: 0,
-                        inhibit_on_failure: false,
-                        alpha: false,
-                        notify_up: None,
-                        notify_down: None,
-                        checkers: vec![checker(80)],
-                    })
-                    .collect(),
-            }],
+            virtual_servers: vec![v],
             ..Default::default()
         }
     }

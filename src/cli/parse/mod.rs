@@ -216,74 +216,25 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
         _ => {}
     }
 
-    // `--datapath` is an xvs command outside ipvsadm's table: it takes only `--socket`.
-    if items.iter().any(|i| {
-        matches!(
-            i,
-            Item::Opt {
-                tag: Tag::DataPath,
-                ..
-            }
-        )
-    }) {
-        let mut socket = None;
-        for item in items {
-            match item {
-                Item::Opt {
-                    tag: Tag::DataPath, ..
-                } => {}
-                Item::Opt {
-                    tag: Tag::Socket,
-                    value,
-                    ..
-                } => socket = value,
-                Item::Word(w) => {
-                    return Err(ParseError::invalid(format!("unexpected argument {w}")))
-                }
-                Item::Opt { .. } => {
-                    return Err(ParseError::invalid(
-                        "--datapath takes no options other than --socket",
-                    ))
-                }
-            }
-        }
-        return Ok(invocation(Command::DataPath, socket));
+    // `--datapath` and `-L --health` are xvs commands outside ipvsadm's table, each with
+    // a short list of options it takes.
+    if let Some(inv) = xvs_command(
+        &items,
+        Tag::DataPath,
+        &[Tag::DataPath],
+        Command::DataPath,
+        "--datapath takes no options other than --socket",
+    )? {
+        return Ok(inv);
     }
-
-    // `-L --health` is an xvs listing outside ipvsadm's table: with `-L`/`-l`, `-n` and
-    // `--socket` only.
-    if items.iter().any(|i| {
-        matches!(
-            i,
-            Item::Opt {
-                tag: Tag::Health,
-                ..
-            }
-        )
-    }) {
-        let mut socket = None;
-        for item in items {
-            match item {
-                Item::Opt {
-                    tag: Tag::Health | Tag::Cmd(Cmd::List) | Tag::Numeric,
-                    ..
-                } => {}
-                Item::Opt {
-                    tag: Tag::Socket,
-                    value,
-                    ..
-                } => socket = value,
-                Item::Word(w) => {
-                    return Err(ParseError::invalid(format!("unexpected argument {w}")))
-                }
-                Item::Opt { .. } => {
-                    return Err(ParseError::invalid(
-                        "--health takes no options other than -L, -n and --socket",
-                    ))
-                }
-            }
-        }
-        return Ok(invocation(Command::Health, socket));
+    if let Some(inv) = xvs_command(
+        &items,
+        Tag::Health,
+        &[Tag::Health, Tag::Cmd(Cmd::List), Tag::Numeric],
+        Command::Health,
+        "--health takes no options other than -L, -n and --socket",
+    )? {
+        return Ok(inv);
     }
 
     let mut st = State::default();
@@ -342,6 +293,38 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
 
 fn invocation(command: Command, socket: Option<String>) -> Invocation {
     Invocation { command, socket }
+}
+
+/// An xvs command selected by `tag` anywhere on the line: the options in `allowed` and
+/// `--socket` are accepted, anything else is refused with `refusal`. `None`: not this
+/// command.
+fn xvs_command(
+    items: &[Item],
+    tag: Tag,
+    allowed: &[Tag],
+    cmd: Command,
+    refusal: &str,
+) -> Result<Option<Invocation>, ParseError> {
+    if !items
+        .iter()
+        .any(|i| matches!(i, Item::Opt { tag: t, .. } if *t == tag))
+    {
+        return Ok(None);
+    }
+    let mut socket = None;
+    for item in items {
+        match item {
+            Item::Opt { tag: t, .. } if allowed.contains(t) => {}
+            Item::Opt {
+                tag: Tag::Socket,
+                value,
+                ..
+            } => socket = value.clone(),
+            Item::Word(w) => return Err(ParseError::invalid(format!("unexpected argument {w}"))),
+            Item::Opt { .. } => return Err(ParseError::invalid(refusal)),
+        }
+    }
+    Ok(Some(invocation(cmd, socket)))
 }
 
 #[cfg(test)]
