@@ -497,6 +497,52 @@ pub fn format_save(status: &Status, fmt: FormatOpts, names: &PortNames) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_listing_groups_checkers_under_their_service() {
+        let row =
+            |addr: &str, checker: &str, up: bool, err: Option<&str>| crate::model::HealthRow {
+                service: ServiceKey {
+                    proto: Protocol::Tcp,
+                    addr: "10.0.0.88".parse().unwrap(),
+                    port: 80,
+                },
+                group: String::new(),
+                addr: addr.parse().unwrap(),
+                port: 80,
+                alive: up,
+                checker: checker.into(),
+                target: format!("{addr}:80"),
+                up,
+                has_run: true,
+                failures: if up { 0 } else { 2 },
+                last_error: err.map(String::from),
+                since_secs: 12,
+                last_latency_ms: Some(1),
+                checks: 9,
+            };
+        let out = format_health(&[
+            row("10.0.0.9", "TCP_CHECK", true, None),
+            row(
+                "10.0.0.20",
+                "HTTP_GET",
+                false,
+                Some("connect: Connection refused"),
+            ),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert_eq!(lines[2], "TCP  10.0.0.88:80");
+        assert!(lines[4].starts_with("  -> 10.0.0.20:80"), "{out}");
+        let cols: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!(
+            &cols[2..8],
+            ["dead", "HTTP_GET", "10.0.0.20:80", "down", "2", "12s"],
+            "{out}"
+        );
+        assert!(lines[4].ends_with("connect: Connection refused"));
+        assert!(lines[1].contains("Server Checker"));
+    }
     use crate::cli::parse::{parse_restore, parse_with, Command, ListView};
     use crate::model::{Counters, Request, ServiceOpts};
 
