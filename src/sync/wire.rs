@@ -30,9 +30,16 @@
 //! `IP_VS_CONN_F_SEQ_MASK` (the options follow, unmarked). A v1 message starts with a zero
 //! byte, which a v0 receiver reads as "no connections".
 //!
-//! Read from the Linux tree at github.com/gregkh/linux (commit
-//! b051dc3b1d1ad7a2110f12c3d2229b30fd69d90e of `ip_vs_sync.c`, a 6.x kernel; the format
-//! has not changed since version 1 arrived in 2.6.39).
+//! Read from the Linux tree at github.com/gregkh/linux (`ip_vs_sync.c` at commit
+//! b051dc3b1d1ad7a2110f12c3d2229b30fd69d90e, a 6.x kernel; `include/net/ip_vs.h` and
+//! `include/uapi/linux/ip_vs.h` of the same tree; `num_states` from
+//! `ip_vs_proto_{tcp,udp,ah_esp}.c` of torvalds/linux).
+//!
+//! Where the kernel applies entries one by one and then gives up on the rest of a bad
+//! datagram, [`decode_partial`] says exactly that; [`decode`] is the all-or-nothing view.
+//! Entries the kernel skips singly (unknown mandatory option, unsupported protocol, state
+//! out of range, PE data without a name) are listed in [`Decoded::skipped`], not errors.
+//! IPv6 entries are decoded (as a kernel with CONFIG_IP_VS_IPV6 does) and marked `v6`.
 //!
 //! The decoder never panics and does bounded work: at most 255 entries, each walked once.
 
