@@ -579,6 +579,10 @@ const MAXLEN_MAX: usize = 65535 - UDP4_HLEN;
 /// buffer's end, the buffer is finished and the entry starts a new one. The kernel also
 /// sends a buffer after 2 s (IPVS_SYNC_FLUSH_TIME): that is the caller's [`flush`].
 ///
+/// This is the packing of current kernels. Older ones (3.x) differ in packing only, not in
+/// format: their buffers were exactly `sync_maxlen`, and v0 sent a buffer as soon as fewer
+/// than 48 bytes were left. Receivers do not depend on the packing.
+///
 /// One divergence: `nr_conns` is a byte the kernel increments without a check, which wraps
 /// with a `maxlen` above about 9 KB of 36-byte entries; this writer finishes a datagram at
 /// 255 entries instead.
