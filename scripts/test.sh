@@ -69,8 +69,8 @@ step "criterion benches in test mode (cargo test --workspace --bench '*')"
 cargo test --workspace --bench '*'
 
 # The fuzz crate is its own workspace (fuzz/Cargo.toml); sharing target/ reuses the
-# main build's dependencies. Its binaries land in target/debug/{parse_flow,forward,xmit}.
-FUZZ_TARGETS=(parse_flow forward xmit)
+# main build's dependencies. Its binaries land in target/debug/{parse_flow,forward,xmit,sync_decode}.
+FUZZ_TARGETS=(parse_flow forward xmit sync_decode)
 step "fuzz targets: build on stable, clippy, one pass over the seed corpus"
 cargo build --manifest-path fuzz/Cargo.toml --target-dir "$ROOT/target" --bins
 cargo clippy --manifest-path fuzz/Cargo.toml --target-dir "$ROOT/target" --bins -- -D warnings ||

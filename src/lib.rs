@@ -20,5 +20,6 @@ pub mod packet;
 pub mod sched;
 pub mod service;
 pub mod stats;
+pub mod sync;
 pub mod worker;
 pub mod xmit;
