@@ -114,7 +114,6 @@ fn dest_requests(cur: &ServiceConf, d: &DesiredService, reqs: &mut Vec<Request>)
 /// touched: the check runs on an empty scratch model.
 pub fn validate(conf: &KConfig) -> Result<(), ConfError> {
     let (engine, _) = Engine::new(conf, 0);
-    let mut model = ConfigModel::default();
     let mut seen: HashSet<ServiceKey> = HashSet::new();
     for vs in &engine.vss {
         for key in &vs.conf.services {
@@ -125,63 +124,51 @@ pub fn validate(conf: &KConfig) -> Result<(), ConfError> {
                 });
             }
         }
-        // Every real server as if alive, so that each is checked.
-        let mut all = vs.clone();
-        for r in &mut all.rs {
+        // The two tables the service can have: every real server alive, and the sorry
+        // server in (quorum lost), so that each server is checked.
+        let mut alive = vs.clone();
+        for r in &mut alive.rs {
             r.alive = true;
         }
-        all.quorum_up = true;
-        all.sorry_alive = false;
-        let one = Engine { vss: vec![all] };
-        for d in one.desired() {
-            let add = Request::AddService {
-                key: d.key,
-                opts: d.opts.clone(),
-            };
-            model.apply(&add).map_err(|msg| ConfError {
-                loc: vs.conf.loc.clone(),
-                msg: format!("virtual server {}: {msg}", d.key),
-            })?;
-            for spec in &d.dests {
-                let loc = vs
-                    .conf
-                    .real_servers
-                    .iter()
-                    .find(|r| r.addr == spec.addr)
-                    .map_or(vs.conf.loc.clone(), |r| r.loc.clone());
+        (alive.quorum_up, alive.sorry_alive) = (true, false);
+        let mut sorry = alive.clone();
+        (sorry.quorum_up, sorry.sorry_alive) = (false, true);
+        for variant in [alive, sorry] {
+            let mut model = ConfigModel::default();
+            for d in (Engine { vss: vec![variant] }).desired() {
                 model
-                    .apply(&Request::AddDest {
-                        service: d.key,
-                        dest: *spec,
+                    .apply(&Request::AddService {
+                        key: d.key,
+                        opts: d.opts.clone(),
                     })
                     .map_err(|msg| ConfError {
-                        loc,
-                        msg: format!("real server {}: {msg}", spec.addr),
+                        loc: vs.conf.loc.clone(),
+                        msg: format!("virtual server {}: {msg}", d.key),
                     })?;
-            }
-        }
-        if let Some(s) = &vs.conf.sorry_server {
-            for key in &vs.conf.services {
-                let mut m = ConfigModel::default();
-                let _ = m.apply(&Request::AddService {
-                    key: *key,
-                    opts: ServiceOpts::default(),
-                });
-                m.apply(&Request::AddDest {
-                    service: *key,
-                    dest: DestSpec {
-                        addr: s.addr,
-                        port: s.port,
-                        forward: s.method,
-                        weight: 1,
-                        u_threshold: 0,
-                        l_threshold: 0,
-                    },
-                })
-                .map_err(|msg| ConfError {
-                    loc: s.loc.clone(),
-                    msg: format!("sorry server {}: {msg}", s.addr),
-                })?;
+                for spec in &d.dests {
+                    let sorry = vs
+                        .conf
+                        .sorry_server
+                        .as_ref()
+                        .filter(|s| s.addr == spec.addr);
+                    let (loc, what) =
+                        match vs.conf.real_servers.iter().find(|r| r.addr == spec.addr) {
+                            Some(r) => (r.loc.clone(), "real server"),
+                            None => (
+                                sorry.map_or(vs.conf.loc.clone(), |s| s.loc.clone()),
+                                "sorry server",
+                            ),
+                        };
+                    model
+                        .apply(&Request::AddDest {
+                            service: d.key,
+                            dest: *spec,
+                        })
+                        .map_err(|msg| ConfError {
+                            loc,
+                            msg: format!("{what} {}: {msg}", spec.addr),
+                        })?;
+                }
             }
         }
     }
