@@ -12,11 +12,14 @@
 
 mod icmp;
 
-use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns};
+use crate::conn::{
+    tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns, Parked, ParkedConns,
+};
 use crate::dest::{DeadAction, DestRt, NO_PORT};
 use crate::model::Forward;
 use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow};
-use crate::service::{service_lookup_key, ServiceRt, Snapshot};
+use crate::service::{service_lookup_key, ServiceRt, Snapshot, NO_TEMPLATE};
+use crate::sync::out::{self as sync_out, SyncQueues, SyncRec};
 use crate::xmit;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, MutexGuard};
@@ -76,6 +79,10 @@ pub struct FwdCounters {
     pub dead_rescheduled: u64,
     /// TCP RSTs sent to clients of a removed or dead server (policy `reassign`).
     pub dead_reset: u64,
+    /// Parked connections (synced, restored, moved from another queue) that became this
+    /// worker's at their first packet here.
+    #[serde(default)]
+    pub imported: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -119,6 +126,10 @@ pub struct Forwarder {
     /// DR and TUN connections of this worker.
     pub conns: ConnTable,
     pub nat: Arc<NatConns>,
+    /// Connections no worker holds yet (synced, restored, moved): looked up on a miss.
+    pub parked: Arc<ParkedConns>,
+    /// Outgoing connection sync (the master daemon drains it).
+    pub sync: Arc<SyncQueues>,
     pub ports: [PortInfo; MAX_PORTS],
     pub counters: FwdCounters,
     sweep_shard: usize,
@@ -145,12 +156,21 @@ impl Forwarder {
             worker_id,
             conns: ConnTable::with_capacity(conn_capacity),
             nat,
+            // Placeholders until the daemon hands over the shared ones (`set_shared`).
+            parked: Arc::new(ParkedConns::with_capacity(0)),
+            sync: Arc::new(SyncQueues::with_len(1, 1)),
             ports: p,
             counters: FwdCounters::default(),
             sweep_shard: worker_id,
             reflect: false,
             handoff: false,
         }
+    }
+
+    /// Shares the daemon's parked connections and sync queues with this forwarder.
+    pub fn set_shared(&mut self, parked: Arc<ParkedConns>, sync: Arc<SyncQueues>) {
+        self.parked = parked;
+        self.sync = sync;
     }
 
     /// Handles one frame in place. `buf` is the whole frame buffer and `len` the frame's
@@ -234,6 +254,8 @@ impl Forwarder {
             worker_id,
             conns,
             nat,
+            parked,
+            sync,
             ports,
             counters,
             ..
@@ -242,6 +264,7 @@ impl Forwarder {
             worker_id: *worker_id,
             ports,
             counters,
+            sync,
             buf,
             flow: &flow,
             in_port,
@@ -316,6 +339,11 @@ impl Forwarder {
                     sh.remove(slot);
                 }
             }
+            // Not this worker's, not a NAT entry: one that some other source gave the
+            // director (sync peer, restart, another queue) becomes this worker's now.
+            if let Some(p) = parked.take(&k) {
+                return cx.import(svc, p, parked, conns, shard, len);
+            }
             return cx.new_conn(svc, conns, shard, len);
         }
 
@@ -355,6 +383,7 @@ struct Cx<'a> {
     worker_id: usize,
     ports: &'a [PortInfo; MAX_PORTS],
     counters: &'a mut FwdCounters,
+    sync: &'a SyncQueues,
     buf: &'a mut [u8],
     flow: &'a Flow,
     in_port: u8,
@@ -363,6 +392,96 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// A parked connection's first packet on this worker: it becomes a connection of this
+    /// worker's table (DR/TUN) or of the client's NAT shard, with the state and expiry it
+    /// was parked with, and the packet is forwarded as a local hit. Its real server must
+    /// be in the service's list (IPVS `ip_vs_find_dest`: address, port, method); if it is
+    /// not (yet), the entry goes back to wait for the configuration and the packet is
+    /// dropped (`unbound`), so a flow restored before its rules survives their restore.
+    fn import(
+        &mut self,
+        svc: &Arc<ServiceRt>,
+        p: Parked,
+        parked: &ParkedConns,
+        conns: &mut ConnTable,
+        mut shard: Option<MutexGuard<'_, ConnTable>>,
+        len: &mut usize,
+    ) -> Verdict {
+        let k = self.flow.key;
+        let set = svc.sched_set();
+        let dest = set
+            .dests
+            .iter()
+            .find(|d| {
+                u32::from(d.addr) == p.dest_addr
+                    && (d.port == p.dest_port || d.port == 0)
+                    && d.forward == p.forward
+            })
+            .cloned();
+        let Some(dest) = dest else {
+            // Lost only if the store filled up meanwhile (then counted as refused later).
+            let _ = parked.put(k, p);
+            return Verdict::Drop(DropReason::Unbound);
+        };
+        let masq = dest.forward == Forward::Masq;
+        let rport = if p.dest_port == 0 {
+            k.dport
+        } else {
+            p.dest_port
+        };
+        let mut client_mac = [0u8; 6];
+        client_mac.copy_from_slice(&self.buf[6..12]);
+        let conn = Conn {
+            key: k,
+            state: p.state,
+            expires_ms: p.expires_ms,
+            svc: svc.clone(),
+            dest: dest.clone(),
+            tpl: NO_TEMPLATE,
+            rip: if masq { u32::from(dest.addr) } else { 0 },
+            rport,
+            client_mac,
+            in_port: self.in_port,
+            worker: self.worker_id as u16,
+            // As ip_vs_proc_conn: in_pkts = sync_threshold, old_state = the state.
+            sync_pkts: sync_out::SYNC_THRESHOLD as u16,
+            sync_state: p.state,
+        };
+        self.counters.imported += 1;
+        if masq {
+            let Some(sh) = shard.as_mut() else {
+                return Verdict::Drop(DropReason::NoService);
+            };
+            if !self.make_room(sh) {
+                return Verdict::Drop(DropReason::TableFull);
+            }
+            let Some(slot) = self.insert(sh, conn) else {
+                return Verdict::Drop(DropReason::TableFull);
+            };
+            let Some(c) = sh.get_mut(slot) else {
+                return Verdict::Drop(DropReason::NoConn);
+            };
+            let was = c.state;
+            let v = self.nat_request(c, len);
+            sh.note_state(slot, was);
+            return v;
+        }
+        drop(shard);
+        if !self.make_room(conns) {
+            return Verdict::Drop(DropReason::TableFull);
+        }
+        let Some(slot) = self.insert(conns, conn) else {
+            return Verdict::Drop(DropReason::TableFull);
+        };
+        let Some(c) = conns.get_mut(slot) else {
+            return Verdict::Drop(DropReason::NoConn);
+        };
+        let was = c.state;
+        let v = self.forward_local(c, len);
+        conns.note_state(slot, was);
+        v
+    }
+
     /// A new connection to `svc`. `shard` is the client's NAT shard, locked, when the service
     /// has NAT servers (`ServiceRt::has_nat`, set before any NAT server is published), so
     /// room, scheduling and insertion happen under one lock (taken before the scheduler's
@@ -423,6 +542,8 @@ impl Cx<'_> {
             client_mac,
             in_port: self.in_port,
             worker: self.worker_id as u16,
+            sync_pkts: 0,
+            sync_state: ConnState::None,
         };
         // A refused connection is dropped here, which also releases its template.
         if masq {
@@ -534,6 +655,43 @@ impl Cx<'_> {
             conn.set_state(next);
         }
         conn.expires_ms = self.now_ms + self.snap.timeouts.get(conn.state);
+        if dir != Direction::Output {
+            self.sync_out(conn);
+        }
+    }
+
+    /// IPVS `ip_vs_sync_conn` for a client packet (`ip_vs_in`): counts it and, while a
+    /// master sync daemon runs and the send rule says so, queues the entry for it. Plain
+    /// field writes on the entry being updated anyway, and a bounded queue push.
+    #[inline]
+    fn sync_out(&self, conn: &mut Conn) {
+        // Counted modulo 50000, a multiple of the sync period, so `pkts % 50` is IPVS's.
+        conn.sync_pkts = if conn.sync_pkts >= 50_000 {
+            1
+        } else {
+            conn.sync_pkts + 1
+        };
+        if !self.sync.enabled() {
+            return;
+        }
+        let (proto, state) = (conn.key.proto, conn.state);
+        if sync_out::needed(proto, state, &mut conn.sync_state, conn.sync_pkts as u32) {
+            self.sync.push(
+                self.worker_id,
+                SyncRec {
+                    key: conn.key,
+                    dest_addr: u32::from(conn.dest.addr),
+                    dest_port: if conn.rport != 0 {
+                        conn.rport
+                    } else {
+                        conn.dest.port
+                    },
+                    forward: conn.dest.forward,
+                    state,
+                    timeout_s: (self.snap.timeouts.get(state) / 1000) as u32,
+                },
+            );
+        }
     }
 
     /// Where frames to `dest` leave, and with which MACs; `None` while unresolved.
@@ -806,6 +964,112 @@ mod tests {
         assert_eq!(f.counters.new_conns, 2);
         let st = dests[0].stats.read();
         assert_eq!((st.conns, st.inpkts, st.inbytes), (1, 2, 80));
+    }
+
+    fn parked_entry(dest: u32, state: ConnState) -> Parked {
+        Parked {
+            dest_addr: dest,
+            dest_port: 80,
+            forward: Forward::Route,
+            state,
+            expires_ms: 900_000,
+        }
+    }
+
+    fn client_key(sport: u16) -> crate::packet::FlowKey {
+        crate::packet::FlowKey {
+            saddr: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 100)),
+            daddr: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 88)),
+            sport,
+            dport: 80,
+            proto: 6,
+        }
+    }
+
+    #[test]
+    fn a_parked_connection_becomes_this_workers_at_its_first_packet() {
+        let (snap, dests, _svc) = setup(&[1, 1]);
+        let mut f = fwd(16);
+        f.set_shared(
+            Arc::new(ParkedConns::with_capacity(64)),
+            Arc::new(SyncQueues::new(1)),
+        );
+        // Parked on the *second* server: wrr would have picked the first.
+        f.parked
+            .put(
+                client_key(2000),
+                parked_entry(0x0a00_000a, ConnState::Established),
+            )
+            .unwrap();
+        // A mid-stream ACK (no SYN): without the entry it would be dropped as no_conn.
+        let mut ack = tcp(2000, "A");
+        assert_eq!(run(&mut f, &mut ack, &snap, 10), Verdict::Tx(0));
+        assert_eq!(&ack[0..6], &[0x02, 0, 0, 0, 1, 1], "to the parked server");
+        assert_eq!(f.counters.imported, 1);
+        assert_eq!(f.counters.new_conns, 0, "not a new connection");
+        assert!(f.parked.is_empty(), "taken, not copied");
+        assert_eq!(f.conns.len(), 1);
+        assert_eq!(dests[1].active(), 1, "counted on its server");
+        // Later packets are local hits.
+        let mut ack2 = tcp(2000, "A");
+        assert_eq!(run(&mut f, &mut ack2, &snap, 11), Verdict::Tx(0));
+        assert_eq!(&ack2[0..6], &[0x02, 0, 0, 0, 1, 1]);
+        assert_eq!(f.counters.imported, 1);
+    }
+
+    #[test]
+    fn a_parked_connection_without_its_server_waits_for_it() {
+        let (snap, _dests, _svc) = setup(&[1]);
+        let mut f = fwd(16);
+        f.set_shared(
+            Arc::new(ParkedConns::with_capacity(64)),
+            Arc::new(SyncQueues::new(1)),
+        );
+        // 10.0.0.77 is not a server of the service (rules not restored yet).
+        f.parked
+            .put(
+                client_key(2001),
+                parked_entry(0x0a00_004d, ConnState::Established),
+            )
+            .unwrap();
+        assert_eq!(
+            run(&mut f, &mut tcp(2001, "A"), &snap, 0),
+            Verdict::Drop(DropReason::Unbound)
+        );
+        assert_eq!(f.parked.len(), 1, "still waiting");
+        assert_eq!(f.conns.len(), 0);
+    }
+
+    #[test]
+    fn connections_are_queued_for_sync_by_ipvs_rule_only_while_a_master_runs() {
+        let (snap, _dests, _svc) = setup(&[1]);
+        let mut f = fwd(16);
+        let q = Arc::new(SyncQueues::new(1));
+        f.set_shared(Arc::new(ParkedConns::with_capacity(64)), q.clone());
+        let mut out = vec![];
+        // No master: nothing queued.
+        for (i, fl) in ["S", "A", "A", "A"].iter().enumerate() {
+            run(&mut f, &mut tcp(3000, fl), &snap, i as u64);
+        }
+        q.drain(&mut out);
+        assert!(out.is_empty());
+        q.set_enabled(true);
+        // Packets 1 (SYN), 2 (ACK: ESTABLISHED), 3 (sent), 4..52, 53 (sent).
+        for i in 0..53u64 {
+            let fl = if i == 0 { "S" } else { "A" };
+            run(&mut f, &mut tcp(3001, fl), &snap, 100 + i);
+        }
+        q.drain(&mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].key, client_key(3001));
+        assert_eq!(out[0].state, ConnState::Established);
+        assert_eq!(out[0].timeout_s, 900);
+        assert_eq!(out[0].dest_addr, 0x0a00_0009);
+        // A FIN goes at once.
+        run(&mut f, &mut tcp(3001, "FA"), &snap, 200);
+        q.drain(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].state, ConnState::FinWait);
     }
 
     #[test]

@@ -393,6 +393,9 @@ pub struct WorkerCounters {
     /// TCP RSTs sent to clients of a removed or dead server (`--on-dead reassign`).
     #[serde(default)]
     pub dead_reset: u64,
+    /// Parked connections (synced, restored, from another queue) this worker took over.
+    #[serde(default)]
+    pub imported: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

@@ -60,6 +60,7 @@ pub struct WorkerStats {
     pub dead_expired: AtomicU64,
     pub dead_rescheduled: AtomicU64,
     pub dead_reset: AtomicU64,
+    pub imported: AtomicU64,
     pub conns: AtomicU64,
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
@@ -82,6 +83,7 @@ impl WorkerStats {
         self.dead_expired.store(c.dead_expired, Relaxed);
         self.dead_rescheduled.store(c.dead_rescheduled, Relaxed);
         self.dead_reset.store(c.dead_reset, Relaxed);
+        self.imported.store(c.imported, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
@@ -104,6 +106,7 @@ impl WorkerStats {
             dead_expired: self.dead_expired.load(Relaxed),
             dead_rescheduled: self.dead_rescheduled.load(Relaxed),
             dead_reset: self.dead_reset.load(Relaxed),
+            imported: self.imported.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
@@ -130,6 +133,8 @@ pub struct ConnRow {
     pub expires_ms: u64,
     pub dest_addr: Ipv4Addr,
     pub dest_port: u16,
+    /// The real server's method (connection sync sends it).
+    pub forward: crate::model::Forward,
 }
 
 impl ConnRow {
@@ -140,6 +145,7 @@ impl ConnRow {
             expires_ms: c.expires_ms,
             dest_addr: c.dest.addr,
             dest_port: c.dest.port,
+            forward: c.dest.forward,
         }
     }
 
@@ -468,6 +474,16 @@ impl Worker {
             },
             handle,
         ))
+    }
+
+    /// Shares the daemon's parked connections and outgoing sync queues (connection sync,
+    /// restart, queue moves) with this worker's forwarder.
+    pub fn set_shared_conns(
+        &mut self,
+        parked: Arc<crate::conn::ParkedConns>,
+        sync: Arc<crate::sync::out::SyncQueues>,
+    ) {
+        self.fwd.set_shared(parked, sync);
     }
 
     /// Joins the ring of workers that hand each other ICMP errors about connections they

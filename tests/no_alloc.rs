@@ -395,6 +395,8 @@ fn churn_at_capacity_does_not_allocate() {
         client_mac: [0; 6],
         in_port: 0,
         worker: 0,
+        sync_pkts: 0,
+        sync_state: xvs::conn::ConnState::None,
     };
     let mut t = ConnTable::with_capacity(CAP);
     let mut live = VecDeque::with_capacity(CAP);

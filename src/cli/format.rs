@@ -440,6 +440,7 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("dead_expired", w.dead_expired),
             ("dead_rescheduled", w.dead_rescheduled),
             ("dead_reset", w.dead_reset),
+            ("imported", w.imported),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1196,6 +1197,7 @@ TCP  10.0.0.88:80 wrr persistent 600
                 dead_expired: 3,
                 dead_rescheduled: 2,
                 dead_reset: 1,
+                imported: 9,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1224,6 +1226,7 @@ queue 0 (zero-copy):
   dead_expired: 3
   dead_rescheduled: 2
   dead_reset: 1
+  imported: 9
   truncated: 4
   malformed: 0
 ";
