@@ -83,6 +83,14 @@ pub struct FwdCounters {
     /// worker's at their first packet here.
     #[serde(default)]
     pub imported: u64,
+    /// TCP segments without a connection here handed to the other workers (their flow may
+    /// have moved from another queue); dropped as `no_conn` if nobody holds it.
+    #[serde(default)]
+    pub moved_handoff: u64,
+    /// Connections of this worker whose packets started arriving on another queue, moved
+    /// to the parked store for that queue's worker.
+    #[serde(default)]
+    pub moved_out: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -193,7 +201,8 @@ impl Forwarder {
         match v {
             Verdict::Tx(_) => self.counters.tx_frames += 1,
             Verdict::Drop(r) => self.counters.drops[r as usize] += 1,
-            Verdict::Handoff => self.counters.icmp_handoff += 1,
+            Verdict::Handoff if icmp::is_icmp(&buf[..*len]) => self.counters.icmp_handoff += 1,
+            Verdict::Handoff => self.counters.moved_handoff += 1,
         }
         v
     }
@@ -204,8 +213,20 @@ impl Forwarder {
     /// `Verdict::Handoff` asks for the next worker, unless `last`: then nobody holds the
     /// connection and the copy is dropped (`no_conn`), once for the error. Not counted in
     /// `rx_frames`: the frame was received by the first worker.
-    pub fn process_handoff(&mut self, buf: &mut [u8], len: &mut usize, last: bool) -> Verdict {
-        let v = match self.relay_icmp(buf, len, true) {
+    pub fn process_handoff(
+        &mut self,
+        buf: &mut [u8],
+        len: &mut usize,
+        last: bool,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
+        let v = if icmp::is_icmp(&buf[..*len]) {
+            self.relay_icmp(buf, len, true)
+        } else {
+            self.moved_flow(buf, len, snap, now_ms)
+        };
+        let v = match v {
             Verdict::Handoff if last => Verdict::Drop(DropReason::NoConn),
             v => v,
         };
@@ -229,6 +250,79 @@ impl Forwarder {
             self.sweep_shard = (self.sweep_shard + 1) % self.nat.shards();
             self.nat.shard(self.sweep_shard).expire(now_ms, budget);
         }
+    }
+
+    /// A TCP segment without SYN that found no connection on the worker that received it
+    /// (`Cx::new_conn`), handed round the ring: its flow may have moved from this worker's
+    /// queue (an RSS indirection change, `ethtool -L`, a sender rehashing its queue after a
+    /// retransmit timeout). If this worker holds the connection, it forwards the segment
+    /// and moves the entry to the parked store, where the worker now receiving the flow
+    /// takes it at its next segment: the entry follows its packets, each later packet is
+    /// a local hit again, and no table is shared on the common path.
+    fn moved_flow(
+        &mut self,
+        buf: &mut [u8],
+        len: &mut usize,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
+        let flow = match parse_flow(&buf[..*len]) {
+            Ok(f) => f,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let k = flow.key;
+        let Some(slot) = self.conns.lookup(&k) else {
+            return Verdict::Handoff;
+        };
+        let Forwarder {
+            worker_id,
+            conns,
+            parked,
+            sync,
+            ports,
+            counters,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(slot) else {
+            return Verdict::Handoff;
+        };
+        if conn.svc.deleted.load(Relaxed) {
+            conns.remove(slot);
+            return Verdict::Drop(DropReason::NoService);
+        }
+        let mut cx = Cx {
+            worker_id: *worker_id,
+            ports,
+            counters: &mut *counters,
+            sync,
+            handoff: false,
+            buf,
+            flow: &flow,
+            in_port: conn.in_port,
+            snap,
+            now_ms,
+        };
+        let v = match conn.dest.on_unavailable() {
+            None | Some(DeadAction::Forward) => cx.forward_local(conn, len),
+            // The policies act where the flow now arrives, after the move.
+            Some(_) => Verdict::Drop(DropReason::DestUnavailable),
+        };
+        let p = Parked {
+            dest_addr: u32::from(conn.dest.addr),
+            dest_port: if conn.rport != 0 {
+                conn.rport
+            } else {
+                conn.dest.port
+            },
+            forward: conn.dest.forward,
+            state: conn.state,
+            expires_ms: conn.expires_ms,
+        };
+        conns.remove(slot);
+        if parked.put(k, p).is_ok() {
+            counters.moved_out += 1;
+        }
+        v
     }
 
     fn process_inner(
@@ -258,6 +352,7 @@ impl Forwarder {
             sync,
             ports,
             counters,
+            handoff,
             ..
         } = self;
         let mut cx = Cx {
@@ -265,6 +360,7 @@ impl Forwarder {
             ports,
             counters,
             sync,
+            handoff: *handoff,
             buf,
             flow: &flow,
             in_port,
@@ -384,6 +480,8 @@ struct Cx<'a> {
     ports: &'a [PortInfo; MAX_PORTS],
     counters: &'a mut FwdCounters,
     sync: &'a SyncQueues,
+    /// Other workers hold tables (see `Forwarder::handoff`).
+    handoff: bool,
     buf: &'a mut [u8],
     flow: &'a Flow,
     in_port: u8,
@@ -495,9 +593,14 @@ impl Cx<'_> {
     ) -> Verdict {
         let k = self.flow.key;
         let is_tcp = k.proto == ipv4::PROTO_TCP;
-        // IPVS creates TCP connections only on SYN (sloppy_tcp off).
+        // IPVS creates TCP connections only on SYN (sloppy_tcp off). With several workers
+        // the flow may be another worker's whose packets now arrive here: ask them.
         if is_tcp && self.flow.tcp_flags & tcp_flags::SYN == 0 {
-            return Verdict::Drop(DropReason::NoConn);
+            return if self.handoff {
+                Verdict::Handoff
+            } else {
+                Verdict::Drop(DropReason::NoConn)
+            };
         }
         // Room first, then the scheduler: an evicted half-open entry releases its template
         // before this connection asks for one (conn::template). The table is the NAT shard
@@ -1038,6 +1141,55 @@ mod tests {
         );
         assert_eq!(f.parked.len(), 1, "still waiting");
         assert_eq!(f.conns.len(), 0);
+    }
+
+    #[test]
+    fn a_flow_whose_packets_move_to_another_queue_follows_them() {
+        let (snap, _dests, _svc) = setup(&[1, 1]);
+        let parked = Arc::new(ParkedConns::with_capacity(64));
+        let sync = Arc::new(SyncQueues::new(2));
+        let (mut a, mut b) = (fwd(16), fwd(16));
+        b.worker_id = 1;
+        for f in [&mut a, &mut b] {
+            f.set_shared(parked.clone(), sync.clone());
+            f.handoff = true;
+        }
+        // Worker b makes a connection to the second server (wrr: b's first pick is the
+        // first server, so burn one pick first)...
+        assert_eq!(run(&mut b, &mut tcp(4000, "S"), &snap, 0), Verdict::Tx(0));
+        let mut syn = tcp(4001, "S");
+        assert_eq!(run(&mut b, &mut syn, &snap, 0), Verdict::Tx(0));
+        let server = syn[0..6].to_vec();
+        assert_eq!(run(&mut b, &mut tcp(4001, "A"), &snap, 1), Verdict::Tx(0));
+        // ... then the flow's segments start arriving on a's queue: a asks the others.
+        let mut seg = tcp(4001, "A");
+        assert_eq!(run(&mut a, &mut seg, &snap, 2), Verdict::Handoff);
+        assert_eq!(a.counters.moved_handoff, 1);
+        // b holds it: forwards this copy and parks the entry for a.
+        let mut buf = vec![0u8; 2048];
+        buf[..seg.len()].copy_from_slice(&seg);
+        let mut len = seg.len();
+        assert_eq!(
+            b.process_handoff(&mut buf, &mut len, true, &snap, 3),
+            Verdict::Tx(0)
+        );
+        assert_eq!(&buf[0..6], &server[..], "same server");
+        assert_eq!((b.counters.moved_out, b.conns.len()), (1, 1));
+        // The next segment on a is a's own now, to the same server.
+        let mut next = tcp(4001, "A");
+        assert_eq!(run(&mut a, &mut next, &snap, 4), Verdict::Tx(0));
+        assert_eq!(&next[0..6], &server[..]);
+        assert_eq!((a.counters.imported, a.conns.len()), (1, 1));
+        assert!(parked.is_empty());
+        // A segment nobody holds is dropped by the last worker asked.
+        let mut stray = tcp(4999, "A");
+        assert_eq!(run(&mut a, &mut stray, &snap, 5), Verdict::Handoff);
+        let mut len = stray.len();
+        buf[..len].copy_from_slice(&stray);
+        assert_eq!(
+            b.process_handoff(&mut buf, &mut len, true, &snap, 5),
+            Verdict::Drop(DropReason::NoConn)
+        );
     }
 
     #[test]

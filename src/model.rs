@@ -396,6 +396,12 @@ pub struct WorkerCounters {
     /// Parked connections (synced, restored, from another queue) this worker took over.
     #[serde(default)]
     pub imported: u64,
+    /// TCP segments without a connection here asked of the other workers (moved flows).
+    #[serde(default)]
+    pub moved_handoff: u64,
+    /// Connections whose packets moved to another queue, parked for its worker.
+    #[serde(default)]
+    pub moved_out: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

@@ -61,6 +61,8 @@ pub struct WorkerStats {
     pub dead_rescheduled: AtomicU64,
     pub dead_reset: AtomicU64,
     pub imported: AtomicU64,
+    pub moved_handoff: AtomicU64,
+    pub moved_out: AtomicU64,
     pub conns: AtomicU64,
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
@@ -84,6 +86,8 @@ impl WorkerStats {
         self.dead_rescheduled.store(c.dead_rescheduled, Relaxed);
         self.dead_reset.store(c.dead_reset, Relaxed);
         self.imported.store(c.imported, Relaxed);
+        self.moved_handoff.store(c.moved_handoff, Relaxed);
+        self.moved_out.store(c.moved_out, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
@@ -107,6 +111,8 @@ impl WorkerStats {
             dead_rescheduled: self.dead_rescheduled.load(Relaxed),
             dead_reset: self.dead_reset.load(Relaxed),
             imported: self.imported.load(Relaxed),
+            moved_handoff: self.moved_handoff.load(Relaxed),
+            moved_out: self.moved_out.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
@@ -668,6 +674,8 @@ impl Worker {
             return 0;
         };
         let nports = self.ports.len();
+        let snap = self.shared.snapshot.load();
+        let now_ms = crate::clock::now_ms();
         let mut n = 0;
         while n < HANDOFF_PER_ITER {
             let Some(mut f) = h.recv(self.fwd.worker_id) else {
@@ -690,7 +698,8 @@ impl Worker {
                 let mut len = f.len as usize;
                 let v = if len <= buf.len() {
                     buf[..len].copy_from_slice(f.frame());
-                    self.fwd.process_handoff(buf, &mut len, f.hops_left == 0)
+                    self.fwd
+                        .process_handoff(buf, &mut len, f.hops_left == 0, &snap, now_ms)
                 } else {
                     self.fwd.counters.drops[DropReason::IcmpHandoffLost as usize] += 1;
                     Verdict::Drop(DropReason::IcmpHandoffLost)

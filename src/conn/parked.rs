@@ -52,15 +52,18 @@ pub struct ParkedConns {
 
 impl ParkedConns {
     /// Room for about `total` entries (each shard gets an equal share, at least 64), all
-    /// allocated now: `put` allocates only if a shard's map must grow, which its
-    /// capacity check prevents.
+    /// allocated now: `put` never makes a shard's map grow (it refuses beyond the share),
+    /// so neither `put` from a worker nor `take` allocates.
     pub fn with_capacity(total: usize) -> Self {
         let per_shard = total.div_ceil(SHARDS).max(64);
         ParkedConns {
             shards: (0..SHARDS)
                 .map(|_| {
+                    // Twice the room: hashbrown then rehashes in place when removals
+                    // have used up its growth budget, so a shard kept full under churn
+                    // never allocates (as the connection tables' index).
                     CachePadded::new(Mutex::new(HashMap::with_capacity_and_hasher(
-                        per_shard,
+                        per_shard * 2,
                         ahash::RandomState::new(),
                     )))
                 })

@@ -122,6 +122,8 @@ impl DataPathView {
                         dead_rescheduled: c.dead_rescheduled,
                         dead_reset: c.dead_reset,
                         imported: c.imported,
+                        moved_handoff: c.moved_handoff,
+                        moved_out: c.moved_out,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
