@@ -17,7 +17,7 @@ use crate::conn::{
 };
 use crate::dest::{DeadAction, DestRt, NO_PORT};
 use crate::model::Forward;
-use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow};
+use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow, FlowKey};
 use crate::service::{service_lookup_key, ServiceRt, Snapshot, NO_TEMPLATE};
 use crate::sync::out::{self as sync_out, SyncQueues, SyncRec};
 use crate::xmit;
@@ -792,8 +792,34 @@ impl Cx<'_> {
                     forward: conn.dest.forward,
                     state,
                     timeout_s: (self.snap.timeouts.get(state) / 1000) as u32,
+                    template: false,
                 },
             );
+            // "synchronize its controller": the template goes with its connection (IPVS
+            // sends it at every packet of every connection it controls; xvs at the
+            // connection's own sync points, which keeps the peer's copy as fresh).
+            if conn.tpl != NO_TEMPLATE {
+                if let Some(p) = conn.svc.persistence() {
+                    self.sync.push(
+                        self.worker_id,
+                        SyncRec {
+                            key: FlowKey {
+                                saddr: conn.key.saddr & p.netmask,
+                                daddr: u32::from(conn.svc.key.addr),
+                                sport: 0,
+                                dport: conn.svc.key.port,
+                                proto,
+                            },
+                            dest_addr: u32::from(conn.dest.addr),
+                            dest_port: conn.dest.port,
+                            forward: conn.dest.forward,
+                            state: ConnState::None,
+                            timeout_s: (p.timeout_ms / 1000) as u32,
+                            template: true,
+                        },
+                    );
+                }
+            }
         }
     }
 

@@ -14,7 +14,9 @@
 
 use super::listing::for_each_row;
 use super::DataPathView;
-use crate::conn::ParkedConns;
+use crate::conn::{ConnState, ParkedConns};
+use crate::packet::FlowKey;
+use crate::service::service_lookup_key;
 use crate::sync::out::{self as sync_out, SyncQueues, SyncRec};
 use crate::sync::wire::SyncConn;
 use crate::sync::{SyncCounters, SyncHooks};
@@ -81,6 +83,7 @@ impl DataHooks {
             forward: r.forward,
             state: r.state,
             timeout_s: remaining_s(r.expires_ms, now_ms),
+            template: false,
         }
         .to_wire()
     }
@@ -110,6 +113,29 @@ impl SyncHooks for DataHooks {
         let snap = self.shared.snapshot.load();
         let (mut applied, mut refused) = (0, 0);
         for c in conns {
+            if c.is_template() && !c.v6 {
+                // Into the service's own template table, as `ip_vs_proc_conn` makes the
+                // template a connection entry of its own (v0 and timeout 0: 3 minutes).
+                let secs = if c.timeout_s > 0 { c.timeout_s } else { 180 };
+                let svc =
+                    snap.services
+                        .get(&service_lookup_key(u32::from(c.vaddr), c.vport, c.protocol));
+                let ok = svc.is_some_and(|svc| {
+                    svc.apply_synced_template(
+                        u32::from(c.caddr),
+                        c.protocol,
+                        c.daddr,
+                        c.dport,
+                        now + secs as u64 * 1000,
+                    )
+                });
+                if ok {
+                    applied += 1;
+                } else {
+                    refused += 1;
+                }
+                continue;
+            }
             match sync_out::from_wire(c, now, |s| snap.timeouts.get(s)) {
                 Ok((k, p)) => match self.parked.put(k, p) {
                     Ok(()) => applied += 1,
@@ -134,10 +160,38 @@ impl SyncHooks for DataHooks {
                     forward: p.forward,
                     state: p.state,
                     timeout_s: remaining_s(p.expires_ms, now),
+                    template: false,
                 }
                 .to_wire(),
             );
         });
+        // Templates, per service under its persistence lock, as `-L -c` collects them.
+        let snap = self.shared.snapshot.load();
+        for svc in snap.services.values() {
+            if svc.persistence().is_none() {
+                continue;
+            }
+            svc.for_each_template(|t| {
+                chunk.push(
+                    SyncRec {
+                        key: FlowKey {
+                            saddr: t.key.cnet,
+                            daddr: u32::from(t.vaddr),
+                            sport: 0,
+                            dport: t.key.vport,
+                            proto: t.key.proto,
+                        },
+                        dest_addr: u32::from(t.dest.addr),
+                        dest_port: t.dest.port,
+                        forward: t.dest.forward,
+                        state: ConnState::None,
+                        timeout_s: remaining_s(t.expires_ms, now),
+                        template: true,
+                    }
+                    .to_wire(),
+                )
+            });
+        }
         for c in chunk.chunks(DUMP_CHUNK) {
             each(c);
         }
@@ -166,9 +220,7 @@ impl SyncHooks for DataHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::ConnState;
     use crate::model::Forward;
-    use crate::packet::FlowKey;
     use crate::service::Snapshot;
     use arc_swap::ArcSwap;
     use std::sync::atomic::AtomicBool;
@@ -198,6 +250,7 @@ mod tests {
             forward: Forward::Route,
             state: ConnState::Established,
             timeout_s: 900,
+            template: false,
         }
     }
 
@@ -231,5 +284,69 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].caddr, std::net::Ipv4Addr::from(rec(1).key.saddr));
         assert!(got[0].timeout_s > 890 && got[0].timeout_s <= 900);
+    }
+
+    #[test]
+    fn templates_go_into_their_service_and_come_back_in_the_dump() {
+        use crate::dest::DestRt;
+        use crate::model::{Protocol, ServiceKey};
+        use crate::service::{Persistence, ServiceRt};
+        let h = hooks();
+        let key = ServiceKey {
+            proto: Protocol::Tcp,
+            addr: "10.0.0.88".parse().unwrap(),
+            port: 80,
+        };
+        let svc = Arc::new(ServiceRt::new(key, crate::sched::by_name("rr").unwrap()));
+        let d = Arc::new(DestRt::new(
+            "10.0.0.9".parse().unwrap(),
+            80,
+            Forward::Route,
+            1,
+        ));
+        svc.set_dests(vec![d.clone()], None);
+        svc.set_persistence(
+            Some(Persistence {
+                timeout_ms: 300_000,
+                netmask: 0xffff_ff00,
+            }),
+            16,
+        );
+        let mut snap = Snapshot::default();
+        snap.services
+            .insert(service_lookup_key(0x0a00_0058, 80, 6), svc.clone());
+        h.shared.snapshot.store(Arc::new(snap));
+        let tpl = SyncRec {
+            key: FlowKey {
+                saddr: 0x0a00_0000,
+                daddr: 0x0a00_0058,
+                sport: 0,
+                dport: 80,
+                proto: 6,
+            },
+            state: ConnState::None,
+            timeout_s: 300,
+            template: true,
+            ..rec(0)
+        }
+        .to_wire();
+        assert!(tpl.is_template());
+        // One for the service, one for a service that does not exist here.
+        let mut other = tpl.clone();
+        other.vport = 443;
+        h.apply(&[tpl.clone(), other]);
+        assert_eq!(h.counters.applied.load(Relaxed), 1);
+        assert_eq!(h.counters.refused.load(Relaxed), 1);
+        assert_eq!(svc.templates_len(), 1);
+        assert_eq!(d.load.persist_conns.load(Relaxed), 1);
+        // The same again refreshes, not duplicates.
+        h.apply(&[tpl.clone()]);
+        assert_eq!(svc.templates_len(), 1);
+        let mut got = vec![];
+        h.dump(&mut |c| got.extend_from_slice(c));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_template());
+        assert_eq!((got[0].caddr, got[0].daddr), (tpl.caddr, tpl.daddr));
+        assert!(got[0].timeout_s > 290);
     }
 }

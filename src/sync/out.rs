@@ -64,6 +64,9 @@ pub struct SyncRec {
     pub state: ConnState,
     /// The state's full timeout in seconds (IPVS sends `cp->timeout / HZ`).
     pub timeout_s: u32,
+    /// A persistence template: `key.saddr` is the client group (masked), `key.sport` 0,
+    /// `key.dport` the service's port; `state` is ignored.
+    pub template: bool,
 }
 
 fn fwd_flags(f: Forward) -> u32 {
@@ -110,13 +113,19 @@ impl SyncRec {
     /// The entry as `ip_vs_sync_conn` writes it.
     pub fn to_wire(&self) -> SyncConn {
         let mut flags = fwd_flags(self.forward);
-        if !self.state.is_active() {
+        if self.template {
+            flags |= wire::IP_VS_CONN_F_TEMPLATE;
+        } else if !self.state.is_active() {
             flags |= wire::IP_VS_CONN_F_INACTIVE;
         }
         SyncConn {
             protocol: self.key.proto,
             flags,
-            state: ipvs_state(self.state),
+            state: if self.template {
+                wire::IP_VS_CTPL_S_NONE
+            } else {
+                ipvs_state(self.state)
+            },
             cport: self.key.sport,
             vport: self.key.dport,
             dport: self.dest_port,
@@ -305,6 +314,7 @@ mod tests {
             forward: Forward::Route,
             state: Established,
             timeout_s: 900,
+            template: false,
         };
         let w = rec.to_wire();
         assert_eq!(w.flags, wire::IP_VS_CONN_F_DROUTE);
@@ -388,6 +398,7 @@ mod tests {
             forward: Forward::Route,
             state: Established,
             timeout_s: 900,
+            template: false,
         };
         for _ in 0..6 {
             q.push(0, rec);
