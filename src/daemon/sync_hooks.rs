@@ -340,7 +340,7 @@ mod tests {
         assert_eq!(svc.templates_len(), 1);
         assert_eq!(d.load.persist_conns.load(Relaxed), 1);
         // The same again refreshes, not duplicates.
-        h.apply(&[tpl.clone()]);
+        h.apply(std::slice::from_ref(&tpl));
         assert_eq!(svc.templates_len(), 1);
         let mut got = vec![];
         h.dump(&mut |c| got.extend_from_slice(c));
