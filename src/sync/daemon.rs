@@ -198,15 +198,33 @@ fn lookup_dev(name: &str) -> Option<Dev> {
     if index == 0 {
         return None;
     }
-    let mtu = std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
-        .ok()
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or(1500);
+    let mtu = iface_mtu(name).unwrap_or(1500);
     Some(Dev {
         index,
         mtu,
         addr: iface_ipv4(name),
     })
+}
+
+/// SIOCGIFMTU: asked of the kernel rather than read from /sys, which shows the network
+/// namespace it was mounted in, not necessarily the caller's.
+fn iface_mtu(name: &str) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifru_mtu of the ifreq passed.
+    if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr) } != 0 {
+        return None;
+    }
+    // SAFETY: the ioctl succeeded, so the union holds the MTU.
+    usize::try_from(unsafe { ifr.ifr_ifru.ifru_mtu }).ok()
 }
 
 /// The interface's first IPv4 address (the kernel's `inet_select_addr(dev, 0, RT_SCOPE_UNIVERSE)`
@@ -968,6 +986,13 @@ mod tests {
         let d = wire::encode(0, 1472, &[conn(1), conn(2)]).unwrap();
         receive(&d[0], 0, &h, false);
         assert_eq!(h.counters().refused.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn interface_facts_from_the_kernel() {
+        assert_eq!(iface_mtu("lo"), Some(65536));
+        assert_eq!(iface_ipv4("lo"), Some(Ipv4Addr::LOCALHOST));
+        assert!(lookup_dev("xvs-no-such-if0").is_none());
     }
 
     #[test]
