@@ -173,6 +173,11 @@ fn master_to_backup_over_multicast_with_the_syncid_filter() {
         bh.applied.lock().unwrap().len() >= 100
     });
     assert_eq!(*bh.applied.lock().unwrap(), sent);
+    // The master counts a datagram after its send returns, which may be after the backup
+    // has it.
+    wait_for("3 datagrams counted", Duration::from_secs(1), || {
+        mh.counters.sent_msgs.load(Relaxed) >= 3
+    });
     assert_eq!(mh.counters.sent_msgs.load(Relaxed), 3);
     assert_eq!(mh.counters.sent_conns.load(Relaxed), 100);
     assert_eq!(bh.counters.recv_msgs.load(Relaxed), 3);
@@ -286,6 +291,9 @@ fn a_master_with_a_peer_reaches_a_backup_on_another_group_by_unicast() {
         bh.applied.lock().unwrap().len() == 3
     });
     // One datagram, sent twice: to the group and to the peer.
+    wait_for("2 sends counted", Duration::from_secs(1), || {
+        mh.counters.sent_msgs.load(Relaxed) >= 2
+    });
     assert_eq!(mh.counters.sent_msgs.load(Relaxed), 2);
     assert_eq!(bh.counters.recv_msgs.load(Relaxed), 1);
 }
