@@ -78,14 +78,16 @@ fn start_sync_daemons(
     daemons: &[SyncDaemonConfig],
     ready_file: Option<&std::path::Path>,
 ) -> Result<()> {
+    // Checked before start-up (`precheck`); what can still fail is logged, and xvsd serves
+    // on without that daemon rather than stop forwarding.
     for d in daemons {
-        sync.start(d.clone()).map_err(|e| {
-            anyhow::anyhow!(
+        if let Err(e) = sync.start(d.clone()) {
+            tracing::error!(
                 "--sync-daemon {} --mcast-interface {}: {e}",
                 d.role.name(),
                 d.mcast_ifn
-            )
-        })?;
+            );
+        }
     }
     let Some(path) = ready_file.map(|p| p.to_path_buf()) else {
         return Ok(());
@@ -358,6 +360,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     if opts.interfaces.is_empty() {
         bail!("at least one --interface is needed");
     }
+    crate::sync::daemon::precheck(&opts.sync_daemons).map_err(|e| anyhow::anyhow!(e))?;
     if opts.interfaces.len() > crate::forward::MAX_PORTS.min(crate::bpf::MAX_IFACES as usize) {
         bail!("at most {} interfaces", crate::forward::MAX_PORTS);
     }

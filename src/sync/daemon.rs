@@ -279,6 +279,29 @@ fn os_text(code: i32) -> String {
     errno_text(&std::io::Error::from_raw_os_error(code))
 }
 
+/// xvsd's `--sync-daemon` list, checked before xvsd touches the network: each interface
+/// exists, each role at most once. `start` can still fail later (an interface without an
+/// address for the master), but not for these.
+pub fn precheck(daemons: &[SyncDaemonConfig]) -> Result<(), String> {
+    for (i, d) in daemons.iter().enumerate() {
+        if daemons[..i].iter().any(|o| o.role == d.role) {
+            return Err(format!(
+                "--sync-daemon {}: given twice (one master and one backup at most)",
+                d.role.name()
+            ));
+        }
+        if lookup_dev(&d.mcast_ifn).is_none() {
+            return Err(format!(
+                "--sync-daemon {} --mcast-interface {}: {}",
+                d.role.name(),
+                d.mcast_ifn,
+                os_text(libc::ENODEV)
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl SyncManager {
     pub fn new(hooks: Arc<dyn SyncHooks>) -> Self {
         SyncManager {
@@ -993,6 +1016,19 @@ mod tests {
         assert_eq!(iface_mtu("lo"), Some(65536));
         assert_eq!(iface_ipv4("lo"), Some(Ipv4Addr::LOCALHOST));
         assert!(lookup_dev("xvs-no-such-if0").is_none());
+    }
+
+    #[test]
+    fn precheck_of_xvsds_daemon_list() {
+        let lo = |r| SyncDaemonConfig::new(r, "lo");
+        assert!(precheck(&[lo(Role::Master), lo(Role::Backup)]).is_ok());
+        assert!(precheck(&[lo(Role::Master), lo(Role::Master)])
+            .unwrap_err()
+            .contains("given twice"));
+        assert_eq!(
+            precheck(&[SyncDaemonConfig::new(Role::Backup, "xvs-no-such-if0")]).unwrap_err(),
+            "--sync-daemon backup --mcast-interface xvs-no-such-if0: No such device"
+        );
     }
 
     #[test]
