@@ -142,6 +142,19 @@ impl ParkedConns {
         gone
     }
 
+    pub fn shards(&self) -> usize {
+        SHARDS
+    }
+
+    /// Appends shard `i`'s entries to `out` (a listing copies one shard under its lock and
+    /// formats it after).
+    pub fn copy_shard(&self, i: usize, out: &mut Vec<(FlowKey, Parked)>) {
+        let sh = self.shards[i % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        out.extend(sh.iter().map(|(k, p)| (*k, *p)));
+    }
+
     /// Visits every entry, one shard locked at a time (bulk sync, state file, listings).
     pub fn for_each(&self, mut f: impl FnMut(&FlowKey, &Parked)) {
         for s in self.shards.iter() {

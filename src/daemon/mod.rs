@@ -166,6 +166,7 @@ impl DataPathView {
                 .counters()
                 .pairs()
                 .into_iter()
+                .chain([("sync_parked", self.sync_hooks.parked().len() as u64)])
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
             workers: self

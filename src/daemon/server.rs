@@ -146,7 +146,13 @@ fn start_listing(
         move || {
             let workers: Vec<_> = view.workers.iter().map(|(h, _)| h).collect();
             let t = std::time::Instant::now();
-            match super::listing::stream(&mut w, &services, &workers, &view.nat) {
+            match super::listing::stream(
+                &mut w,
+                &services,
+                &workers,
+                &view.nat,
+                view.sync_hooks.parked(),
+            ) {
                 Ok(n) => {
                     tracing::debug!(entries = n, elapsed = ?t.elapsed(), "connection listing sent")
                 }
