@@ -50,6 +50,22 @@ struct Args {
     /// never do) or refuse (IPVS without drop_entry).
     #[arg(long, default_value = "evict-half-open", value_parser = parse_table_full)]
     table_full: xvs::conn::PressurePolicy,
+    /// Restart and upgrade without losing established flows: the XDP program stays
+    /// attached through a BPF link pinned in --bpf-pin-dir; on SIGTERM/SIGINT xvsd saves
+    /// its configuration and connections here and exits without detaching; the next xvsd
+    /// (this binary or another version) restores them and swaps its program into the link.
+    /// Without it, exiting detaches and the interface is back to normal.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// With --state-dir: for this many seconds after xvsd stops, service frames are
+    /// dropped (clients retransmit) instead of given to the kernel, which would reset
+    /// them. After it, or after a crash, they go to the kernel as with no xvsd.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    restart_hold: u64,
+    /// With --state-dir: the bpffs directory holding the pinned XDP links (one
+    /// subdirectory per interface); mounted at /sys/fs/bpf if needed.
+    #[arg(long, value_name = "DIR", default_value = xvs::daemon::DEFAULT_BPF_PIN_DIR)]
+    bpf_pin_dir: PathBuf,
 }
 
 fn parse_table_full(s: &str) -> Result<xvs::conn::PressurePolicy, String> {
@@ -99,6 +115,9 @@ fn main() {
         templates_max: a.templates_max.unwrap_or(a.conn_max.saturating_mul(2)),
         table_full: a.table_full,
         config: a.config,
+        state_dir: a.state_dir,
+        restart_hold: std::time::Duration::from_secs(a.restart_hold),
+        bpf_pin_dir: a.bpf_pin_dir,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

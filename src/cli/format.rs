@@ -418,6 +418,7 @@ pub fn format_datapath(d: &DataPathStats) -> String {
         ("xdp_malformed", d.xdp_malformed),
         ("xdp_no_socket", d.xdp_no_socket),
         ("xdp_fragments", d.xdp_fragments),
+        ("xdp_held", d.xdp_held),
         ("nat_conns", d.nat_conns),
     ] {
         let _ = writeln!(out, "{name}: {v}");
@@ -1177,6 +1178,7 @@ TCP  10.0.0.88:80 wrr persistent 600
             xdp_malformed: 2,
             xdp_no_socket: 0,
             xdp_fragments: 1,
+            xdp_held: 2,
             nat_conns: 5,
             workers: vec![WorkerCounters {
                 queue: 0,
@@ -1207,6 +1209,7 @@ xdp_passed: 3
 xdp_malformed: 2
 xdp_no_socket: 0
 xdp_fragments: 1
+xdp_held: 2
 nat_conns: 5
 queue 0 (zero-copy):
   rx_frames: 10

@@ -818,7 +818,7 @@ mod tests {
     #[test]
     fn datapath_counters() {
         let o = run_with(&format!("{SOCK} --datapath"), "", |_| {
-            Ok(Response::DataPath(crate::model::DataPathStats {
+            Ok(Response::DataPath(Box::new(crate::model::DataPathStats {
                 nat_conns: 0,
                 interface: "eth0".into(),
                 xdp_mode: "generic".into(),
@@ -827,8 +827,9 @@ mod tests {
                 xdp_malformed: 0,
                 xdp_no_socket: 0,
                 xdp_fragments: 0,
+                xdp_held: 0,
                 workers: vec![],
-            }))
+            })))
         });
         assert_eq!(o.code, 0, "{}", o.stderr);
         assert_eq!(o.sent[0].1, Request::DataPath);

@@ -82,7 +82,7 @@ fn handle(
     };
     let mut added = Vec::new();
     let resp = match &req {
-        Request::DataPath => Response::DataPath(view.stats()),
+        Request::DataPath => Response::DataPath(Box::new(view.stats())),
         Request::Health => Response::Health(view.health.as_ref().map(|e| {
             super::kconf::health_rows(
                 &e.lock().unwrap_or_else(|e| e.into_inner()),
