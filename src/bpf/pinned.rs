@@ -53,6 +53,13 @@ pub fn ensure_root(root: &Path) -> Result<()> {
             );
         }
         tracing::info!("mounted bpffs on /sys/fs/bpf");
+        if private_mount_ns() {
+            tracing::warn!(
+                "this process has a mount namespace of its own (ip netns exec?): the bpffs just \
+                 mounted, and the pins in it, end with it, so the next xvsd will not find them; \
+                 pass --bpf-pin-dir on a bpffs mounted in the host's namespace"
+            );
+        }
     }
     std::fs::create_dir_all(root)
         .with_context(|| format!("creating the BPF pin directory {}", root.display()))?;
@@ -65,6 +72,17 @@ pub fn ensure_root(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether this process's mount namespace differs from init's.
+fn private_mount_ns() -> bool {
+    match (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(a), Ok(b)) => a != b,
+        _ => false,
+    }
+}
+
 /// Removes the pinned links of interfaces not in `keep` (an earlier xvsd served another
 /// set): unpinning releases the link, which detaches that program from its interface.
 pub fn remove_stale(root: &Path, keep: &[&str]) -> Result<()> {
@@ -73,7 +91,8 @@ pub fn remove_stale(root: &Path, keep: &[&str]) -> Result<()> {
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if keep.contains(&name.as_str()) {
+        // Only what xvsd pins (a directory with a link) is touched: the root may be shared.
+        if keep.contains(&name.as_str()) || !e.path().join("link").exists() {
             continue;
         }
         tracing::warn!(

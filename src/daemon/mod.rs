@@ -647,7 +647,9 @@ impl Restore<'_> {
         let lock_steer = || self.steering.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(saved) = saved {
             let n = saved.requests.len();
-            match lock_state().apply(&Request::Batch(saved.requests)) {
+            // Bound first: a guard in the match scrutinee would live through the arms.
+            let resp = lock_state().apply(&Request::Batch(saved.requests));
+            match resp {
                 Response::Error(e) => bail!(
                     "restoring the configuration saved in {} by xvs {}: {e} (move the file away to start without it)",
                     self.dir.join(statefile::CONFIG_FILE).display(),
