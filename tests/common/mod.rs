@@ -3,6 +3,8 @@
 //! a test fails.
 #![allow(dead_code)]
 
+pub mod flows;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
