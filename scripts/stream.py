@@ -11,7 +11,9 @@
       N parallel connections to A:P, each asking for LEN bytes at R bytes/s;
       every byte is checked against the pattern. Prints one JSON object on
       stdout: {"flows": [{"id", "status", "bytes", "max_gap_ms", "src",
-      "error"}...], "summary": {...}}. status is ok (all LEN bytes, then a
+      "error"}...], "summary": {...}}. max_gap_ms: the longest time between two
+      receipts (data or the close), from the request on; for a flow that timed
+      out, including its final silence. status is ok (all LEN bytes, then a
       clean close), reset (ECONNRESET or refused), short (clean close before
       LEN bytes), corrupt (a byte differs from the pattern: data from another
       connection or a lost segment the stack could not have hidden) or timeout
@@ -120,6 +122,7 @@ class Flow:
 
 def run_flow(flow, args, deadline):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    last = None
     try:
         if flow.src:
             s.bind((flow.src, 0))
@@ -130,16 +133,15 @@ def run_flow(flow, args, deadline):
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                flow.status = "timeout"
-                return
+                raise socket.timeout()
             s.settimeout(left)
             data = s.recv(65536)
             now = time.monotonic()
+            flow.max_gap_ms = max(flow.max_gap_ms, (now - last) * 1000.0)
+            last = now
             if not data:
                 flow.status = "ok" if flow.bytes == args.bytes else "short"
                 return
-            flow.max_gap_ms = max(flow.max_gap_ms, (now - last) * 1000.0)
-            last = now
             if flow.bytes + len(data) > args.bytes or data != pattern(flow.id, flow.bytes, len(data)):
                 flow.status = "corrupt"
                 flow.error = "at offset %d" % flow.bytes
@@ -148,6 +150,9 @@ def run_flow(flow, args, deadline):
             flow.first_data.set()
     except socket.timeout:
         flow.status = "timeout"
+        # A flow that stalled for good: its silence until the deadline is its longest gap.
+        if last is not None:
+            flow.max_gap_ms = max(flow.max_gap_ms, (time.monotonic() - last) * 1000.0)
     except (ConnectionResetError, ConnectionRefusedError, BrokenPipeError) as e:
         flow.status = "reset"
         flow.error = type(e).__name__

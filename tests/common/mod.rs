@@ -3,6 +3,7 @@
 //! a test fails.
 #![allow(dead_code)]
 
+pub mod director;
 pub mod flows;
 
 use std::io::{BufRead, BufReader, Write};
