@@ -3,6 +3,9 @@
 //! a test fails.
 #![allow(dead_code)]
 
+pub mod director;
+pub mod flows;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
