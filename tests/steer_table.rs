@@ -21,6 +21,8 @@
 //! Not in the table: frames shorter than an Ethernet header (the kernel refuses to run
 //! them, EINVAL; the 14-byte case is the shortest) and RX queues above 0 (`lo` has one).
 //!
+//! `restart_hold_table` is the same kind of table for the restart hold (`struct xvs_config`).
+//!
 //! Needs root (BPF); no namespaces.
 
 use etherparse::PacketBuilder;
