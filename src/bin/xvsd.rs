@@ -60,11 +60,11 @@ struct Args {
     /// With --state-dir: for this many seconds after xvsd stops, service frames are
     /// dropped (clients retransmit) instead of given to the kernel, which would reset
     /// them. After it, or after a crash, they go to the kernel as with no xvsd.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "state_dir", value_parser = clap::value_parser!(u64).range(1..=3600))]
     restart_hold: u64,
     /// With --state-dir: the bpffs directory holding the pinned XDP links (one
     /// subdirectory per interface); mounted at /sys/fs/bpf if needed.
-    #[arg(long, value_name = "DIR", default_value = xvs::daemon::DEFAULT_BPF_PIN_DIR)]
+    #[arg(long, value_name = "DIR", default_value = xvs::daemon::DEFAULT_BPF_PIN_DIR, requires = "state_dir")]
     bpf_pin_dir: PathBuf,
 }
 
