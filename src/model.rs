@@ -394,6 +394,15 @@ pub struct WorkerCounters {
     /// TCP RSTs sent to clients of a removed or dead server (`--on-dead reassign`).
     #[serde(default)]
     pub dead_reset: u64,
+    /// Parked connections (synced, restored, from another queue) this worker took over.
+    #[serde(default)]
+    pub imported: u64,
+    /// TCP segments without a connection here asked of the other workers (moved flows).
+    #[serde(default)]
+    pub moved_handoff: u64,
+    /// Connections whose packets moved to another queue, parked for its worker.
+    #[serde(default)]
+    pub moved_out: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

@@ -80,6 +80,15 @@ impl Drop for Pins {
     }
 }
 
+/// Removes a file on drop (the copied binary).
+struct Rm(PathBuf);
+
+impl Drop for Rm {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn start(lab: &mut Lab, bin: &Path, args: &[String]) {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     lab.start_xvsd_bin(bin, &a);
@@ -353,12 +362,6 @@ fn upgrade_to_another_binary_keeps_steering_and_configuration() {
     let pins = Pins::new("xrsb");
     let bin = pins.state.with_file_name("xvs-test-xrsb-xvsd-next");
     std::fs::copy(xvsd_bin(), &bin).expect("copying xvsd");
-    struct Rm(PathBuf);
-    impl Drop for Rm {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
     let _rm = Rm(bin.clone());
     let mut lab = Lab::up("xrsb", 2, 1);
     start(&mut lab, xvsd_bin(), &pins.args(30));
@@ -477,16 +480,28 @@ fn stopped_and_crashed_xvsd_leave_the_host_working() {
     assert!(is_rs_body(&lab.http(&vip_url)));
 }
 
-/// (d) The streaming flows themselves survive a restart and an upgrade: every byte, no
-/// reset. Needs the connection table handed over (the daemon's sync hooks); with the
-/// placeholder the restored xvsd knows none of the flows, drops their packets (TCP
-/// without SYN) and they stall, without a RST.
+/// The connections each start restored, from the xvsd log ("connections restored ...
+/// conns=N").
+fn restored_counts(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("connections restored"))
+        .filter_map(|l| {
+            let at = l.find(" conns=")? + 7;
+            l[at..].split_whitespace().next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// (d) The streaming flows themselves survive a restart and then an upgrade: every byte,
+/// no reset. The 12 connections go through `conns.sync` (the daemon's sync hooks dump and
+/// park them); without them the restored xvsd would drop the flows' segments (TCP without
+/// SYN) and they would stall.
 #[test]
-#[ignore = "needs the lead's sync hooks"]
 fn streaming_flows_survive_restart_and_upgrade() {
     let pins = Pins::new("xrsd");
     let bin = pins.state.with_file_name("xvs-test-xrsd-xvsd-next");
     std::fs::copy(xvsd_bin(), &bin).expect("copying xvsd");
+    let _rm = Rm(bin.clone());
     let mut lab = Lab::up("xrsd", 2, 1);
     start(&mut lab, xvsd_bin(), &pins.args(30));
     configure(&lab);
@@ -495,6 +510,12 @@ fn streaming_flows_survive_restart_and_upgrade() {
     restart(&mut lab, &pins, xvsd_bin(), &rules);
     restart(&mut lab, &pins, &bin, &rules);
     let r = flows.finish();
-    let _ = std::fs::remove_file(&bin);
-    assert!(r.all_ok(), "{}\n{}", r.describe(), lab.xvsd_log());
+    let log = lab.xvsd_log();
+    assert!(r.all_ok(), "{}\n{log}", r.describe());
+    eprintln!("{}", r.describe());
+    let restored = restored_counts(&log);
+    assert!(
+        restored.len() == 2 && restored.iter().all(|&n| n >= 12),
+        "each start must restore the 12 flows, got {restored:?}"
+    );
 }

@@ -441,6 +441,9 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("dead_expired", w.dead_expired),
             ("dead_rescheduled", w.dead_rescheduled),
             ("dead_reset", w.dead_reset),
+            ("imported", w.imported),
+            ("moved_handoff", w.moved_handoff),
+            ("moved_out", w.moved_out),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1198,6 +1201,9 @@ TCP  10.0.0.88:80 wrr persistent 600
                 dead_expired: 3,
                 dead_rescheduled: 2,
                 dead_reset: 1,
+                imported: 9,
+                moved_handoff: 10,
+                moved_out: 11,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1227,6 +1233,9 @@ queue 0 (zero-copy):
   dead_expired: 3
   dead_rescheduled: 2
   dead_reset: 1
+  imported: 9
+  moved_handoff: 10
+  moved_out: 11
   truncated: 4
   malformed: 0
 ";

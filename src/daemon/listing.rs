@@ -124,25 +124,36 @@ fn stream_sources<W: Write>(
             out.push(t)?;
         }
     }
+    for_each_row(workers, nat, |rows| out.rows(rows))
+}
+
+/// Every connection of the workers' tables and of the NAT shards, chunk by chunk (at
+/// most `LIST_CHUNK_SLOTS` slots each), without stopping a worker or holding a shard's
+/// lock longer than one chunk's copy: `-L -c`, bulk sync and the restart state file.
+pub fn for_each_row(
+    workers: &[&WorkerHandle],
+    nat: &NatConns,
+    mut f: impl FnMut(&[ConnRow]) -> Result<()>,
+) -> Result<()> {
     for h in workers {
-        stream_worker(out, h)?;
+        worker_rows(h, &mut f)?;
     }
     let mut rows = Vec::with_capacity(LIST_CHUNK_SLOTS);
     for i in 0..nat.shards() {
         let mut from = Some(0);
-        while let Some(f) = from {
+        while let Some(fr) = from {
             rows.clear();
             // The shard is locked only while one chunk is copied.
-            from = copy_rows(&nat.shard(i), f, &mut rows);
-            out.rows(&rows)?;
+            from = copy_rows(&nat.shard(i), fr, &mut rows);
+            f(&rows)?;
         }
     }
     Ok(())
 }
 
 /// One worker's table, chunk by chunk. The next chunk is asked for before the current one is
-/// encoded, so the worker copies while this thread formats.
-fn stream_worker<W: Write>(out: &mut ChunkWriter<'_, W>, h: &WorkerHandle) -> Result<()> {
+/// handled, so the worker copies while this thread formats.
+fn worker_rows(h: &WorkerHandle, f: &mut impl FnMut(&[ConnRow]) -> Result<()>) -> Result<()> {
     let (tx, rx) = crossbeam::channel::bounded(1);
     let mut spare: Vec<ConnRow> = Vec::with_capacity(LIST_CHUNK_SLOTS);
     h.send(WorkerMsg::ListConns {
@@ -165,7 +176,7 @@ fn stream_worker<W: Write>(out: &mut ChunkWriter<'_, W>, h: &WorkerHandle) -> Re
                 reply: tx.clone(),
             });
         }
-        out.rows(&rows)?;
+        f(&rows)?;
         spare = rows;
         if next.is_none() {
             return Ok(());

@@ -9,6 +9,7 @@ pub mod neigh;
 pub mod server;
 pub mod state;
 pub mod statefile;
+pub mod sync_hooks;
 
 use crate::bpf::Steering;
 use crate::conn::{NatConns, PressurePolicy};
@@ -77,6 +78,8 @@ pub struct DataPathView {
     pub nat: Arc<NatConns>,
     /// The health checks' state, with `--config`.
     pub health: Option<Arc<Mutex<crate::health::engine::Engine>>>,
+    /// Connection sync over the tables (also the restart state file's source).
+    pub sync_hooks: Arc<sync_hooks::DataHooks>,
 }
 
 impl DataPathView {
@@ -135,6 +138,9 @@ impl DataPathView {
                         dead_expired: c.dead_expired,
                         dead_rescheduled: c.dead_rescheduled,
                         dead_reset: c.dead_reset,
+                        imported: c.imported,
+                        moved_handoff: c.moved_handoff,
+                        moved_out: c.moved_out,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
@@ -356,6 +362,14 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     });
     let per_worker = (opts.conn_max / nworkers as usize).max(1);
     let nat = Arc::new(NatConns::with_policy(opts.conn_max, opts.table_full));
+    // Synced, restored and moved connections wait here for their first packet.
+    let parked = Arc::new(crate::conn::ParkedConns::with_capacity(opts.conn_max));
+    let sync_queues = Arc::new(crate::sync::out::SyncQueues::new(nworkers as usize));
+    let hooks = Arc::new(sync_hooks::DataHooks::new(
+        parked.clone(),
+        sync_queues.clone(),
+        shared.clone(),
+    ));
     let ports: Vec<(String, PortInfo)> = ifaces
         .iter()
         .map(|i| {
@@ -392,6 +406,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         if nworkers > 1 {
             w.set_handoff(handoffs.clone());
         }
+        w.set_shared_conns(parked.clone(), sync_queues.clone());
         for (slot, fd) in w.fds().into_iter().enumerate() {
             steering.set_xsk(slot as u32, q, fd)?;
         }
@@ -429,9 +444,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .templates_max = opts.templates_max.max(1);
-    // The connection tables as the sync daemon and the state files see them.
-    let hooks: Arc<dyn SyncHooks> = Arc::new(statefile::NoTables::default()); // lead: replace with daemon::sync_hooks
-                                                                              // The director's own addresses, kept by the loop below (NAT steering, ha_suspend).
+    // The director's own addresses, kept by the loop below (NAT steering, ha_suspend).
     let local_shared: Arc<Mutex<Vec<Ipv4Addr>>> = Arc::default();
     let health = match kconf {
         Some(conf) => {
@@ -487,7 +500,9 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         workers: handles,
         nat,
         health: health.as_ref().map(|h| h.engine.clone()),
+        sync_hooks: hooks.clone(),
     });
+    hooks.set_view(&view);
     let listener = server::bind(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
     {
@@ -517,6 +532,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .tick(crate::clock::now_ms(), ticks.is_multiple_of(2));
+            hooks.tick(crate::clock::now_ms());
             if let (Some(dir), Some(last)) = (&opts.state_dir, saved_model.as_mut()) {
                 // Write-through: a crashed xvsd restarts with its last configuration.
                 let model = state

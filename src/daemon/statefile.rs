@@ -18,7 +18,7 @@
 use crate::daemon::config::ConfigModel;
 use crate::model::{DestSpec, Request};
 use crate::sync::wire::{self, SyncConn, SyncWriter};
-use crate::sync::{SyncCounters, SyncHooks};
+use crate::sync::SyncHooks;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -244,25 +244,6 @@ pub fn retire_conns(dir: &Path) -> Result<PathBuf> {
     Ok(to)
 }
 
-/// A stand-in until the daemon's hooks over the tables exist: dumps nothing, refuses
-/// everything. With it a restart keeps the configuration and the hold, but not the
-/// connections.
-#[derive(Default)]
-pub struct NoTables {
-    counters: SyncCounters,
-}
-
-impl SyncHooks for NoTables {
-    fn drain(&self, _out: &mut Vec<SyncConn>) {}
-    fn apply(&self, conns: &[SyncConn]) {
-        SyncCounters::add(&self.counters.refused, conns.len() as u64);
-    }
-    fn dump(&self, _each: &mut dyn FnMut(&[SyncConn])) {}
-    fn counters(&self) -> &SyncCounters {
-        &self.counters
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +252,8 @@ mod tests {
     use std::sync::Mutex;
 
     /// A table of connections: `dump` hands them out in chunks, `apply` collects.
+    use crate::sync::SyncCounters;
+
     #[derive(Default)]
     struct Table {
         have: Vec<SyncConn>,

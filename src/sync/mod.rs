@@ -8,6 +8,7 @@
 //! (connection tables, workers) is [`SyncHooks`]: the daemon side never sees a connection
 //! table, the data-path side never sees a socket.
 
+pub mod out;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

@@ -66,6 +66,8 @@ impl Lab {
             xvsd: None,
             log: PathBuf::from(format!("/tmp/xvs-test-{prefix}-xvsd.log")),
         };
+        // Nothing from an earlier run (`start_xvsd_bin` appends).
+        let _ = std::fs::File::create(&lab.log);
         let out = run(Command::new("bash")
             .arg(root().join("scripts/harness.sh"))
             .args(["up", "--topology", topology, "--rs", &rs.to_string()])
