@@ -502,7 +502,8 @@ fn streaming_flows_survive_restart_and_upgrade() {
     let bin = pins.state.with_file_name("xvs-test-xrsd-xvsd-next");
     std::fs::copy(xvsd_bin(), &bin).expect("copying xvsd");
     let _rm = Rm(bin.clone());
-    let mut lab = Lab::up("xrsd", 2, 1);
+    // Two queues: two workers, each with its own table and socket to hand over.
+    let mut lab = Lab::up("xrsd", 2, 2);
     start(&mut lab, xvsd_bin(), &pins.args(30));
     configure(&lab);
     let rules = saved_rules(&lab);
