@@ -3,7 +3,7 @@
 # one-armed NAT and routed TUN.
 #
 # Usage: scripts/harness.sh up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras]
-#                             [--client-router]
+#                             [--client-router] [--pair | --directors 2]
 #        scripts/harness.sh down
 #        scripts/harness.sh status   (exit 0 when up and every RS listens)
 #
@@ -20,6 +20,12 @@
 #   P-rsK     eth0  RIP 10.0.0.9 (rs1), 10.0.0.20 (rs2), 10.0.0.21 (rs3),
 #                   10.0.0.22 ... (rsK = 10.0.0.(18+K) for K >= 2); no default
 #                   route; VIP on lo via scripts/rs-dr.sh
+#
+# --pair (or --directors 2; dr only): an HA pair of directors on the segment.
+#   P-dir     eth0  DIP 10.0.0.12/24, no VIP
+#   P-dir2    eth0  DIP2 10.0.0.13/24, no VIP (Q queues as P-dir)
+#   Neither director holds the VIP: VRRP (keepalived -P) adds 10.0.0.88 to
+#   the master's eth0 and moves it. Both have ip_forward=0.
 #
 # --topology nat2: classic two-armed LVS-NAT.
 #   P-swx     external bridge: ports client, dir
@@ -72,7 +78,8 @@
 #   via 10.0.0.2 (nat2 real servers reach it through the director as always).
 #
 # Real servers run scripts/rs-http.py rsK 80 5353 (HTTP on :80, UDP on :5353,
-# both answer "rsK\n"). With --extras, the default for every topology but dr,
+# both answer "rsK\n") and scripts/stream.py server on :9000 (long-lived paced
+# flows whose every byte the client checks; tests/common/flows.rs). With --extras, the default for every topology but dr,
 # they also serve HTTP on :8080 (port-mapping tests: a service on :80 with
 # real servers RIP:8080) and run `iperf3 -s` on :5201 (bulk TCP).
 #
@@ -90,7 +97,7 @@
 #
 # State (pidfiles, server logs, a sourceable topology file) lives in
 # /run/xvs-harness/P/: rsK.pid, rsK.log, rsK-iperf.pid, rsK-iperf.log,
-# topology. The topology file records TOPOLOGY and every namespace,
+# rsK-stream.pid, rsK-stream.log, topology. The topology file records TOPOLOGY and every namespace,
 # interface, address and MAC (keys listed in write_topology; a key that does
 # not apply to the topology is present and empty). `up` first removes what an
 # earlier run with the same prefix left behind; `down` tolerates any partial
@@ -115,6 +122,9 @@ HTTP_PORT=80
 UDP_PORT=5353
 ALT_HTTP_PORT=8080
 IPERF_PORT=5201
+STREAM_PORT=9000
+DIP2=10.0.0.13   # --pair: the second director
+PAIR=0
 MAX_RS=60 # dr/nat1: rsK = 10.0.0.(18+K) stays below the VIP (.88) and the clients (.100+)
 
 # Set by set_topology: addresses of the chosen topology. Interfaces are
@@ -202,6 +212,7 @@ client_switch() {
 usage() {
     cat >&2 <<EOF
 usage: $0 up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras] [--client-router]
+          [--pair | --directors 2]
        $0 down
        $0 status
   Builds (up), removes (down) or shows (status) an LVS namespace lab:
@@ -215,6 +226,8 @@ usage: $0 up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras] [--c
                (always on for nat2, nat1 and tun)
   --client-router  the client one router hop away (${P}-crt, 10.0.2.0/24);
                dr, nat2 and tun only
+  --pair, --directors 2  dr only: a second director ${P}-dir2 (10.0.0.13) and
+               no VIP on either director (VRRP adds it to the master)
   env XVS_NS_PREFIX   namespace prefix (now: $P)
 EOF
 }
@@ -244,7 +257,7 @@ mac_for() {
 # topology.
 our_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' |
-        grep -E "^${P}-(sw|swx|swi|swr|rtr|crt|client|dir|rs[0-9]+)\$" || true
+        grep -E "^${P}-(sw|swx|swi|swr|rtr|crt|client|dir|dir2|rs[0-9]+)\$" || true
 }
 
 # Send TERM (then KILL) to a list of pids; bounded wait, never fails.
@@ -273,7 +286,7 @@ do_down() {
         for pidfile in "$STATE"/*.pid; do
             [[ -f $pidfile ]] || continue
             pid=$(cat "$pidfile" 2>/dev/null)
-            if [[ $pid =~ ^[0-9]+$ ]] && grep -qaE 'rs-http.py|iperf3' "/proc/$pid/cmdline" 2>/dev/null; then
+            if [[ $pid =~ ^[0-9]+$ ]] && grep -qaE 'rs-http.py|iperf3|stream.py' "/proc/$pid/cmdline" 2>/dev/null; then
                 pids+=("$pid")
             fi
             rm -f "$pidfile"
@@ -441,7 +454,8 @@ setup_director() {
     # DIP on eth0, VIP as /32 on eth0 so the director answers ARP for it.
     add_port "$(client_switch)" dir "$P-dir" eth0 "$queues" "$(mac_for "$DIP")"
     nsx "$P-dir" ip addr add "$DIP/$PREFIXLEN" dev eth0
-    nsx "$P-dir" ip addr add "$VIP/32" dev eth0
+    # An HA pair's VIP belongs to VRRP, which adds it to the master only.
+    [[ $PAIR == 1 ]] || nsx "$P-dir" ip addr add "$VIP/32" dev eth0
     if [[ -n $DIR_CLIENT_GW ]]; then
         nsx "$P-dir" ip addr add "$DIR_CLIENT_GW/$CLIENT_PREFIXLEN" dev eth0
     fi
@@ -454,6 +468,16 @@ setup_director() {
     if [[ $CLIENT_ROUTER == 1 ]]; then
         nsx "$P-dir" ip route add "$CRT_NET" via "$CRT_LAN_IP" dev eth0
     fi
+}
+
+# --pair: the second director, like the first but for its address and the VIP.
+setup_director2() {
+    local queues=$1
+    new_ns "$P-dir2"
+    nsx "$P-dir2" sysctl -qw net.ipv4.ip_forward=0
+    add_port "$(client_switch)" dir2 "$P-dir2" eth0 "$queues" "$(mac_for "$DIP2")"
+    nsx "$P-dir2" ip addr add "$DIP2/$PREFIXLEN" dev eth0
+    nsx "$P-dir2" ip link set eth0 up
 }
 
 setup_router() {
@@ -515,6 +539,9 @@ setup_rs() {
     setsid ip netns exec "$ns" python3 "$ROOT/scripts/rs-http.py" "rs$k" "$HTTP_PORT" "$UDP_PORT" "${also[@]}" \
         </dev/null >"$STATE/rs$k.log" 2>&1 9>&- &
     echo $! >"$STATE/rs$k.pid"
+    setsid ip netns exec "$ns" python3 "$ROOT/scripts/stream.py" server --port "$STREAM_PORT" \
+        </dev/null >"$STATE/rs$k-stream.log" 2>&1 9>&- &
+    echo $! >"$STATE/rs$k-stream.pid"
     if [[ $extras == 1 ]]; then
         # -D daemonizes (its own session) and writes the pidfile itself.
         nsx "$ns" iperf3 -s -D -p "$IPERF_PORT" -I "$STATE/rs$k-iperf.pid" \
@@ -532,6 +559,10 @@ check_topology() {
             cat "$STATE/rs$k.log" >&2 || true
             die "rs$k: no listener on tcp :${tcp_ports// /, :} / udp :$UDP_PORT (server died or 10 s passed)"
         }
+        wait_tcp_port "$P-rs$k" "$STREAM_PORT" || {
+            cat "$STATE/rs$k-stream.log" >&2 || true
+            die "rs$k: stream.py not listening on tcp :$STREAM_PORT after 10 s"
+        }
         if [[ $extras == 1 ]]; then
             wait_tcp_port "$P-rs$k" "$IPERF_PORT" || {
                 cat "$STATE/rs$k-iperf.log" >&2 || true
@@ -545,6 +576,9 @@ check_topology() {
                 ip=$(rs_ip "$k")
                 check_http "$P-client" "$ip" "rs$k" || die "client cannot reach rs$k at $ip"
                 check_http "$P-dir" "$ip" "rs$k" || die "director cannot reach rs$k at $ip"
+                if [[ $PAIR == 1 ]]; then
+                    check_http "$P-dir2" "$ip" "rs$k" || die "director 2 cannot reach rs$k at $ip"
+                fi
                 nsx "$P-rs$k" bash "$ROOT/scripts/rs-dr.sh" status "$VIP" >/dev/null ||
                     die "rs$k: rs-dr.sh status says not configured"
             done
@@ -609,11 +643,27 @@ do_up() {
                 crt=1
                 shift
                 ;;
+            --pair)
+                PAIR=1
+                shift
+                ;;
+            --directors)
+                [[ $# -ge 2 ]] || { usage; exit 2; }
+                case "$2" in
+                    1) PAIR=0 ;;
+                    2) PAIR=1 ;;
+                    *) die "--directors must be 1 or 2 (got '$2')" ;;
+                esac
+                shift 2
+                ;;
             -h | --help) usage; exit 0 ;;
             *) usage; exit 2 ;;
         esac
     done
     set_topology "$topo" || die "--topology must be dr, nat2, nat1 or tun (got '$topo')"
+    if [[ $PAIR == 1 && $TOPOLOGY != dr ]]; then
+        die "--pair: only with --topology dr"
+    fi
     if [[ $crt == 1 ]]; then
         set_client_router || die "--client-router: not with --topology nat1"
     fi
@@ -667,6 +717,7 @@ do_up() {
     [[ $(rs_switch) == "$(client_switch)" ]] || new_switch "$(rs_switch)"
     setup_client
     setup_director "$queues"
+    [[ $PAIR == 1 ]] && setup_director2 "$queues"
     [[ $TOPOLOGY == tun ]] && setup_router
     for ((k = 1; k <= nrs; k++)); do
         setup_rs "$k" "$extras"
@@ -676,6 +727,7 @@ do_up() {
     # The checks above filled the director's neighbour cache; empty it so xvsd
     # starts like on a freshly booted director and must resolve MACs itself.
     nsx "$P-dir" ip neigh flush all >/dev/null 2>&1 || true
+    [[ $PAIR == 1 ]] && { nsx "$P-dir2" ip neigh flush all >/dev/null 2>&1 || true; }
 
     write_topology "$nrs" "$queues" "$extras"
     UP_DONE=1
@@ -715,6 +767,17 @@ write_topology() {
         echo "DIR_INT_MAC=$(mac_of "$P-dir" "$DIR_INT_IF")"
         echo "DIR_CLIENT_GW_IP=$DIR_CLIENT_GW"
         echo "DIR_QUEUES=$queues"
+        echo "PAIR=$PAIR"
+        if [[ $PAIR == 1 ]]; then
+            echo "DIR2_NS=$P-dir2"
+            echo "DIR2_IP=$DIP2"
+            echo "DIR2_MAC=$(mac_of "$P-dir2" eth0)"
+        else
+            echo "DIR2_NS="
+            echo "DIR2_IP="
+            echo "DIR2_MAC="
+        fi
+        echo "STREAM_PORT=$STREAM_PORT"
         echo "VIP=$VIP"
         echo "HTTP_PORT=$HTTP_PORT"
         echo "UDP_PORT=$UDP_PORT"
@@ -762,6 +825,7 @@ write_topology() {
             echo "RS${k}_MAC=$(mac_of "$P-rs$k" eth0)"
             echo "RS${k}_PID=$(cat "$STATE/rs$k.pid")"
             echo "RS${k}_IPERF_PID=$(cat "$STATE/rs$k-iperf.pid" 2>/dev/null || true)"
+            echo "RS${k}_STREAM_PID=$(cat "$STATE/rs$k-stream.pid")"
         done
     } >"$STATE/topology"
 }
@@ -785,14 +849,19 @@ print_topology() {
                 printf "$f" dir "$DIR_NS" eth0 "$DIR_MAC" "DIP $DIR_IP/$PREFIXLEN, VIP $VIP/32, $DIR_CLIENT_GW_IP/$CLIENT_PREFIXLEN"
                 ;;
             *)
-                printf "$f" dir "$DIR_NS" eth0 "$DIR_MAC" "DIP $DIR_IP/$PREFIXLEN, VIP $VIP/32"
+                if [[ $PAIR == 1 ]]; then
+                    printf "$f" dir "$DIR_NS" eth0 "$DIR_MAC" "DIP $DIR_IP/$PREFIXLEN, VIP $VIP/32 by VRRP"
+                    printf "$f" dir2 "$DIR2_NS" eth0 "$DIR2_MAC" "DIP2 $DIR2_IP/$PREFIXLEN, VIP $VIP/32 by VRRP"
+                else
+                    printf "$f" dir "$DIR_NS" eth0 "$DIR_MAC" "DIP $DIR_IP/$PREFIXLEN, VIP $VIP/32"
+                fi
                 ;;
         esac
         if [[ $TOPOLOGY == tun ]]; then
             printf "$f" rtr "$RTR_NS" eth0 "$RTR_LAN_MAC" "$RTR_LAN_IP/$PREFIXLEN (on $SW_NS), forwarding"
             printf "$f" rtr "$RTR_NS" eth1 "$RTR_RS_MAC" "$RTR_RS_IP/$RS_PREFIXLEN (on $SW_INT_NS)"
         fi
-        servers="http :$HTTP_PORT${ALT_HTTP_PORT:+ :$ALT_HTTP_PORT} udp :$UDP_PORT${IPERF_PORT:+ iperf3 :$IPERF_PORT}"
+        servers="http :$HTTP_PORT${ALT_HTTP_PORT:+ :$ALT_HTTP_PORT} udp :$UDP_PORT${IPERF_PORT:+ iperf3 :$IPERF_PORT} stream :$STREAM_PORT"
         case "$TOPOLOGY" in
             dr) rsdesc="VIP $VIP/32 on lo" ;;
             tun) rsdesc="default via $RS_GW, VIP $VIP/32 on lo, decap $TUN_DECAP" ;;
@@ -817,7 +886,7 @@ do_status() {
         local alt iperf
         alt=$(sed -n 's/^ALT_HTTP_PORT=//p' "$STATE/topology")
         iperf=$(sed -n 's/^IPERF_PORT=//p' "$STATE/topology")
-        tcp_ports="$HTTP_PORT${alt:+ $alt}${iperf:+ $iperf}"
+        tcp_ports="$HTTP_PORT${alt:+ $alt}${iperf:+ $iperf} $STREAM_PORT"
     fi
     echo "harness $P: ${topo:+topology $topo, }namespaces: ${nss[*]}"
     for ns in "${nss[@]}"; do
