@@ -550,34 +550,10 @@ impl Cx<'_> {
             let Some(sh) = shard.as_mut() else {
                 return Verdict::Drop(DropReason::NoService);
             };
-            if !self.make_room(sh) {
-                return Verdict::Drop(DropReason::TableFull);
-            }
-            let Some(slot) = self.insert(sh, conn) else {
-                return Verdict::Drop(DropReason::TableFull);
-            };
-            let Some(c) = sh.get_mut(slot) else {
-                return Verdict::Drop(DropReason::NoConn);
-            };
-            let was = c.state;
-            let v = self.nat_request(c, len);
-            sh.note_state(slot, was);
-            return v;
+            return self.admit(sh, conn, len, true, false);
         }
         drop(shard);
-        if !self.make_room(conns) {
-            return Verdict::Drop(DropReason::TableFull);
-        }
-        let Some(slot) = self.insert(conns, conn) else {
-            return Verdict::Drop(DropReason::TableFull);
-        };
-        let Some(c) = conns.get_mut(slot) else {
-            return Verdict::Drop(DropReason::NoConn);
-        };
-        let was = c.state;
-        let v = self.forward_local(c, len);
-        conns.note_state(slot, was);
-        v
+        self.admit(conns, conn, len, true, false)
     }
 
     /// A new connection to `svc`. `shard` is the client's NAT shard, locked, when the service
@@ -648,36 +624,51 @@ impl Cx<'_> {
             sync_pkts: 0,
             sync_state: ConnState::None,
         };
-        // A refused connection is dropped here, which also releases its template.
+        // A refused connection is dropped here, which also releases its template. Room
+        // was made above, before scheduling.
         if masq {
             let Some(shard) = shard.as_mut() else {
                 // A NAT server in a service not flagged has_nat: cannot happen (the flag is
                 // set first); refuse rather than track it where replies would not look.
                 return Verdict::Drop(DropReason::NoService);
             };
-            let Some(slot) = self.insert(shard, conn) else {
-                return Verdict::Drop(DropReason::TableFull);
-            };
-            let Some(c) = shard.get_mut(slot) else {
-                return Verdict::Drop(DropReason::NoConn);
-            };
-            let was = c.state;
-            self.count_new(c);
-            let v = self.nat_request(c, len);
-            shard.note_state(slot, was);
-            return v;
+            return self.admit(shard, conn, len, false, true);
         }
         drop(shard);
-        let Some(slot) = self.insert(conns, conn) else {
+        self.admit(conns, conn, len, false, true)
+    }
+
+    /// Inserts `conn` into `table` (after making room, if `room`) and forwards the packet
+    /// through it: NAT in for a NAT entry, DR/TUN otherwise; `new`: counted as a new
+    /// connection (an imported one is not).
+    fn admit(
+        &mut self,
+        table: &mut ConnTable,
+        conn: Conn,
+        len: &mut usize,
+        room: bool,
+        new: bool,
+    ) -> Verdict {
+        if room && !self.make_room(table) {
+            return Verdict::Drop(DropReason::TableFull);
+        }
+        let masq = conn.rip != 0;
+        let Some(slot) = self.insert(table, conn) else {
             return Verdict::Drop(DropReason::TableFull);
         };
-        let Some(c) = conns.get_mut(slot) else {
+        let Some(c) = table.get_mut(slot) else {
             return Verdict::Drop(DropReason::NoConn);
         };
         let was = c.state;
-        self.count_new(c);
-        let v = self.forward_local(c, len);
-        conns.note_state(slot, was);
+        if new {
+            self.count_new(c);
+        }
+        let v = if masq {
+            self.nat_request(c, len)
+        } else {
+            self.forward_local(c, len)
+        };
+        table.note_state(slot, was);
         v
     }
 
