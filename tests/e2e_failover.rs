@@ -429,14 +429,14 @@ fn failback_keeps_flows() {
     );
     let b = &p.b;
     wait_for("b to give the VIP up", secs(10), || !b.holds(VIP));
-    let log = p.a.keepalived_log();
     let (fault, master) = (
-        log.find("(VI_1) Entering FAULT STATE"),
-        log.rfind("(VI_1) Entering MASTER STATE"),
+        p.a.vrrp_log_pos("VI_1", "FAULT").map(|p| p.0),
+        p.a.vrrp_log_pos("VI_1", "MASTER").map(|p| p.1),
     );
     assert!(
         matches!((fault, master), (Some(f), Some(m)) if f < m),
-        "expected FAULT, then MASTER:\n{log}"
+        "expected FAULT, then MASTER:\n{}",
+        p.a.keepalived_log()
     );
     let r = streams.finish();
     print_measured(
