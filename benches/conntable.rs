@@ -85,6 +85,8 @@ impl Fixture {
             client_mac: [0; 6],
             in_port: 0,
             worker: 0,
+            sync_pkts: 0,
+            sync_state: xvs::conn::ConnState::None,
         }
     }
 }

@@ -12,11 +12,14 @@
 
 mod icmp;
 
-use crate::conn::{tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns};
+use crate::conn::{
+    tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns, Parked, ParkedConns,
+};
 use crate::dest::{DeadAction, DestRt, NO_PORT};
 use crate::model::Forward;
-use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow};
-use crate::service::{service_lookup_key, ServiceRt, Snapshot};
+use crate::packet::{ipv4, parse_flow, tcp_flags, DropReason, Flow, FlowKey};
+use crate::service::{service_lookup_key, ServiceRt, Snapshot, NO_TEMPLATE};
+use crate::sync::out::{self as sync_out, SyncQueues, SyncRec};
 use crate::xmit;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, MutexGuard};
@@ -76,6 +79,18 @@ pub struct FwdCounters {
     pub dead_rescheduled: u64,
     /// TCP RSTs sent to clients of a removed or dead server (policy `reassign`).
     pub dead_reset: u64,
+    /// Parked connections (synced, restored, moved from another queue) that became this
+    /// worker's at their first packet here.
+    #[serde(default)]
+    pub imported: u64,
+    /// TCP segments without a connection here handed to the other workers (their flow may
+    /// have moved from another queue); dropped as `no_conn` if nobody holds it.
+    #[serde(default)]
+    pub moved_handoff: u64,
+    /// Connections of this worker whose packets started arriving on another queue, moved
+    /// to the parked store for that queue's worker.
+    #[serde(default)]
+    pub moved_out: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -119,6 +134,10 @@ pub struct Forwarder {
     /// DR and TUN connections of this worker.
     pub conns: ConnTable,
     pub nat: Arc<NatConns>,
+    /// Connections no worker holds yet (synced, restored, moved): looked up on a miss.
+    pub parked: Arc<ParkedConns>,
+    /// Outgoing connection sync (the master daemon drains it).
+    pub sync: Arc<SyncQueues>,
     pub ports: [PortInfo; MAX_PORTS],
     pub counters: FwdCounters,
     sweep_shard: usize,
@@ -145,12 +164,21 @@ impl Forwarder {
             worker_id,
             conns: ConnTable::with_capacity(conn_capacity),
             nat,
+            // Placeholders until the daemon hands over the shared ones (`set_shared`).
+            parked: Arc::new(ParkedConns::with_capacity(0)),
+            sync: Arc::new(SyncQueues::with_len(1, 1)),
             ports: p,
             counters: FwdCounters::default(),
             sweep_shard: worker_id,
             reflect: false,
             handoff: false,
         }
+    }
+
+    /// Shares the daemon's parked connections and sync queues with this forwarder.
+    pub fn set_shared(&mut self, parked: Arc<ParkedConns>, sync: Arc<SyncQueues>) {
+        self.parked = parked;
+        self.sync = sync;
     }
 
     /// Handles one frame in place. `buf` is the whole frame buffer and `len` the frame's
@@ -173,7 +201,8 @@ impl Forwarder {
         match v {
             Verdict::Tx(_) => self.counters.tx_frames += 1,
             Verdict::Drop(r) => self.counters.drops[r as usize] += 1,
-            Verdict::Handoff => self.counters.icmp_handoff += 1,
+            Verdict::Handoff if icmp::is_icmp(&buf[..*len]) => self.counters.icmp_handoff += 1,
+            Verdict::Handoff => self.counters.moved_handoff += 1,
         }
         v
     }
@@ -184,8 +213,20 @@ impl Forwarder {
     /// `Verdict::Handoff` asks for the next worker, unless `last`: then nobody holds the
     /// connection and the copy is dropped (`no_conn`), once for the error. Not counted in
     /// `rx_frames`: the frame was received by the first worker.
-    pub fn process_handoff(&mut self, buf: &mut [u8], len: &mut usize, last: bool) -> Verdict {
-        let v = match self.relay_icmp(buf, len, true) {
+    pub fn process_handoff(
+        &mut self,
+        buf: &mut [u8],
+        len: &mut usize,
+        last: bool,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
+        let v = if icmp::is_icmp(&buf[..*len]) {
+            self.relay_icmp(buf, len, true)
+        } else {
+            self.moved_flow(buf, len, snap, now_ms)
+        };
+        let v = match v {
             Verdict::Handoff if last => Verdict::Drop(DropReason::NoConn),
             v => v,
         };
@@ -211,6 +252,79 @@ impl Forwarder {
         }
     }
 
+    /// A TCP segment without SYN that found no connection on the worker that received it
+    /// (`Cx::new_conn`), handed round the ring: its flow may have moved from this worker's
+    /// queue (an RSS indirection change, `ethtool -L`, a sender rehashing its queue after a
+    /// retransmit timeout). If this worker holds the connection, it forwards the segment
+    /// and moves the entry to the parked store, where the worker now receiving the flow
+    /// takes it at its next segment: the entry follows its packets, each later packet is
+    /// a local hit again, and no table is shared on the common path.
+    fn moved_flow(
+        &mut self,
+        buf: &mut [u8],
+        len: &mut usize,
+        snap: &Snapshot,
+        now_ms: u64,
+    ) -> Verdict {
+        let flow = match parse_flow(&buf[..*len]) {
+            Ok(f) => f,
+            Err(r) => return Verdict::Drop(r),
+        };
+        let k = flow.key;
+        let Some(slot) = self.conns.lookup(&k) else {
+            return Verdict::Handoff;
+        };
+        let Forwarder {
+            worker_id,
+            conns,
+            parked,
+            sync,
+            ports,
+            counters,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(slot) else {
+            return Verdict::Handoff;
+        };
+        if conn.svc.deleted.load(Relaxed) {
+            conns.remove(slot);
+            return Verdict::Drop(DropReason::NoService);
+        }
+        let mut cx = Cx {
+            worker_id: *worker_id,
+            ports,
+            counters: &mut *counters,
+            sync,
+            handoff: false,
+            buf,
+            flow: &flow,
+            in_port: conn.in_port,
+            snap,
+            now_ms,
+        };
+        let v = match conn.dest.on_unavailable() {
+            None | Some(DeadAction::Forward) => cx.forward_local(conn, len),
+            // The policies act where the flow now arrives, after the move.
+            Some(_) => Verdict::Drop(DropReason::DestUnavailable),
+        };
+        let p = Parked {
+            dest_addr: u32::from(conn.dest.addr),
+            dest_port: if conn.rport != 0 {
+                conn.rport
+            } else {
+                conn.dest.port
+            },
+            forward: conn.dest.forward,
+            state: conn.state,
+            expires_ms: conn.expires_ms,
+        };
+        conns.remove(slot);
+        if parked.put(k, p).is_ok() {
+            counters.moved_out += 1;
+        }
+        v
+    }
+
     fn process_inner(
         &mut self,
         buf: &mut [u8],
@@ -234,14 +348,19 @@ impl Forwarder {
             worker_id,
             conns,
             nat,
+            parked,
+            sync,
             ports,
             counters,
+            handoff,
             ..
         } = self;
         let mut cx = Cx {
             worker_id: *worker_id,
             ports,
             counters,
+            sync,
+            handoff: *handoff,
             buf,
             flow: &flow,
             in_port,
@@ -316,6 +435,11 @@ impl Forwarder {
                     sh.remove(slot);
                 }
             }
+            // Not this worker's, not a NAT entry: one that some other source gave the
+            // director (sync peer, restart, another queue) becomes this worker's now.
+            if let Some(p) = parked.take(&k) {
+                return cx.import(svc, p, parked, conns, shard, len);
+            }
             return cx.new_conn(svc, conns, shard, len);
         }
 
@@ -355,6 +479,9 @@ struct Cx<'a> {
     worker_id: usize,
     ports: &'a [PortInfo; MAX_PORTS],
     counters: &'a mut FwdCounters,
+    sync: &'a SyncQueues,
+    /// Other workers hold tables (see `Forwarder::handoff`).
+    handoff: bool,
     buf: &'a mut [u8],
     flow: &'a Flow,
     in_port: u8,
@@ -363,6 +490,96 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// A parked connection's first packet on this worker: it becomes a connection of this
+    /// worker's table (DR/TUN) or of the client's NAT shard, with the state and expiry it
+    /// was parked with, and the packet is forwarded as a local hit. Its real server must
+    /// be in the service's list (IPVS `ip_vs_find_dest`: address, port, method); if it is
+    /// not (yet), the entry goes back to wait for the configuration and the packet is
+    /// dropped (`unbound`), so a flow restored before its rules survives their restore.
+    fn import(
+        &mut self,
+        svc: &Arc<ServiceRt>,
+        p: Parked,
+        parked: &ParkedConns,
+        conns: &mut ConnTable,
+        mut shard: Option<MutexGuard<'_, ConnTable>>,
+        len: &mut usize,
+    ) -> Verdict {
+        let k = self.flow.key;
+        let set = svc.sched_set();
+        let dest = set
+            .dests
+            .iter()
+            .find(|d| {
+                u32::from(d.addr) == p.dest_addr
+                    && (d.port == p.dest_port || d.port == 0)
+                    && d.forward == p.forward
+            })
+            .cloned();
+        let Some(dest) = dest else {
+            // Lost only if the store filled up meanwhile (then counted as refused later).
+            let _ = parked.put(k, p);
+            return Verdict::Drop(DropReason::Unbound);
+        };
+        let masq = dest.forward == Forward::Masq;
+        let rport = if p.dest_port == 0 {
+            k.dport
+        } else {
+            p.dest_port
+        };
+        let mut client_mac = [0u8; 6];
+        client_mac.copy_from_slice(&self.buf[6..12]);
+        let conn = Conn {
+            key: k,
+            state: p.state,
+            expires_ms: p.expires_ms,
+            svc: svc.clone(),
+            dest: dest.clone(),
+            tpl: NO_TEMPLATE,
+            rip: if masq { u32::from(dest.addr) } else { 0 },
+            rport,
+            client_mac,
+            in_port: self.in_port,
+            worker: self.worker_id as u16,
+            // As ip_vs_proc_conn: in_pkts = sync_threshold, old_state = the state.
+            sync_pkts: sync_out::SYNC_THRESHOLD as u16,
+            sync_state: p.state,
+        };
+        self.counters.imported += 1;
+        if masq {
+            let Some(sh) = shard.as_mut() else {
+                return Verdict::Drop(DropReason::NoService);
+            };
+            if !self.make_room(sh) {
+                return Verdict::Drop(DropReason::TableFull);
+            }
+            let Some(slot) = self.insert(sh, conn) else {
+                return Verdict::Drop(DropReason::TableFull);
+            };
+            let Some(c) = sh.get_mut(slot) else {
+                return Verdict::Drop(DropReason::NoConn);
+            };
+            let was = c.state;
+            let v = self.nat_request(c, len);
+            sh.note_state(slot, was);
+            return v;
+        }
+        drop(shard);
+        if !self.make_room(conns) {
+            return Verdict::Drop(DropReason::TableFull);
+        }
+        let Some(slot) = self.insert(conns, conn) else {
+            return Verdict::Drop(DropReason::TableFull);
+        };
+        let Some(c) = conns.get_mut(slot) else {
+            return Verdict::Drop(DropReason::NoConn);
+        };
+        let was = c.state;
+        let v = self.forward_local(c, len);
+        conns.note_state(slot, was);
+        v
+    }
+
     /// A new connection to `svc`. `shard` is the client's NAT shard, locked, when the service
     /// has NAT servers (`ServiceRt::has_nat`, set before any NAT server is published), so
     /// room, scheduling and insertion happen under one lock (taken before the scheduler's
@@ -376,9 +593,14 @@ impl Cx<'_> {
     ) -> Verdict {
         let k = self.flow.key;
         let is_tcp = k.proto == ipv4::PROTO_TCP;
-        // IPVS creates TCP connections only on SYN (sloppy_tcp off).
+        // IPVS creates TCP connections only on SYN (sloppy_tcp off). With several workers
+        // the flow may be another worker's whose packets now arrive here: ask them.
         if is_tcp && self.flow.tcp_flags & tcp_flags::SYN == 0 {
-            return Verdict::Drop(DropReason::NoConn);
+            return if self.handoff {
+                Verdict::Handoff
+            } else {
+                Verdict::Drop(DropReason::NoConn)
+            };
         }
         // Room first, then the scheduler: an evicted half-open entry releases its template
         // before this connection asks for one (conn::template). The table is the NAT shard
@@ -423,6 +645,8 @@ impl Cx<'_> {
             client_mac,
             in_port: self.in_port,
             worker: self.worker_id as u16,
+            sync_pkts: 0,
+            sync_state: ConnState::None,
         };
         // A refused connection is dropped here, which also releases its template.
         if masq {
@@ -534,6 +758,69 @@ impl Cx<'_> {
             conn.set_state(next);
         }
         conn.expires_ms = self.now_ms + self.snap.timeouts.get(conn.state);
+        if dir != Direction::Output {
+            self.sync_out(conn);
+        }
+    }
+
+    /// IPVS `ip_vs_sync_conn` for a client packet (`ip_vs_in`): counts it and, while a
+    /// master sync daemon runs and the send rule says so, queues the entry for it. Plain
+    /// field writes on the entry being updated anyway, and a bounded queue push.
+    #[inline]
+    fn sync_out(&self, conn: &mut Conn) {
+        // Counted modulo 50000, a multiple of the sync period, so `pkts % 50` is IPVS's.
+        conn.sync_pkts = if conn.sync_pkts >= 50_000 {
+            1
+        } else {
+            conn.sync_pkts + 1
+        };
+        if !self.sync.enabled() {
+            return;
+        }
+        let (proto, state) = (conn.key.proto, conn.state);
+        if sync_out::needed(proto, state, &mut conn.sync_state, conn.sync_pkts as u32) {
+            self.sync.push(
+                self.worker_id,
+                SyncRec {
+                    key: conn.key,
+                    dest_addr: u32::from(conn.dest.addr),
+                    dest_port: if conn.rport != 0 {
+                        conn.rport
+                    } else {
+                        conn.dest.port
+                    },
+                    forward: conn.dest.forward,
+                    state,
+                    timeout_s: (self.snap.timeouts.get(state) / 1000) as u32,
+                    template: false,
+                },
+            );
+            // "synchronize its controller": the template goes with its connection (IPVS
+            // sends it at every packet of every connection it controls; xvs at the
+            // connection's own sync points, which keeps the peer's copy as fresh).
+            if conn.tpl != NO_TEMPLATE {
+                if let Some(p) = conn.svc.persistence() {
+                    self.sync.push(
+                        self.worker_id,
+                        SyncRec {
+                            key: FlowKey {
+                                saddr: conn.key.saddr & p.netmask,
+                                daddr: u32::from(conn.svc.key.addr),
+                                sport: 0,
+                                dport: conn.svc.key.port,
+                                proto,
+                            },
+                            dest_addr: u32::from(conn.dest.addr),
+                            dest_port: conn.dest.port,
+                            forward: conn.dest.forward,
+                            state: ConnState::None,
+                            timeout_s: (p.timeout_ms / 1000) as u32,
+                            template: true,
+                        },
+                    );
+                }
+            }
+        }
     }
 
     /// Where frames to `dest` leave, and with which MACs; `None` while unresolved.
@@ -806,6 +1093,161 @@ mod tests {
         assert_eq!(f.counters.new_conns, 2);
         let st = dests[0].stats.read();
         assert_eq!((st.conns, st.inpkts, st.inbytes), (1, 2, 80));
+    }
+
+    fn parked_entry(dest: u32, state: ConnState) -> Parked {
+        Parked {
+            dest_addr: dest,
+            dest_port: 80,
+            forward: Forward::Route,
+            state,
+            expires_ms: 900_000,
+        }
+    }
+
+    fn client_key(sport: u16) -> crate::packet::FlowKey {
+        crate::packet::FlowKey {
+            saddr: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 100)),
+            daddr: u32::from(std::net::Ipv4Addr::new(10, 0, 0, 88)),
+            sport,
+            dport: 80,
+            proto: 6,
+        }
+    }
+
+    #[test]
+    fn a_parked_connection_becomes_this_workers_at_its_first_packet() {
+        let (snap, dests, _svc) = setup(&[1, 1]);
+        let mut f = fwd(16);
+        f.set_shared(
+            Arc::new(ParkedConns::with_capacity(64)),
+            Arc::new(SyncQueues::new(1)),
+        );
+        // Parked on the *second* server: wrr would have picked the first.
+        f.parked
+            .put(
+                client_key(2000),
+                parked_entry(0x0a00_000a, ConnState::Established),
+            )
+            .unwrap();
+        // A mid-stream ACK (no SYN): without the entry it would be dropped as no_conn.
+        let mut ack = tcp(2000, "A");
+        assert_eq!(run(&mut f, &mut ack, &snap, 10), Verdict::Tx(0));
+        assert_eq!(&ack[0..6], &[0x02, 0, 0, 0, 1, 1], "to the parked server");
+        assert_eq!(f.counters.imported, 1);
+        assert_eq!(f.counters.new_conns, 0, "not a new connection");
+        assert!(f.parked.is_empty(), "taken, not copied");
+        assert_eq!(f.conns.len(), 1);
+        assert_eq!(dests[1].active(), 1, "counted on its server");
+        // Later packets are local hits.
+        let mut ack2 = tcp(2000, "A");
+        assert_eq!(run(&mut f, &mut ack2, &snap, 11), Verdict::Tx(0));
+        assert_eq!(&ack2[0..6], &[0x02, 0, 0, 0, 1, 1]);
+        assert_eq!(f.counters.imported, 1);
+    }
+
+    #[test]
+    fn a_parked_connection_without_its_server_waits_for_it() {
+        let (snap, _dests, _svc) = setup(&[1]);
+        let mut f = fwd(16);
+        f.set_shared(
+            Arc::new(ParkedConns::with_capacity(64)),
+            Arc::new(SyncQueues::new(1)),
+        );
+        // 10.0.0.77 is not a server of the service (rules not restored yet).
+        f.parked
+            .put(
+                client_key(2001),
+                parked_entry(0x0a00_004d, ConnState::Established),
+            )
+            .unwrap();
+        assert_eq!(
+            run(&mut f, &mut tcp(2001, "A"), &snap, 0),
+            Verdict::Drop(DropReason::Unbound)
+        );
+        assert_eq!(f.parked.len(), 1, "still waiting");
+        assert_eq!(f.conns.len(), 0);
+    }
+
+    #[test]
+    fn a_flow_whose_packets_move_to_another_queue_follows_them() {
+        let (snap, _dests, _svc) = setup(&[1, 1]);
+        let parked = Arc::new(ParkedConns::with_capacity(64));
+        let sync = Arc::new(SyncQueues::new(2));
+        let (mut a, mut b) = (fwd(16), fwd(16));
+        b.worker_id = 1;
+        for f in [&mut a, &mut b] {
+            f.set_shared(parked.clone(), sync.clone());
+            f.handoff = true;
+        }
+        // Worker b makes a connection to the second server (wrr: b's first pick is the
+        // first server, so burn one pick first)...
+        assert_eq!(run(&mut b, &mut tcp(4000, "S"), &snap, 0), Verdict::Tx(0));
+        let mut syn = tcp(4001, "S");
+        assert_eq!(run(&mut b, &mut syn, &snap, 0), Verdict::Tx(0));
+        let server = syn[0..6].to_vec();
+        assert_eq!(run(&mut b, &mut tcp(4001, "A"), &snap, 1), Verdict::Tx(0));
+        // ... then the flow's segments start arriving on a's queue: a asks the others.
+        let mut seg = tcp(4001, "A");
+        assert_eq!(run(&mut a, &mut seg, &snap, 2), Verdict::Handoff);
+        assert_eq!(a.counters.moved_handoff, 1);
+        // b holds it: forwards this copy and parks the entry for a.
+        let mut buf = vec![0u8; 2048];
+        buf[..seg.len()].copy_from_slice(&seg);
+        let mut len = seg.len();
+        assert_eq!(
+            b.process_handoff(&mut buf, &mut len, true, &snap, 3),
+            Verdict::Tx(0)
+        );
+        assert_eq!(&buf[0..6], &server[..], "same server");
+        assert_eq!((b.counters.moved_out, b.conns.len()), (1, 1));
+        // The next segment on a is a's own now, to the same server.
+        let mut next = tcp(4001, "A");
+        assert_eq!(run(&mut a, &mut next, &snap, 4), Verdict::Tx(0));
+        assert_eq!(&next[0..6], &server[..]);
+        assert_eq!((a.counters.imported, a.conns.len()), (1, 1));
+        assert!(parked.is_empty());
+        // A segment nobody holds is dropped by the last worker asked.
+        let mut stray = tcp(4999, "A");
+        assert_eq!(run(&mut a, &mut stray, &snap, 5), Verdict::Handoff);
+        let mut len = stray.len();
+        buf[..len].copy_from_slice(&stray);
+        assert_eq!(
+            b.process_handoff(&mut buf, &mut len, true, &snap, 5),
+            Verdict::Drop(DropReason::NoConn)
+        );
+    }
+
+    #[test]
+    fn connections_are_queued_for_sync_by_ipvs_rule_only_while_a_master_runs() {
+        let (snap, _dests, _svc) = setup(&[1]);
+        let mut f = fwd(16);
+        let q = Arc::new(SyncQueues::new(1));
+        f.set_shared(Arc::new(ParkedConns::with_capacity(64)), q.clone());
+        let mut out = vec![];
+        // No master: nothing queued.
+        for (i, fl) in ["S", "A", "A", "A"].iter().enumerate() {
+            run(&mut f, &mut tcp(3000, fl), &snap, i as u64);
+        }
+        q.drain(&mut out);
+        assert!(out.is_empty());
+        q.set_enabled(true);
+        // Packets 1 (SYN), 2 (ACK: ESTABLISHED), 3 (sent), 4..52, 53 (sent).
+        for i in 0..53u64 {
+            let fl = if i == 0 { "S" } else { "A" };
+            run(&mut f, &mut tcp(3001, fl), &snap, 100 + i);
+        }
+        q.drain(&mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].key, client_key(3001));
+        assert_eq!(out[0].state, ConnState::Established);
+        assert_eq!(out[0].timeout_s, 900);
+        assert_eq!(out[0].dest_addr, 0x0a00_0009);
+        // A FIN goes at once.
+        run(&mut f, &mut tcp(3001, "FA"), &snap, 200);
+        q.drain(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].state, ConnState::FinWait);
     }
 
     #[test]

@@ -226,6 +226,16 @@ pub enum Request {
     Connections,
     /// xvs-only `-L --health`: every checker of every real server (`--config`).
     Health,
+    /// `--start-daemon master|backup`: start a connection-sync daemon.
+    StartDaemon {
+        config: crate::sync::daemon::SyncDaemonConfig,
+    },
+    /// `--stop-daemon master|backup`.
+    StopDaemon {
+        role: crate::sync::daemon::Role,
+    },
+    /// `-L --daemon`: answered by `Response::Daemons`.
+    Daemons,
 }
 
 /// One checker of one real server, as `xvsadm -L -n --health` shows it.
@@ -318,7 +328,8 @@ pub enum Response {
     Status(Status),
     /// An ipvsadm-style message ("No such service", ...); the configuration is unchanged.
     Error(String),
-    DataPath(DataPathStats),
+    /// Boxed: the counters are the largest answer, and most answers are small.
+    DataPath(Box<DataPathStats>),
     /// One chunk of the `-L -c` stream (see `control::proto`): a request for `Connections`
     /// is answered by any number of these, then `ConnectionsEnd` (or an `Error`).
     Connections(Vec<ConnStatus>),
@@ -329,6 +340,8 @@ pub enum Response {
     },
     /// `Request::Health`; `None` when xvsd runs without `--config`.
     Health(Option<Vec<HealthRow>>),
+    /// `Request::Daemons`: the running sync daemons, master first.
+    Daemons(Vec<crate::sync::daemon::DaemonStatus>),
 }
 
 /// One connection-table entry as `ipvsadm -L -c` shows it.
@@ -393,6 +406,15 @@ pub struct WorkerCounters {
     /// TCP RSTs sent to clients of a removed or dead server (`--on-dead reassign`).
     #[serde(default)]
     pub dead_reset: u64,
+    /// Parked connections (synced, restored, from another queue) this worker took over.
+    #[serde(default)]
+    pub imported: u64,
+    /// TCP segments without a connection here asked of the other workers (moved flows).
+    #[serde(default)]
+    pub moved_handoff: u64,
+    /// Connections whose packets moved to another queue, parked for its worker.
+    #[serde(default)]
+    pub moved_out: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }
@@ -413,6 +435,9 @@ pub struct DataPathStats {
     pub xdp_no_socket: u64,
     pub xdp_fragments: u64,
     pub workers: Vec<WorkerCounters>,
+    /// The connection-sync counters (`SyncCounters::pairs`).
+    #[serde(default)]
+    pub sync: Vec<(String, u64)>,
 }
 
 #[cfg(test)]

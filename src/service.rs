@@ -14,6 +14,7 @@ use crate::sched::{SchedFlags, Scheduler};
 use crate::stats::StatSlots;
 use arc_swap::ArcSwap;
 use crossbeam::utils::CachePadded;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -198,6 +199,43 @@ impl ServiceRt {
             })
             .map_err(|_| DropReason::TemplateFull)?;
         Ok((dest, slot))
+    }
+
+    /// Applies a persistence template received from a sync peer: client group `cnet`
+    /// (already masked by the peer) to the real server `dest_addr:dest_port` of this
+    /// service. `false` if the service is not persistent or has no such server.
+    pub fn apply_synced_template(
+        &self,
+        cnet: u32,
+        proto: u8,
+        dest_addr: Ipv4Addr,
+        dest_port: u16,
+        expires_ms: u64,
+    ) -> bool {
+        let set = self.sched.load();
+        let Some(dest) = set
+            .dests
+            .iter()
+            .find(|d| d.addr == dest_addr && (d.port == dest_port || d.port == 0))
+            .cloned()
+        else {
+            return false;
+        };
+        let mut core = self.persist_lock();
+        let Some(tpls) = core.templates.as_mut() else {
+            return false;
+        };
+        tpls.put_synced(Template {
+            key: TemplateKey {
+                cnet,
+                vport: self.key.port,
+                proto,
+            },
+            vaddr: self.key.addr,
+            dest,
+            expires_ms,
+        })
+        .is_ok()
     }
 
     /// Removes templates past their timeout with no connections left and lets the

@@ -60,6 +60,9 @@ pub struct WorkerStats {
     pub dead_expired: AtomicU64,
     pub dead_rescheduled: AtomicU64,
     pub dead_reset: AtomicU64,
+    pub imported: AtomicU64,
+    pub moved_handoff: AtomicU64,
+    pub moved_out: AtomicU64,
     pub conns: AtomicU64,
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
@@ -82,6 +85,9 @@ impl WorkerStats {
         self.dead_expired.store(c.dead_expired, Relaxed);
         self.dead_rescheduled.store(c.dead_rescheduled, Relaxed);
         self.dead_reset.store(c.dead_reset, Relaxed);
+        self.imported.store(c.imported, Relaxed);
+        self.moved_handoff.store(c.moved_handoff, Relaxed);
+        self.moved_out.store(c.moved_out, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
@@ -104,6 +110,9 @@ impl WorkerStats {
             dead_expired: self.dead_expired.load(Relaxed),
             dead_rescheduled: self.dead_rescheduled.load(Relaxed),
             dead_reset: self.dead_reset.load(Relaxed),
+            imported: self.imported.load(Relaxed),
+            moved_handoff: self.moved_handoff.load(Relaxed),
+            moved_out: self.moved_out.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
@@ -130,6 +139,8 @@ pub struct ConnRow {
     pub expires_ms: u64,
     pub dest_addr: Ipv4Addr,
     pub dest_port: u16,
+    /// The real server's method (connection sync sends it).
+    pub forward: crate::model::Forward,
 }
 
 impl ConnRow {
@@ -140,6 +151,7 @@ impl ConnRow {
             expires_ms: c.expires_ms,
             dest_addr: c.dest.addr,
             dest_port: c.dest.port,
+            forward: c.dest.forward,
         }
     }
 
@@ -470,6 +482,16 @@ impl Worker {
         ))
     }
 
+    /// Shares the daemon's parked connections and outgoing sync queues (connection sync,
+    /// restart, queue moves) with this worker's forwarder.
+    pub fn set_shared_conns(
+        &mut self,
+        parked: Arc<crate::conn::ParkedConns>,
+        sync: Arc<crate::sync::out::SyncQueues>,
+    ) {
+        self.fwd.set_shared(parked, sync);
+    }
+
     /// Joins the ring of workers that hand each other ICMP errors about connections they
     /// do not hold (src/handoff.rs); this worker's queue is `handoffs`' queue `queue`.
     pub fn set_handoff(&mut self, handoffs: Arc<Handoffs>) {
@@ -652,6 +674,8 @@ impl Worker {
             return 0;
         };
         let nports = self.ports.len();
+        let snap = self.shared.snapshot.load();
+        let now_ms = crate::clock::now_ms();
         let mut n = 0;
         while n < HANDOFF_PER_ITER {
             let Some(mut f) = h.recv(self.fwd.worker_id) else {
@@ -674,7 +698,8 @@ impl Worker {
                 let mut len = f.len as usize;
                 let v = if len <= buf.len() {
                     buf[..len].copy_from_slice(f.frame());
-                    self.fwd.process_handoff(buf, &mut len, f.hops_left == 0)
+                    self.fwd
+                        .process_handoff(buf, &mut len, f.hops_left == 0, &snap, now_ms)
                 } else {
                     self.fwd.counters.drops[DropReason::IcmpHandoffLost as usize] += 1;
                     Verdict::Drop(DropReason::IcmpHandoffLost)

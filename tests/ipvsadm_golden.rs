@@ -29,6 +29,7 @@ use xvs::model::{
     ConnStatus, Counters, DestStatus, Forward, Protocol, Rates, Request, Response, ServiceKey,
     ServiceOpts, ServiceStatus, Status, Timeouts,
 };
+use xvs::sync::daemon::{BulkState, DaemonStatus, Role};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -496,12 +497,41 @@ struct Outcome {
     stderr: String,
 }
 
+/// A master and a backup sync daemon, as `list-daemon-running.golden` expects them.
+fn fixture_daemons() -> Vec<DaemonStatus> {
+    let d = |role, ifn: &str, syncid, maxlen, group: &str, port, ttl| DaemonStatus {
+        role,
+        mcast_ifn: ifn.into(),
+        syncid,
+        sync_maxlen: maxlen,
+        mcast_group: ip(group),
+        mcast_port: port,
+        mcast_ttl: ttl,
+        peers: vec![],
+        bulk_peer: None,
+        bulk: BulkState::None,
+    };
+    vec![
+        d(Role::Master, "eth0", 51, 1472, "224.0.0.81", 8848, 1),
+        d(Role::Backup, "eth1", 0, 8972, "239.1.2.3", 9000, 4),
+    ]
+}
+
 fn run_case(case: &Case, names: &PortNames) -> Outcome {
     let status = fixture();
     let conns = fixture_conns();
     let daemon = case.daemon.clone();
     let answer = move |_: &Path, req: &Request| -> anyhow::Result<Response> {
+        if let Request::Daemons = req {
+            // No sync daemon runs, except for `daemon: daemons`.
+            return Ok(Response::Daemons(if daemon == "daemons" {
+                fixture_daemons()
+            } else {
+                vec![]
+            }));
+        }
         Ok(match daemon.as_str() {
+            "daemons" => Response::Ok,
             "status" => match req {
                 Request::Connections => Response::Connections(conns.clone()),
                 _ => Response::Status(status.clone()),

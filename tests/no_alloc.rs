@@ -395,6 +395,8 @@ fn churn_at_capacity_does_not_allocate() {
         client_mac: [0; 6],
         in_port: 0,
         worker: 0,
+        sync_pkts: 0,
+        sync_state: xvs::conn::ConnState::None,
     };
     let mut t = ConnTable::with_capacity(CAP);
     let mut live = VecDeque::with_capacity(CAP);
@@ -472,7 +474,13 @@ fn handing_icmp_errors_to_another_worker_does_not_allocate() {
             let f = ring.recv(1).expect("queued");
             out.len = f.frame().len();
             out.buf[..out.len].copy_from_slice(f.frame());
-            verdicts.push(b.process_handoff(&mut out.buf, &mut out.len, f.hops_left == 0));
+            verdicts.push(b.process_handoff(
+                &mut out.buf,
+                &mut out.len,
+                f.hops_left == 0,
+                &snap,
+                1_000,
+            ));
         }
     });
     assert_eq!(n, 0, "handing ICMP errors over allocated {n} times");

@@ -1708,7 +1708,7 @@ fn handed(f: &mut Forwarder, frame: &[u8], last: bool) -> (Verdict, Vec<u8>) {
     let mut buf = vec![0u8; BUF_LEN];
     buf[..frame.len()].copy_from_slice(frame);
     let mut len = frame.len();
-    let v = f.process_handoff(&mut buf, &mut len, last);
+    let v = f.process_handoff(&mut buf, &mut len, last, &Snapshot::default(), 1_000);
     (v, buf[..len].to_vec())
 }
 
@@ -2290,4 +2290,57 @@ fn forward_removed_or_dead_servers() {
         };
         assert_eq!(dead, want, "{what}: (expired, rescheduled, reset)");
     }
+}
+
+/// A NAT connection received from a sync peer (parked: no worker holds it) is picked up by
+/// the client's next segment, mid-stream (no SYN), and rewritten exactly as a connection
+/// made here; the real server's reply then finds it in the NAT table.
+#[test]
+fn a_synced_nat_connection_is_translated_both_ways_from_its_first_segment() {
+    use std::sync::Arc;
+    use xvs::conn::{ConnState, Parked, ParkedConns};
+    use xvs::model::Forward;
+    use xvs::packet::FlowKey;
+    use xvs::sync::out::SyncQueues;
+
+    let (mut fwd, snap) = forward_fixture();
+    let parked = Arc::new(ParkedConns::with_capacity(64));
+    fwd.set_shared(parked.clone(), Arc::new(SyncQueues::new(1)));
+    let key = FlowKey {
+        saddr: u32::from(CIP),
+        daddr: u32::from(NAT_VIP),
+        sport: CPORT,
+        dport: VPORT,
+        proto: 6,
+    };
+    let p = Parked {
+        dest_addr: u32::from(NAT_RIP),
+        dest_port: NAT_RPORT,
+        forward: Forward::Masq,
+        state: ConnState::Established,
+        expires_ms: 900_000,
+    };
+    parked.put(key, p).unwrap();
+
+    let ack = request(NAT_VIP, tcp(ACK));
+    let (v, out) = through(&mut fwd, &snap, &ack.frame(), 0);
+    assert_eq!(v, Verdict::Tx(1));
+    let want = ack
+        .with_dst(NAT_RIP, NAT_RPORT)
+        .hop()
+        .with_macs(NAT_RS_MAC, INT_MAC)
+        .frame();
+    assert_frame_eq(&out, &want, "synced NAT request");
+    assert!(parked.is_empty(), "taken into the NAT table");
+    assert_eq!(fwd.counters.imported, 1);
+
+    let reply = nat_reply(tcp(ACK));
+    let (v, out) = through(&mut fwd, &snap, &reply.frame(), 1);
+    assert_eq!(v, Verdict::Tx(0));
+    let want = reply
+        .with_src(NAT_VIP, VPORT)
+        .hop()
+        .with_macs(CLIENT_MAC, EXT_MAC)
+        .frame();
+    assert_frame_eq(&out, &want, "synced NAT reply");
 }

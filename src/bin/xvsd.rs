@@ -50,6 +50,20 @@ struct Args {
     /// never do) or refuse (IPVS without drop_entry).
     #[arg(long, default_value = "evict-half-open", value_parser = parse_table_full)]
     table_full: xvs::conn::PressurePolicy,
+    /// Start a connection-sync daemon with xvsd, as `xvsadm --start-daemon WORDS` would
+    /// (the same words: 'master --mcast-interface eth0 --syncid 51'); repeatable (one
+    /// master and one backup). Makes the daemons survive a restart or reboot.
+    #[arg(long, value_name = "WORDS", value_parser = parse_sync_daemon)]
+    sync_daemon: Vec<xvs::sync::daemon::SyncDaemonConfig>,
+    /// Readiness file for keepalived's track_file (weight 0: non-zero = FAULT): "1" from
+    /// start-up, "0" once xvsd is ready (after a --sync-daemon backup's --bulk-peer sync
+    /// has finished or failed), "1" again at exit. Written atomically.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+}
+
+fn parse_sync_daemon(s: &str) -> Result<xvs::sync::daemon::SyncDaemonConfig, String> {
+    xvs::cli::parse::parse_sync_daemon(s)
 }
 
 fn parse_table_full(s: &str) -> Result<xvs::conn::PressurePolicy, String> {
@@ -99,6 +113,8 @@ fn main() {
         templates_max: a.templates_max.unwrap_or(a.conn_max.saturating_mul(2)),
         table_full: a.table_full,
         config: a.config,
+        sync_daemons: a.sync_daemon,
+        ready_file: a.ready_file,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

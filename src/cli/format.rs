@@ -408,6 +408,36 @@ pub fn format_health(rows: &[crate::model::HealthRow]) -> String {
     out
 }
 
+/// `-L --daemon`: ipvsadm 1.31's `list_daemon`, one line per running daemon, master first:
+/// `%s sync daemon (mcast=%s, syncid=%d`, then `, maxlen=%u`, `, group=%s`, `, port=%u`,
+/// `, ttl=%u` (each printed when the kernel reports it, which current kernels always do,
+/// with the values start_sync_thread settled on), then `)`. Nothing when none runs.
+/// xvs's peers are not shown (ipvsadm has no place for them).
+pub fn format_daemons(ds: &[crate::sync::daemon::DaemonStatus]) -> String {
+    let mut out = String::new();
+    for d in ds {
+        let _ = write!(
+            out,
+            "{} sync daemon (mcast={}, syncid={}",
+            d.role.name(),
+            d.mcast_ifn,
+            d.syncid
+        );
+        if d.sync_maxlen != 0 {
+            let _ = write!(out, ", maxlen={}", d.sync_maxlen);
+        }
+        let _ = write!(out, ", group={}", d.mcast_group);
+        if d.mcast_port != 0 {
+            let _ = write!(out, ", port={}", d.mcast_port);
+        }
+        if d.mcast_ttl != 0 {
+            let _ = write!(out, ", ttl={}", d.mcast_ttl);
+        }
+        out.push_str(")\n");
+    }
+    out
+}
+
 pub fn format_datapath(d: &DataPathStats) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "interface: {}", d.interface);
@@ -420,6 +450,9 @@ pub fn format_datapath(d: &DataPathStats) -> String {
         ("xdp_fragments", d.xdp_fragments),
         ("nat_conns", d.nat_conns),
     ] {
+        let _ = writeln!(out, "{name}: {v}");
+    }
+    for (name, v) in &d.sync {
         let _ = writeln!(out, "{name}: {v}");
     }
     for w in &d.workers {
@@ -440,6 +473,9 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("dead_expired", w.dead_expired),
             ("dead_rescheduled", w.dead_rescheduled),
             ("dead_reset", w.dead_reset),
+            ("imported", w.imported),
+            ("moved_handoff", w.moved_handoff),
+            ("moved_out", w.moved_out),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1178,6 +1214,7 @@ TCP  10.0.0.88:80 wrr persistent 600
             xdp_no_socket: 0,
             xdp_fragments: 1,
             nat_conns: 5,
+            sync: vec![("sync_applied".into(), 12)],
             workers: vec![WorkerCounters {
                 queue: 0,
                 bind_mode: "zero-copy".into(),
@@ -1196,6 +1233,9 @@ TCP  10.0.0.88:80 wrr persistent 600
                 dead_expired: 3,
                 dead_rescheduled: 2,
                 dead_reset: 1,
+                imported: 9,
+                moved_handoff: 10,
+                moved_out: 11,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1208,6 +1248,7 @@ xdp_malformed: 2
 xdp_no_socket: 0
 xdp_fragments: 1
 nat_conns: 5
+sync_applied: 12
 queue 0 (zero-copy):
   rx_frames: 10
   tx_frames: 9
@@ -1224,6 +1265,9 @@ queue 0 (zero-copy):
   dead_expired: 3
   dead_rescheduled: 2
   dead_reset: 1
+  imported: 9
+  moved_handoff: 10
+  moved_out: 11
   truncated: 4
   malformed: 0
 ";

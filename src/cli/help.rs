@@ -32,6 +32,8 @@ pub fn usage(prog: &str) -> String {
   {prog} -L|l [virtual-service] [options]
   {prog} -Z [virtual-service]
   {prog} --set tcp tcpfin udp
+  {prog} --start-daemon {{master|backup}} [daemon-options]
+  {prog} --stop-daemon {{master|backup}}
   {prog} -h
 
 Commands:
@@ -48,6 +50,8 @@ Either long or short options are allowed.
   --list            -L|-l     list the table
   --zero            -Z        zero counters in a service or all services
   --set tcp tcpfin udp        set connection timeout values (0 leaves one unchanged)
+  --start-daemon              start connection sync daemon
+  --stop-daemon               stop connection sync daemon
   --help            -h        display this help message
   --version         -v        display the version
 
@@ -78,8 +82,17 @@ Options:
   --sort                              does nothing, for backwards compatibility
   --ops          -o                   one-packet scheduling (UDP only)
   --numeric      -n                   numeric output of ports
+  --daemon                            output of daemon information
   --sched-flags  -b flags             scheduler flags (comma-separated)
   --socket PATH                       xvsd control socket (default: ${env}, then {default})
+
+Daemon Options:
+  --syncid sid                        syncid for connection sync (default=0: no filter)
+  --sync-maxlen length                Max sync message length (default=1472)
+  --mcast-interface interface         multicast interface for connection sync (default=eth0)
+  --mcast-group address               IPv4 group (default=224.0.0.81)
+  --mcast-port port                   UDP port (default=8848)
+  --mcast-ttl ttl                     Multicast TTL (default=1)
 
 xvs only:
   {prog} --datapath                   data-path counters (XDP verdicts, per-queue frames, drops)
@@ -88,6 +101,13 @@ xvs only:
                                       default), expired at their next packet (expire), or
                                       moved (UDP) / reset (TCP) at once (reassign); not shown
                                       by -L or -S
+  --sync-peer ADDR                    with --start-daemon (repeatable): the master also
+                                      sends every sync datagram unicast to ADDR, the
+                                      backup also accepts unicast (networks without
+                                      multicast)
+  --bulk-peer ADDR                    with --start-daemon backup: fetch the whole
+                                      connection table from the director at ADDR (TCP, the
+                                      sync port) at start, then follow the live updates
 
 Differences from ipvsadm:
   Host names are never looked up (no DNS): give addresses as numbers, and listings
@@ -95,7 +115,7 @@ Differences from ipvsadm:
   -e resets options not given (-g, -w 1, no thresholds), exactly like ipvsadm.
   -S does not save thresholds (-x/-y), exactly like ipvsadm.
   Not implemented in xvs yet: -f (fwmark services), IPv6, SCTP, --pe, GUE/GRE tunnels,
-  --start-daemon/--stop-daemon (connection sync), --tun-info.
+  IPv6 sync groups, --tun-info.
 ",
         env = proto::SOCKET_ENV,
         default = proto::DEFAULT_SOCKET,

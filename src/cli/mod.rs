@@ -270,6 +270,7 @@ fn describe_request(req: &Request) -> &'static str {
         Request::DataPath => "data-path counters",
         Request::Connections => "a connection list",
         Request::Health => "health-check states",
+        Request::Daemons => "sync daemon states",
         _ => "an acknowledgement",
     }
 }
@@ -341,6 +342,7 @@ fn describe(r: &Response) -> &'static str {
         Response::Connections(_) => "a connection list",
         Response::ConnectionsEnd { .. } => "the end of a connection list",
         Response::Health(_) => "health-check states",
+        Response::Daemons(_) => "sync daemon states",
     }
 }
 
@@ -436,8 +438,23 @@ where
 {
     let fmt = opts.format;
     match opts.view {
-        // No sync daemon ever runs in xvs; ipvsadm prints nothing in that case.
-        ListView::Daemon => exit::OK,
+        ListView::Daemon => {
+            let got = ask(
+                path,
+                &Request::Daemons,
+                io,
+                call,
+                exit::LIST_FAILED,
+                |r| match r {
+                    Response::Daemons(d) => Ok(d),
+                    other => Err(other),
+                },
+            );
+            match got {
+                Ok(d) => io.out(&format::format_daemons(&d)),
+                Err(code) => code,
+            }
+        }
         ListView::Connections { persistent_conn } => {
             list_connections(path, persistent_conn, fmt, io, names, call)
         }
@@ -653,7 +670,11 @@ mod tests {
 
     #[test]
     fn not_implemented_sends_nothing() {
-        for args in ["-A -f 1 -s rr", "--start-daemon master", "-L --tun-info"] {
+        for args in [
+            "-A -f 1 -s rr",
+            "--start-daemon master --mcast-group ff02::1",
+            "-L --tun-info",
+        ] {
             let o = run_with(&format!("{SOCK} {args}"), "", status);
             assert_eq!(o.code, 2, "{args}");
             assert!(o.stderr.contains("not implemented"), "{args}: {}", o.stderr);
@@ -690,8 +711,6 @@ mod tests {
         );
         let o = run_with(&format!("{SOCK} -L --timeout"), "", status);
         assert_eq!(o.stdout, "Timeout (tcp tcpfin udp): 900 120 300\n");
-        let o = run_with(&format!("{SOCK} -L --daemon"), "", status);
-        assert_eq!((o.code, o.stdout.as_str()), (0, ""));
     }
 
     #[test]
@@ -818,7 +837,7 @@ mod tests {
     #[test]
     fn datapath_counters() {
         let o = run_with(&format!("{SOCK} --datapath"), "", |_| {
-            Ok(Response::DataPath(crate::model::DataPathStats {
+            Ok(Response::DataPath(Box::new(crate::model::DataPathStats {
                 nat_conns: 0,
                 interface: "eth0".into(),
                 xdp_mode: "generic".into(),
@@ -828,11 +847,71 @@ mod tests {
                 xdp_no_socket: 0,
                 xdp_fragments: 0,
                 workers: vec![],
-            }))
+                sync: vec![("sync_sent_msgs".into(), 4)],
+            })))
         });
         assert_eq!(o.code, 0, "{}", o.stderr);
         assert_eq!(o.sent[0].1, Request::DataPath);
         assert!(o.stdout.contains("\nxdp_passed: 2\n"), "{}", o.stdout);
+        assert!(o.stdout.contains("\nsync_sent_msgs: 4\n"), "{}", o.stdout);
+    }
+
+    #[test]
+    fn sync_daemons_listed_as_ipvsadm_and_refusals_as_the_kernels() {
+        use crate::sync::daemon::{BulkState, DaemonStatus, Role};
+        let d = |role, ifn: &str, syncid, maxlen| DaemonStatus {
+            role,
+            mcast_ifn: ifn.into(),
+            syncid,
+            sync_maxlen: maxlen,
+            mcast_group: "224.0.0.81".parse().unwrap(),
+            mcast_port: 8848,
+            mcast_ttl: 1,
+            peers: vec![],
+            bulk_peer: None,
+            bulk: BulkState::None,
+        };
+        let o = run_with(&format!("{SOCK} -L --daemon"), "", |_| {
+            Ok(Response::Daemons(vec![
+                d(Role::Master, "eth0", 51, 1472),
+                d(Role::Backup, "eth1", 0, 1472),
+            ]))
+        });
+        assert_eq!((o.code, o.stderr.as_str()), (0, ""));
+        assert_eq!(o.sent[0].1, Request::Daemons);
+        assert_eq!(
+            o.stdout,
+            "master sync daemon (mcast=eth0, syncid=51, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
+             backup sync daemon (mcast=eth1, syncid=0, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+        );
+        // None running: nothing at all, success.
+        let o = run_with(&format!("{SOCK} -L --daemon"), "", |_| {
+            Ok(Response::Daemons(vec![]))
+        });
+        assert_eq!((o.code, o.stdout.as_str()), (0, ""));
+        // A refusal is printed as ipvsadm prints the kernel's, exit 255.
+        let o = run_with(&format!("{SOCK} --start-daemon master"), "", |_| {
+            Ok(Response::Error("Daemon has already run".into()))
+        });
+        assert_eq!(
+            (o.code, o.stderr.as_str()),
+            (255, "Daemon has already run\n")
+        );
+        let o = run_with(&format!("{SOCK} --stop-daemon backup"), "", |_| {
+            Ok(Response::Error("No daemon is running".into()))
+        });
+        assert_eq!((o.code, o.stderr.as_str()), (255, "No daemon is running\n"));
+        // A bad value sends nothing.
+        let o = run_with(
+            &format!("{SOCK} --start-daemon master --syncid 300"),
+            "",
+            |_| Ok(Response::Ok),
+        );
+        assert_eq!(
+            (o.code, o.stderr.as_str()),
+            (2, "illegal syncid specified\n")
+        );
+        assert!(o.sent.is_empty());
     }
 
     #[test]

@@ -8,14 +8,18 @@
 //!   replies may arrive on any queue.
 //! - `template`: persistence templates of one service.
 //! - `pressure`: what a full table does with a new connection (SYN-flood defence).
+//! - `parked`: connections no worker holds yet (synced, restored, or moved between
+//!   queues), taken by the first worker that sees their flow.
 
 mod nat;
+mod parked;
 mod pressure;
 mod state;
 mod table;
 mod template;
 
 pub use nat::NatConns;
+pub use parked::{Parked, ParkedConns, ParkedFull};
 pub use pressure::PressurePolicy;
 pub use state::{tcp_transition, ConnState, Direction, StateTimeouts};
 pub use table::{Conn, ConnTable, TableFull};

@@ -42,6 +42,11 @@ pub struct Conn {
     pub in_port: u8,
     /// The worker that created the entry (NAT replies may be handled by another one).
     pub worker: u16,
+    /// Connection sync (`sync::out::needed`): client packets seen, modulo a multiple of
+    /// the sync period (IPVS `in_pkts`), and the state last sent (IPVS `old_state`).
+    /// Small so that an entry stays 64 bytes.
+    pub sync_pkts: u16,
+    pub sync_state: ConnState,
 }
 
 impl Conn {
@@ -66,6 +71,8 @@ impl Conn {
             client_mac: [0; 6],
             in_port: 0,
             worker: 0,
+            sync_pkts: 0,
+            sync_state: ConnState::None,
         }
     }
 
@@ -640,6 +647,8 @@ mod tests {
                 client_mac: [0; 6],
                 in_port: 0,
                 worker: 0,
+                sync_pkts: 0,
+                sync_state: ConnState::None,
             })
             .unwrap();
         assert_eq!(t.find(&req), Some((s, false)));

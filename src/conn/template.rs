@@ -155,6 +155,28 @@ impl Templates {
         Some((slot, dest))
     }
 
+    /// A template received from a sync peer (`ip_vs_proc_conn` for a template): the client
+    /// group's template is created, or refreshed and pointed at `t.dest`, controlling no
+    /// connection here (so the longest-unused rule may reuse it when the table is full).
+    /// A template in use by local connections keeps its server (they were made through it).
+    pub fn put_synced(&mut self, t: Template) -> Result<(), TemplatesFull> {
+        if let Some(slot) = self.find(&t.key) {
+            let in_use = self.refs(slot) > 0;
+            if let Some(cur) = self.slots[slot as usize].as_mut() {
+                cur.expires_ms = cur.expires_ms.max(t.expires_ms);
+                if !in_use && !Arc::ptr_eq(&cur.dest, &t.dest) {
+                    cur.dest.load.persist_conns.fetch_sub(1, Relaxed);
+                    t.dest.load.persist_conns.fetch_add(1, Relaxed);
+                    cur.dest = t.dest;
+                }
+            }
+            return Ok(());
+        }
+        let slot = self.insert(t)?;
+        self.release(slot);
+        Ok(())
+    }
+
     /// Makes a template controlling one connection.
     pub fn insert(&mut self, t: Template) -> Result<u32, TemplatesFull> {
         if self.len >= self.capacity {

@@ -201,7 +201,12 @@ impl ConfigModel {
                 }
                 Ok(())
             }
-            Request::DataPath | Request::Connections | Request::Health => Ok(()),
+            Request::DataPath | Request::Connections | Request::Health | Request::Daemons => Ok(()),
+            // The control socket runs these itself; only a -R batch brings them here, and a
+            // batch is all or nothing, which starting threads and sockets cannot promise.
+            Request::StartDaemon { .. } | Request::StopDaemon { .. } => {
+                Err("--start-daemon and --stop-daemon cannot be part of a restore".into())
+            }
             Request::Status { service } => {
                 if let Some(k) = service {
                     self.find(k).ok_or("No such service")?;

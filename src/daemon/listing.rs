@@ -15,13 +15,15 @@
 //! appear; an entry that lives throughout appears exactly once. The order is the tables' slot
 //! order (ipvsadm prints the kernel's hash order; neither sorts).
 
-use crate::conn::{NatConns, Template};
+use crate::conn::{NatConns, ParkedConns, Template};
 use crate::control::proto;
+use crate::model::Protocol;
 use crate::model::{ConnStatus, Response};
 use crate::service::ServiceRt;
 use crate::worker::{copy_rows, ConnRow, WorkerHandle, WorkerMsg, LIST_CHUNK_SLOTS};
 use anyhow::{bail, Result};
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,13 +88,14 @@ pub fn stream<W: Write>(
     services: &[Arc<ServiceRt>],
     workers: &[&WorkerHandle],
     nat: &NatConns,
+    parked: &ParkedConns,
 ) -> Result<u64> {
     let mut out = ChunkWriter {
         w,
         chunk: Vec::with_capacity(LIST_CHUNK_SLOTS),
         sent: 0,
     };
-    match stream_sources(&mut out, services, workers, nat) {
+    match stream_sources(&mut out, services, workers, nat, parked) {
         Ok(()) => {
             out.flush()?;
             let entries = out.sent;
@@ -113,6 +116,7 @@ fn stream_sources<W: Write>(
     services: &[Arc<ServiceRt>],
     workers: &[&WorkerHandle],
     nat: &NatConns,
+    parked: &ParkedConns,
 ) -> Result<()> {
     // Templates: few per client group; each service's are collected under its lock in one
     // go, as the once-a-second template expiry walks them all under it too.
@@ -124,25 +128,59 @@ fn stream_sources<W: Write>(
             out.push(t)?;
         }
     }
+    for_each_row(workers, nat, |rows| out.rows(rows))?;
+    // Synced or restored entries no worker has taken yet: a backup director's table, as
+    // `ipvsadm -L -c` on an IPVS backup lists the connections its sync daemon made.
+    let mut entries = Vec::new();
+    for i in 0..parked.shards() {
+        entries.clear();
+        parked.copy_shard(i, &mut entries);
+        let now = crate::clock::now_ms();
+        for (k, p) in &entries {
+            out.push(ConnStatus {
+                proto: Protocol::from_number(k.proto).unwrap_or(Protocol::Tcp),
+                expires_ms: p.expires_ms.saturating_sub(now),
+                state: p.state.name().to_string(),
+                client_addr: Ipv4Addr::from(k.saddr),
+                client_port: k.sport,
+                virtual_addr: Ipv4Addr::from(k.daddr),
+                virtual_port: k.dport,
+                dest_addr: Ipv4Addr::from(p.dest_addr),
+                dest_port: p.dest_port,
+                template: false,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Every connection of the workers' tables and of the NAT shards, chunk by chunk (at
+/// most `LIST_CHUNK_SLOTS` slots each), without stopping a worker or holding a shard's
+/// lock longer than one chunk's copy: `-L -c`, bulk sync and the restart state file.
+pub fn for_each_row(
+    workers: &[&WorkerHandle],
+    nat: &NatConns,
+    mut f: impl FnMut(&[ConnRow]) -> Result<()>,
+) -> Result<()> {
     for h in workers {
-        stream_worker(out, h)?;
+        worker_rows(h, &mut f)?;
     }
     let mut rows = Vec::with_capacity(LIST_CHUNK_SLOTS);
     for i in 0..nat.shards() {
         let mut from = Some(0);
-        while let Some(f) = from {
+        while let Some(fr) = from {
             rows.clear();
             // The shard is locked only while one chunk is copied.
-            from = copy_rows(&nat.shard(i), f, &mut rows);
-            out.rows(&rows)?;
+            from = copy_rows(&nat.shard(i), fr, &mut rows);
+            f(&rows)?;
         }
     }
     Ok(())
 }
 
 /// One worker's table, chunk by chunk. The next chunk is asked for before the current one is
-/// encoded, so the worker copies while this thread formats.
-fn stream_worker<W: Write>(out: &mut ChunkWriter<'_, W>, h: &WorkerHandle) -> Result<()> {
+/// handled, so the worker copies while this thread formats.
+fn worker_rows(h: &WorkerHandle, f: &mut impl FnMut(&[ConnRow]) -> Result<()>) -> Result<()> {
     let (tx, rx) = crossbeam::channel::bounded(1);
     let mut spare: Vec<ConnRow> = Vec::with_capacity(LIST_CHUNK_SLOTS);
     h.send(WorkerMsg::ListConns {
@@ -165,7 +203,7 @@ fn stream_worker<W: Write>(out: &mut ChunkWriter<'_, W>, h: &WorkerHandle) -> Re
                 reply: tx.clone(),
             });
         }
-        out.rows(&rows)?;
+        f(&rows)?;
         spare = rows;
         if next.is_none() {
             return Ok(());
@@ -299,7 +337,24 @@ mod tests {
             let (svc, nat) = (svc.clone(), nat.clone());
             std::thread::spawn(move || {
                 let hs: Vec<&WorkerHandle> = handles.iter().collect();
-                stream(&mut a, &[svc], &hs, &nat).unwrap()
+                // One synced entry no worker has taken yet (client 13.0.0.1).
+                let parked = ParkedConns::with_capacity(64);
+                let k = FlowKey {
+                    saddr: 0x0d00_0001,
+                    daddr: u32::from(svc.key.addr),
+                    sport: 9,
+                    dport: 53,
+                    proto: 17,
+                };
+                let p = crate::conn::Parked {
+                    dest_addr: 0x0a00_0009,
+                    dest_port: 53,
+                    forward: Forward::Route,
+                    state: ConnState::Udp,
+                    expires_ms: u64::MAX,
+                };
+                parked.put(k, p).unwrap();
+                stream(&mut a, &[svc], &hs, &nat, &parked).unwrap()
             })
         };
         // Count what the client would read; every message passes read_message's size limit.
@@ -325,7 +380,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let total = 3 * PER as u64 + 3;
+        let total = 3 * PER as u64 + 3 + 1;
         assert_eq!(end, Response::ConnectionsEnd { entries: total });
         assert_eq!(n, total);
         assert_eq!(writer.join().unwrap(), total);
@@ -336,9 +391,9 @@ mod tests {
             bytes > proto::MAX_MESSAGE_BYTES as u64,
             "{bytes} bytes: the test must exceed what one message could carry"
         );
-        // Sources in order: templates, worker 0, worker 1, NAT; each entry exactly once.
+        // Sources in order: templates, worker 0, worker 1, NAT, parked; each entry once.
         last_client.dedup();
-        assert_eq!(last_client, vec![0x0c0, 0x0a0, 0x0a1, 0x0b0]);
+        assert_eq!(last_client, vec![0x0c0, 0x0a0, 0x0a1, 0x0b0, 0x0d0]);
         // No worker ever copied more than one chunk's worth between two batches.
         assert!(biggest.load(Relaxed) <= LIST_CHUNK_SLOTS);
         assert!(biggest.load(Relaxed) > 0);

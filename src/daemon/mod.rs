@@ -8,6 +8,7 @@ pub mod listing;
 pub mod neigh;
 pub mod server;
 pub mod state;
+pub mod sync_hooks;
 
 use crate::bpf::Steering;
 use crate::conn::{NatConns, PressurePolicy};
@@ -16,6 +17,7 @@ use crate::forward::PortInfo;
 use crate::model::{DataPathStats, WorkerCounters};
 use crate::packet::DropReason;
 use crate::service::Snapshot;
+use crate::sync::daemon::{BulkState, Role, SyncDaemonConfig, SyncManager};
 use crate::worker::{BindMode, Shared, Worker, WorkerHandle};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
@@ -50,6 +52,73 @@ pub struct DaemonOpts {
     pub table_full: PressurePolicy,
     /// `--config`: a keepalived.conf whose virtual servers xvsd serves and health-checks.
     pub config: Option<PathBuf>,
+    /// `--sync-daemon`: sync daemons started with xvsd (as `--start-daemon` would).
+    pub sync_daemons: Vec<SyncDaemonConfig>,
+    /// `--ready-file`: "1" until xvsd is ready (bulk sync included), then "0"; "1" again at
+    /// exit. For keepalived's `track_file`.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Writes the readiness file atomically (a temporary file renamed over it), so that
+/// keepalived never reads a half-written value.
+pub fn write_ready_file(path: &std::path::Path, ready: bool) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, if ready { "0\n" } else { "1\n" })
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// Starts the `--sync-daemon` daemons and marks xvsd ready: at once, or when the bulk sync
+/// of a backup daemon with a bulk peer has finished (or failed: the backup then runs on
+/// the live updates alone, and holding keepalived back forever would help no one).
+fn start_sync_daemons(
+    sync: &Arc<SyncManager>,
+    daemons: &[SyncDaemonConfig],
+    ready_file: Option<&std::path::Path>,
+) -> Result<()> {
+    // Checked before start-up (`precheck`); what can still fail is logged, and xvsd serves
+    // on without that daemon rather than stop forwarding.
+    for d in daemons {
+        if let Err(e) = sync.start(d.clone()) {
+            tracing::error!(
+                "--sync-daemon {} --mcast-interface {}: {e}",
+                d.role.name(),
+                d.mcast_ifn
+            );
+        }
+    }
+    let Some(path) = ready_file.map(|p| p.to_path_buf()) else {
+        return Ok(());
+    };
+    let waits = daemons
+        .iter()
+        .any(|d| d.role == Role::Backup && d.bulk_peer.is_some());
+    if !waits {
+        return write_ready_file(&path, true);
+    }
+    let sync = sync.clone();
+    std::thread::Builder::new()
+        .name("xvs-ready".into())
+        .spawn(move || {
+            // The bulk fetch is bounded by its timeouts (connect, then each read), so this
+            // ends; it also ends if the backup is stopped meanwhile.
+            while sync
+                .status()
+                .iter()
+                .any(|s| s.role == Role::Backup && s.bulk == BulkState::Running)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            match write_ready_file(&path, true) {
+                Ok(()) => tracing::info!(file = %path.display(), "ready (bulk sync finished)"),
+                Err(e) => tracing::error!("{e:#}"),
+            }
+        })
+        .context("spawning the readiness thread")?;
+    Ok(())
 }
 
 /// Everything the control socket needs besides the configuration.
@@ -61,6 +130,10 @@ pub struct DataPathView {
     pub nat: Arc<NatConns>,
     /// The health checks' state, with `--config`.
     pub health: Option<Arc<Mutex<crate::health::engine::Engine>>>,
+    /// Connection sync over the tables (also the restart state file's source).
+    pub sync_hooks: Arc<sync_hooks::DataHooks>,
+    /// The connection-sync daemons (`--start-daemon`, `--sync-daemon`).
+    pub sync: Arc<SyncManager>,
 }
 
 impl DataPathView {
@@ -88,6 +161,14 @@ impl DataPathView {
             xdp_malformed: xdp.malformed,
             xdp_no_socket: xdp.no_socket,
             xdp_fragments: xdp.fragments,
+            sync: self
+                .sync
+                .counters()
+                .pairs()
+                .into_iter()
+                .chain([("sync_parked", self.sync_hooks.parked().len() as u64)])
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
             workers: self
                 .workers
                 .iter()
@@ -118,6 +199,9 @@ impl DataPathView {
                         dead_expired: c.dead_expired,
                         dead_rescheduled: c.dead_rescheduled,
                         dead_reset: c.dead_reset,
+                        imported: c.imported,
+                        moved_handoff: c.moved_handoff,
+                        moved_out: c.moved_out,
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
@@ -275,9 +359,15 @@ fn reload(path: Option<&std::path::Path>, health: Option<&crate::health::runner:
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: DaemonOpts) -> Result<()> {
+    // Not ready, before anything else: a keepalived tracking the file must not take
+    // MASTER on a director that is still starting (or failed to).
+    if let Some(p) = &opts.ready_file {
+        write_ready_file(p, false)?;
+    }
     if opts.interfaces.is_empty() {
         bail!("at least one --interface is needed");
     }
+    crate::sync::daemon::precheck(&opts.sync_daemons).map_err(|e| anyhow::anyhow!(e))?;
     if opts.interfaces.len() > crate::forward::MAX_PORTS.min(crate::bpf::MAX_IFACES as usize) {
         bail!("at most {} interfaces", crate::forward::MAX_PORTS);
     }
@@ -328,6 +418,14 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     });
     let per_worker = (opts.conn_max / nworkers as usize).max(1);
     let nat = Arc::new(NatConns::with_policy(opts.conn_max, opts.table_full));
+    // Synced, restored and moved connections wait here for their first packet.
+    let parked = Arc::new(crate::conn::ParkedConns::with_capacity(opts.conn_max));
+    let sync_queues = Arc::new(crate::sync::out::SyncQueues::new(nworkers as usize));
+    let hooks = Arc::new(sync_hooks::DataHooks::new(
+        parked.clone(),
+        sync_queues.clone(),
+        shared.clone(),
+    ));
     let ports: Vec<(String, PortInfo)> = ifaces
         .iter()
         .map(|i| {
@@ -364,6 +462,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         if nworkers > 1 {
             w.set_handoff(handoffs.clone());
         }
+        w.set_shared_conns(parked.clone(), sync_queues.clone());
         for (slot, fd) in w.fds().into_iter().enumerate() {
             steering.set_xsk(slot as u32, q, fd)?;
         }
@@ -423,6 +522,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         }
         None => None,
     };
+    let sync = Arc::new(SyncManager::new(hooks.clone()));
     let view = Arc::new(DataPathView {
         ifaces: ifaces.clone(),
         xdp_mode: modes.join(","),
@@ -430,7 +530,10 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         workers: handles,
         nat,
         health: health.as_ref().map(|h| h.engine.clone()),
+        sync_hooks: hooks.clone(),
+        sync: sync.clone(),
     });
+    hooks.set_view(&view);
     let listener = server::bind(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "control socket ready");
     {
@@ -440,6 +543,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             .spawn(move || server::serve(listener, state, view))
             .context("spawning the control thread")?;
     }
+    start_sync_daemons(&sync, &opts.sync_daemons, opts.ready_file.as_deref())?;
 
     // Housekeeping until a signal arrives: next hops, local addresses, timers.
     let mut resolver = Resolver {
@@ -467,6 +571,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .tick(crate::clock::now_ms(), ticks.is_multiple_of(2));
+            hooks.tick(crate::clock::now_ms());
         }
         if local.is_empty() || last_local.elapsed() >= Duration::from_secs(5) {
             last_local = Instant::now();
@@ -504,6 +609,12 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     }
 
     tracing::info!("stopping");
+    if let Some(p) = &opts.ready_file {
+        if let Err(e) = write_ready_file(p, false) {
+            tracing::warn!("{e:#}");
+        }
+    }
+    sync.stop_all();
     drop(health);
     shared.stop.store(true, Relaxed);
     for t in threads {

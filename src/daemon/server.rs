@@ -82,13 +82,24 @@ fn handle(
     };
     let mut added = Vec::new();
     let resp = match &req {
-        Request::DataPath => Response::DataPath(view.stats()),
+        Request::DataPath => Response::DataPath(Box::new(view.stats())),
         Request::Health => Response::Health(view.health.as_ref().map(|e| {
             super::kconf::health_rows(
                 &e.lock().unwrap_or_else(|e| e.into_inner()),
                 crate::clock::now_ms(),
             )
         })),
+        Request::Daemons => Response::Daemons(view.sync.status()),
+        Request::StartDaemon { config } => {
+            let r = view.sync.start(config.clone());
+            tracing::info!(?config, result = ?r, "start-daemon");
+            r.map_or_else(Response::Error, |()| Response::Ok)
+        }
+        Request::StopDaemon { role } => {
+            let r = view.sync.stop(*role);
+            tracing::info!(?role, result = ?r, "stop-daemon");
+            r.map_or_else(Response::Error, |()| Response::Ok)
+        }
         Request::Connections => {
             let services = state.lock().unwrap_or_else(|e| e.into_inner()).services();
             return start_listing(w, services, view.clone(), listings.clone());
@@ -135,7 +146,13 @@ fn start_listing(
         move || {
             let workers: Vec<_> = view.workers.iter().map(|(h, _)| h).collect();
             let t = std::time::Instant::now();
-            match super::listing::stream(&mut w, &services, &workers, &view.nat) {
+            match super::listing::stream(
+                &mut w,
+                &services,
+                &workers,
+                &view.nat,
+                view.sync_hooks.parked(),
+            ) {
                 Ok(n) => {
                     tracing::debug!(entries = n, elapsed = ?t.elapsed(), "connection listing sent")
                 }

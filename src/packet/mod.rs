@@ -51,10 +51,13 @@ pub enum DropReason {
     /// under the `expire` policy): dropped without refreshing the entry, as IPVS drops the
     /// packets of a server without `IP_VS_DEST_F_AVAILABLE` (`ip_vs_in`).
     DestUnavailable,
+    /// The first packet of a parked connection (synced or restored) whose real server is
+    /// not configured (yet): dropped, the entry waits for it.
+    Unbound,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Truncated,
         DropReason::Malformed,
@@ -71,6 +74,7 @@ impl DropReason {
         DropReason::TtlExpired,
         DropReason::IcmpHandoffLost,
         DropReason::DestUnavailable,
+        DropReason::Unbound,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +94,7 @@ impl DropReason {
             DropReason::TtlExpired => "ttl_expired",
             DropReason::IcmpHandoffLost => "icmp_handoff_lost",
             DropReason::DestUnavailable => "dest_unavailable",
+            DropReason::Unbound => "unbound",
         }
     }
 }

@@ -8,6 +8,8 @@
 //! (connection tables, workers) is [`SyncHooks`]: the daemon side never sees a connection
 //! table, the data-path side never sees a socket.
 
+pub mod daemon;
+pub mod out;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -59,6 +61,9 @@ pub struct SyncCounters {
     pub bulk_conns: AtomicU64,
     /// Entries the workers could not queue for sending (queue full).
     pub send_dropped: AtomicU64,
+    /// Master: datagrams whose send failed, and entries the format cannot carry (one-packet
+    /// connections, oversized persistence-engine data), dropped.
+    pub send_errors: AtomicU64,
 }
 
 impl SyncCounters {
@@ -80,6 +85,7 @@ impl SyncCounters {
             ("sync_refused", self.refused.load(Relaxed)),
             ("sync_bulk_conns", self.bulk_conns.load(Relaxed)),
             ("sync_send_dropped", self.send_dropped.load(Relaxed)),
+            ("sync_send_errors", self.send_errors.load(Relaxed)),
         ]
     }
 }

@@ -8,6 +8,7 @@ use crate::cli::addr::{self, AddrError};
 use crate::cli::services::PortNames;
 use crate::kconf::OnDead;
 use crate::model::{Forward, Protocol, ServiceKey, DEFAULT_PERSISTENCE_SECS, MAX_WEIGHT};
+use crate::sync::daemon::Role;
 use std::net::Ipv4Addr;
 
 /// The service selector as given (`-t`, `-u`, or something xvs does not implement).
@@ -49,6 +50,22 @@ pub(super) struct State {
     pub(super) fwmark: bool,
     /// First not-implemented feature seen; reported after all syntax checks pass.
     pub(super) unsupported: Option<&'static str>,
+    /// `--start-daemon`/`--stop-daemon` and their options (ipvsadm's `ce.daemon`), with
+    /// xvs's `--sync-peer` (repeatable) and `--bulk-peer`.
+    pub(super) daemon: DaemonArgs,
+}
+
+#[derive(Default)]
+pub(super) struct DaemonArgs {
+    pub(super) role: Option<Role>,
+    pub(super) mcast_ifn: Option<String>,
+    pub(super) syncid: u8,
+    pub(super) sync_maxlen: u16,
+    pub(super) mcast_group: Option<Ipv4Addr>,
+    pub(super) mcast_port: u16,
+    pub(super) mcast_ttl: u8,
+    pub(super) peers: Vec<Ipv4Addr>,
+    pub(super) bulk_peer: Option<Ipv4Addr>,
 }
 
 impl State {
@@ -123,15 +140,17 @@ pub(super) fn apply(
             st.set_command(c)?;
             if matches!(c, Cmd::StartDaemon | Cmd::StopDaemon) {
                 let v = value_of(value);
-                if v != "master" && v != "backup" {
+                st.daemon.role = Some(match v.as_str() {
+                    "master" => Role::Master,
+                    "backup" => Role::Backup,
                     // Both messages verbatim from ipvsadm, including the second one's typo.
-                    return Err(ParseError::invalid(if c == Cmd::StartDaemon {
-                        "illegal start-daemon parameter specified"
-                    } else {
-                        "illegal start_daemon specified"
-                    }));
-                }
-                st.unsupported("connection synchronisation (--start-daemon/--stop-daemon)");
+                    _ if c == Cmd::StartDaemon => {
+                        return Err(ParseError::invalid(
+                            "illegal start-daemon parameter specified",
+                        ))
+                    }
+                    _ => return Err(ParseError::invalid("illegal start_daemon specified")),
+                });
             }
         }
         // Handled before `apply` is called.
@@ -249,10 +268,13 @@ pub(super) fn apply(
             st.format.numeric = true;
         }
         Tag::Connection => st.set_option(Col::Connection)?,
-        Tag::McastInterface => st.set_option(Col::McastInterface)?,
+        Tag::McastInterface => {
+            st.set_option(Col::McastInterface)?;
+            st.daemon.mcast_ifn = Some(value_of(value));
+        }
         Tag::SyncId => {
             st.set_option(Col::SyncId)?;
-            parse_u32(&value_of(value), 255, "illegal syncid specified")?;
+            st.daemon.syncid = parse_u32(&value_of(value), 255, "illegal syncid specified")? as u8;
         }
         Tag::Timeout => st.set_option(Col::Timeout)?,
         Tag::Daemon => st.set_option(Col::Daemon)?,
@@ -298,29 +320,63 @@ pub(super) fn apply(
                         "invalid IPv6 mcast-group `{v}'"
                     )));
                 }
-            } else if !v.parse::<Ipv4Addr>().is_ok_and(|a| a.is_multicast()) {
-                return Err(ParseError::invalid(format!(
-                    "invalid IPv4 mcast-group `{v}'"
-                )));
+                st.unsupported("IPv6 sync groups (--mcast-group)");
+            } else {
+                match v.parse::<Ipv4Addr>() {
+                    Ok(a) if a.is_multicast() => st.daemon.mcast_group = Some(a),
+                    _ => {
+                        return Err(ParseError::invalid(format!(
+                            "invalid IPv4 mcast-group `{v}'"
+                        )))
+                    }
+                }
             }
         }
         Tag::McastPort => {
             st.set_option(Col::McastPort)?;
-            parse_range(&value_of(value), 1, 65535, "illegal mcast-port specified")?;
+            st.daemon.mcast_port =
+                parse_range(&value_of(value), 1, 65535, "illegal mcast-port specified")? as u16;
         }
         Tag::McastTtl => {
             st.set_option(Col::McastTtl)?;
-            parse_range(&value_of(value), 1, 255, "illegal mcast-ttl specified")?;
+            st.daemon.mcast_ttl =
+                parse_range(&value_of(value), 1, 255, "illegal mcast-ttl specified")? as u8;
         }
         Tag::SyncMaxlen => {
             st.set_option(Col::SyncMaxlen)?;
             // IP and UDP headers (20 + 8 bytes) come out of the 64 KiB maximum.
-            parse_range(
+            st.daemon.sync_maxlen = parse_range(
                 &value_of(value),
                 1,
                 65535 - 20 - 8,
                 "illegal sync-maxlen specified",
-            )?;
+            )? as u16;
+        }
+        // xvs only, outside ipvsadm's legality table (checked in `build`).
+        Tag::SyncPeer => {
+            let v = value_of(value);
+            let a = v
+                .parse::<Ipv4Addr>()
+                .ok()
+                .filter(|a| !a.is_multicast() && !a.is_unspecified() && !a.is_broadcast())
+                .ok_or_else(|| ParseError::invalid(format!("illegal sync-peer `{v}' specified")))?;
+            if !st.daemon.peers.contains(&a) {
+                st.daemon.peers.push(a);
+            }
+        }
+        Tag::BulkPeer => {
+            if st.daemon.bulk_peer.is_some() {
+                return Err(ParseError::invalid(
+                    "multiple 'bulk-peer' options specified",
+                ));
+            }
+            let v = value_of(value);
+            let a = v
+                .parse::<Ipv4Addr>()
+                .ok()
+                .filter(|a| !a.is_multicast() && !a.is_unspecified() && !a.is_broadcast())
+                .ok_or_else(|| ParseError::invalid(format!("illegal bulk-peer `{v}' specified")))?;
+            st.daemon.bulk_peer = Some(a);
         }
         Tag::TunInfo => {
             st.set_option(Col::TunInfo)?;
@@ -574,8 +630,10 @@ mod tests {
         for (args, what) in [
             ("-A -f 1", "firewall-mark"),
             ("--fwmark-service 7 -D", "firewall-mark"),
-            ("--start-daemon master", "synchronisation"),
-            ("--stop-daemon backup --syncid 3", "synchronisation"),
+            (
+                "--start-daemon master --mcast-group ff02::81",
+                "IPv6 sync groups",
+            ),
             ("-A -t [2001:db8::1]:80", "IPv6"),
             ("-A --sctp-service 10.0.0.1:80", "SCTP"),
             ("-A -t 10.0.0.1:80 -p --pe sip", "persistence engines"),

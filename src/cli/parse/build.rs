@@ -8,7 +8,11 @@ use crate::model::{
     DestEdit, DestSpec, Forward, Protocol, Request, ServiceKey, ServiceOpts, Timeouts,
     DEFAULT_SCHEDULER,
 };
+use crate::sync::daemon::{Role, SyncDaemonConfig};
 use std::net::Ipv4Addr;
+
+/// ipvsadm's DEF_MCAST_IFN: the interface `--start-daemon` uses without `--mcast-interface`.
+pub const DEFAULT_MCAST_IFN: &str = "eth0";
 
 /// ipvsadm's `parse_sched_flags`, checked against the final scheduler (so `-b` may come
 /// before `-s`). Returns the flags under their canonical names for that scheduler, in bit
@@ -110,7 +114,7 @@ fn tunnel_opt_check(st: &State) -> Result<(), ParseError> {
 /// Command-specific checks and defaults (ipvsadm's `process_options`), then the result.
 pub(super) fn build(
     cmd: Cmd,
-    st: State,
+    mut st: State,
     timeouts: Option<Timeouts>,
 ) -> Result<Invocation, ParseError> {
     let key = match st.svc {
@@ -187,6 +191,25 @@ pub(super) fn build(
         {
             return Err(ParseError::invalid("options conflicts in the list command"));
         }
+    }
+
+    // xvs's sync options, outside ipvsadm's legality table.
+    if cmd != Cmd::StartDaemon {
+        for (given, name) in [
+            (!st.daemon.peers.is_empty(), "sync-peer"),
+            (st.daemon.bulk_peer.is_some(), "bulk-peer"),
+        ] {
+            if given {
+                return Err(ParseError::invalid(format!(
+                    "Illegal '{name}' option with the '{}' command",
+                    cmd.name()
+                )));
+            }
+        }
+    } else if st.daemon.bulk_peer.is_some() && st.daemon.role == Some(Role::Master) {
+        return Err(ParseError::invalid(
+            "Illegal 'bulk-peer' option with a master daemon: a backup fetches the table",
+        ));
     }
 
     if let Some(what) = st.unsupported {
@@ -283,11 +306,32 @@ pub(super) fn build(
         }
         Cmd::Save => Command::Save(st.format),
         Cmd::Restore => Command::Restore,
-        // Refused above through `unsupported`; kept total so a future change cannot panic.
         Cmd::StartDaemon | Cmd::StopDaemon => {
-            return Err(ParseError::not_implemented(
-                "connection synchronisation (--start-daemon/--stop-daemon)",
-            ))
+            // The command's value set the role; the tokenizer demands it.
+            let role = st
+                .daemon
+                .role
+                .ok_or_else(|| ParseError::invalid("illegal start-daemon parameter specified"))?;
+            if cmd == Cmd::StopDaemon {
+                Command::Change(Request::StopDaemon { role })
+            } else {
+                let d = std::mem::take(&mut st.daemon);
+                Command::Change(Request::StartDaemon {
+                    config: SyncDaemonConfig {
+                        role,
+                        // ipvsadm: `strcpy(ce.daemon.mcast_ifn, DEF_MCAST_IFN)` when none
+                        // is given.
+                        mcast_ifn: d.mcast_ifn.unwrap_or_else(|| DEFAULT_MCAST_IFN.into()),
+                        syncid: d.syncid,
+                        sync_maxlen: d.sync_maxlen,
+                        mcast_group: d.mcast_group,
+                        mcast_port: d.mcast_port,
+                        mcast_ttl: d.mcast_ttl,
+                        peers: d.peers,
+                        bulk_peer: d.bulk_peer,
+                    },
+                })
+            }
         }
     };
     Ok(invocation(command, st.socket))
@@ -317,6 +361,114 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{Columns, Command, FormatOpts, Invocation, ListView};
     use crate::model::{DestEdit, DestSpec, Forward, Protocol, Request, Timeouts};
+
+    #[test]
+    fn sync_daemon_commands() {
+        use crate::sync::daemon::{Role, SyncDaemonConfig};
+        // ipvsadm's defaults: eth0, syncid 0, zeros for the kernel to fill in.
+        assert_eq!(
+            req("--start-daemon master"),
+            Request::StartDaemon {
+                config: SyncDaemonConfig::new(Role::Master, "eth0")
+            }
+        );
+        let Request::StartDaemon { config } = req(
+            "--start-daemon backup --mcast-interface xsd0 --syncid 51 --sync-maxlen 1400 \
+             --mcast-group 239.1.2.3 --mcast-port 9000 --mcast-ttl 4 --sync-peer 10.0.0.2 \
+             --sync-peer 10.0.0.3 --bulk-peer 10.0.0.2",
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            config,
+            SyncDaemonConfig {
+                role: Role::Backup,
+                mcast_ifn: "xsd0".into(),
+                syncid: 51,
+                sync_maxlen: 1400,
+                mcast_group: Some(ip("239.1.2.3")),
+                mcast_port: 9000,
+                mcast_ttl: 4,
+                peers: vec![ip("10.0.0.2"), ip("10.0.0.3")],
+                bulk_peer: Some(ip("10.0.0.2")),
+            }
+        );
+        assert_eq!(
+            req("--stop-daemon backup"),
+            Request::StopDaemon { role: Role::Backup }
+        );
+        // ipvsadm accepts --syncid with --stop-daemon (and the kernel ignores it).
+        assert_eq!(
+            req("--stop-daemon master --syncid 3"),
+            Request::StopDaemon { role: Role::Master }
+        );
+        for (args, msg) in [
+            (
+                "--start-daemon master --syncid 256",
+                "illegal syncid specified",
+            ),
+            (
+                "--start-daemon master --mcast-ttl 0",
+                "illegal mcast-ttl specified",
+            ),
+            (
+                "--start-daemon master --mcast-port 65536",
+                "illegal mcast-port specified",
+            ),
+            (
+                "--start-daemon master --sync-maxlen 0",
+                "illegal sync-maxlen specified",
+            ),
+            (
+                "--start-daemon master --mcast-group 10.0.0.1",
+                "invalid IPv4 mcast-group `10.0.0.1'",
+            ),
+            (
+                "--start-daemon master -n",
+                "Illegal 'numeric' option with the 'start-daemon' command",
+            ),
+            (
+                "--stop-daemon master --mcast-port 1",
+                "Illegal 'mcast-port' option with the 'stop-daemon' command",
+            ),
+            (
+                "--start-daemon master --mcast-ttl 2 --mcast-ttl 3",
+                "multiple 'mcast-ttl' options specified",
+            ),
+            (
+                "--stop-daemon master --sync-peer 10.0.0.2",
+                "Illegal 'sync-peer' option with the 'stop-daemon' command",
+            ),
+            (
+                "-A -t 10.0.0.1:80 --bulk-peer 10.0.0.2",
+                "Illegal 'bulk-peer' option with the 'add-service' command",
+            ),
+            (
+                "--start-daemon master --bulk-peer 10.0.0.2",
+                "Illegal 'bulk-peer' option with a master daemon: a backup fetches the table",
+            ),
+            (
+                "--start-daemon master --sync-peer 224.0.0.81",
+                "illegal sync-peer `224.0.0.81' specified",
+            ),
+        ] {
+            assert_eq!(err(args).message, msg, "{args}");
+            assert_eq!(err(args).exit_code(), 2, "{args}");
+        }
+        // xvsd --sync-daemon: the same words and messages.
+        assert_eq!(
+            super::super::parse_sync_daemon("master --mcast-interface eth1 --syncid 51").unwrap(),
+            SyncDaemonConfig {
+                syncid: 51,
+                ..SyncDaemonConfig::new(Role::Master, "eth1")
+            }
+        );
+        assert_eq!(
+            super::super::parse_sync_daemon("primary").unwrap_err(),
+            "illegal start-daemon parameter specified"
+        );
+        assert!(super::super::parse_sync_daemon("master --socket /x").is_err());
+    }
 
     #[test]
     fn edit_service_resets_unspecified_options() {

@@ -291,6 +291,21 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
     build(cmd, st, timeouts)
 }
 
+/// `xvsd --sync-daemon 'master --mcast-interface eth0 --syncid 51'`: the words that follow
+/// `xvsadm --start-daemon`, checked by the same parser, with the same messages.
+pub fn parse_sync_daemon(words: &str) -> Result<crate::sync::daemon::SyncDaemonConfig, String> {
+    let mut args = vec!["--start-daemon".to_string()];
+    args.extend(words.split_whitespace().map(String::from));
+    match parse_with(&args, &PortNames::empty()) {
+        Ok(Invocation {
+            command: Command::Change(Request::StartDaemon { config }),
+            socket: None,
+        }) => Ok(config),
+        Ok(_) => Err("expected master|backup and --start-daemon options only".into()),
+        Err(e) => Err(e.message),
+    }
+}
+
 fn invocation(command: Command, socket: Option<String>) -> Invocation {
     Invocation { command, socket }
 }

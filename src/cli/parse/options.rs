@@ -61,6 +61,8 @@ pub(super) enum Tag {
     Health,
     DataPath,
     OnDead,
+    SyncPeer,
+    BulkPeer,
 }
 
 struct Spec {
@@ -158,6 +160,8 @@ const SPECS: &[Spec] = &[
     spec("datapath", None, Arg::None, Tag::DataPath),
     spec("health", None, Arg::None, Tag::Health),
     spec("on-dead", None, Arg::Required, Tag::OnDead),
+    spec("sync-peer", None, Arg::Required, Tag::SyncPeer),
+    spec("bulk-peer", None, Arg::Required, Tag::BulkPeer),
 ];
 
 fn find_long(name: &str) -> Option<&'static Spec> {
