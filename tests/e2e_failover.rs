@@ -355,37 +355,31 @@ fn no_sync_breaks_flows() {
 }
 
 #[test]
-#[ignore = "needs the sync daemon (helper-syncd) merged with main and given main's sync hooks; passes on that merge"]
 fn failover_keeps_flows() {
     let _g = serial();
     let mut p = Pair::up("xfo-f");
     p.start(&SYNC_BOTH, &SYNC_BOTH);
     let streams = p.flows(1);
-    // Every flow's entry received and applied by the backup's daemon. (Counted, not listed:
-    // `-L -c -n` lists only the workers' tables, and synced entries wait elsewhere until
-    // their first packet; the listing is printed for the record.)
+    // Every flow's entry received and applied by the backup's daemon, and listed by
+    // `-L -c -n` there, as an operator would check it.
     let (a, b) = (&p.a, &p.b);
     poll(
-        "the backup to apply the 20 flows' sync entries",
+        "the backup to hold the 20 flows' synced entries",
         secs(15),
         || {
-            let n = sync_counter(b, "sync_applied");
-            if n >= FLOWS as u64 {
+            let (n, listed) = (sync_counter(b, "sync_applied"), established(b));
+            if n >= FLOWS as u64 && listed >= FLOWS as usize {
                 Ok(())
             } else {
                 Err(format!(
-                    "{n} applied\nmaster a: {}\nbackup b: {}",
+                    "{n} applied, {listed} listed by -L -c -n\nmaster a: {}\nbackup b: {}",
                     sync_state(a),
                     sync_state(b)
                 ))
             }
         },
     );
-    println!(
-        "backup before the crash: {}; -L -c -n lists {} of the flows",
-        sync_state(b),
-        established(b)
-    );
+    println!("backup before the crash: {}", sync_state(b));
     std::thread::sleep(secs(1));
     let retrans0 = p.rs_retrans();
     p.a.crash();
@@ -406,7 +400,6 @@ fn failover_keeps_flows() {
 }
 
 #[test]
-#[ignore = "needs the sync daemon (helper-syncd: --bulk-peer, --ready-file) merged with main and given main's sync hooks; passes on that merge"]
 fn failback_keeps_flows() {
     let _g = serial();
     let mut p = Pair::up("xfo-b");
