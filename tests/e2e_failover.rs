@@ -254,6 +254,17 @@ fn established(d: &Director) -> usize {
         .count()
 }
 
+/// Panics unless `streams` still has at least 4 s to run: the event under test must hit the
+/// flows mid-stream, not after they ended.
+fn assert_mid_stream(streams: &Streams, what: &str) {
+    let left = secs(FLOW_SECS).saturating_sub(streams.elapsed());
+    assert!(
+        left >= secs(4),
+        "{what} came {:?} into {FLOW_SECS} s flows: too late to test anything",
+        streams.elapsed()
+    );
+}
+
 /// Data-path counter `name` of a director (summed over lines), 0 if absent.
 fn sync_counter(d: &Director, name: &str) -> u64 {
     let dp = String::from_utf8_lossy(&d.adm(&["--datapath"]).stdout).into_owned();
@@ -332,6 +343,7 @@ fn no_sync_breaks_flows() {
     let streams = p.flows(1);
     std::thread::sleep(secs(2));
     let retrans0 = p.rs_retrans();
+    assert_mid_stream(&streams, "the crash");
     p.a.crash();
     let moved = time_until_holds(&p.b, secs(15));
     p.new_connections_work(1001);
@@ -382,6 +394,7 @@ fn failover_keeps_flows() {
     println!("backup before the crash: {}", sync_state(b));
     std::thread::sleep(secs(1));
     let retrans0 = p.rs_retrans();
+    assert_mid_stream(&streams, "the crash");
     p.a.crash();
     let moved = time_until_holds(&p.b, secs(15));
     p.new_connections_work(1001);
@@ -449,6 +462,7 @@ fn failback_keeps_flows() {
     // From xvsd's start to a holding the VIP: bulk sync, keepalived leaving FAULT, the
     // master-down wait of a BACKUP, preemption.
     let took = t0.elapsed();
+    assert_mid_stream(&streams, "the takeover");
     let file_now = std::fs::read_to_string(&ready).unwrap_or_default();
     assert_eq!(
         file_now.trim(),
