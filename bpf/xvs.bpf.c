@@ -75,6 +75,14 @@ struct {
 /* ICMP header: type, code, checksum, 4 bytes; the quoted IP header follows. */
 #define XVS_ICMP_HLEN 8
 
+/* Settings written by xvsd (struct xvs_config). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xvs_config);
+} xvs_config SEC(".maps");
+
 static __always_inline struct xvs_xdp_stats *stats(void)
 {
 	__u32 zero = 0;
@@ -274,10 +282,26 @@ redirect:
 	 * pass rather than drop, so a queue without a worker degrades to "kernel handles it".
 	 */
 	ret = bpf_redirect_map(&xvs_xsks, *ifslot * XVS_MAX_QUEUES + ctx->rx_queue_index, XDP_PASS);
-	if (ret == XDP_REDIRECT)
+	if (ret == XDP_REDIRECT) {
 		st->redirected++;
-	else
-		st->no_socket++;
+		return ret;
+	}
+	/*
+	 * No socket. While xvsd restarts (hold in the future) the frame is dropped: the
+	 * client retransmits into the next xvsd, where the kernel would have sent a RST.
+	 * Only the entry's emptiness is looked at, so an unregistered interface above still
+	 * passes, and so does everything once the hold is over (a crashed xvsd).
+	 */
+	{
+		__u32 zero = 0;
+		struct xvs_config *cfg = bpf_map_lookup_elem(&xvs_config, &zero);
+
+		if (cfg && cfg->hold_until_ns > bpf_ktime_get_ns()) {
+			st->held++;
+			return XDP_DROP;
+		}
+	}
+	st->no_socket++;
 	return ret;
 }
 

@@ -49,6 +49,20 @@ struct xvs_xdp_stats {
 	__u64 malformed;   /* frames too short or inconsistent to parse, left to the kernel */
 	__u64 no_socket;   /* service frames on a queue without a socket, left to the kernel */
 	__u64 fragments;   /* non-first IPv4 fragments, left to the kernel (they carry no ports) */
+	__u64 held;        /* service frames dropped while xvsd restarts (no socket, hold set) */
+};
+
+/*
+ * The program's settings (index 0 of a one-entry array), written by xvsd.
+ *
+ * hold_until_ns: CLOCK_MONOTONIC time (bpf_ktime_get_ns) until which a service frame whose
+ * AF_XDP socket is missing is dropped instead of passed to the kernel. xvsd sets it when it
+ * stops for a restart (--state-dir): its sockets close, and without the hold the kernel
+ * would answer the VIP's established connections with RSTs. 0 (never set, e.g. after a
+ * crash) or a past time: such frames go to the kernel, so a dead xvsd never blackholes.
+ */
+struct xvs_config {
+	__u64 hold_until_ns;
 };
 
 #endif

@@ -328,7 +328,7 @@ pub enum Response {
     Status(Status),
     /// An ipvsadm-style message ("No such service", ...); the configuration is unchanged.
     Error(String),
-    /// Boxed: the counters are the largest answer, and most answers are small.
+    /// Boxed: the counters are the largest variant by far (serde encodes a Box as its value).
     DataPath(Box<DataPathStats>),
     /// One chunk of the `-L -c` stream (see `control::proto`): a request for `Connections`
     /// is answered by any number of these, then `ConnectionsEnd` (or an `Error`).
@@ -434,6 +434,9 @@ pub struct DataPathStats {
     pub xdp_malformed: u64,
     pub xdp_no_socket: u64,
     pub xdp_fragments: u64,
+    /// Service frames the program dropped while xvsd restarted (the restart hold).
+    #[serde(default)]
+    pub xdp_held: u64,
     pub workers: Vec<WorkerCounters>,
     /// The connection-sync counters (`SyncCounters::pairs`).
     #[serde(default)]

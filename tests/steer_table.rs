@@ -21,6 +21,8 @@
 //! Not in the table: frames shorter than an Ethernet header (the kernel refuses to run
 //! them, EINVAL; the 14-byte case is the shortest) and RX queues above 0 (`lo` has one).
 //!
+//! `restart_hold_table` is the same kind of table for the restart hold (`struct xvs_config`).
+//!
 //! Needs root (BPF); no namespaces.
 
 use etherparse::PacketBuilder;
@@ -28,6 +30,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use xvs::bpf::maps::{SvcKey, XdpStats};
 use xvs::bpf::{Steering, MAX_QUEUES};
 
+const XDP_DROP: u32 = libbpf_sys::XDP_DROP;
 const XDP_PASS: u32 = libbpf_sys::XDP_PASS;
 const XDP_REDIRECT: u32 = libbpf_sys::XDP_REDIRECT;
 
@@ -67,6 +70,7 @@ enum Counter {
     Malformed,
     NoSocket,
     Fragments,
+    Held,
 }
 
 impl Counter {
@@ -78,6 +82,7 @@ impl Counter {
             Counter::Malformed => s.malformed = 1,
             Counter::NoSocket => s.no_socket = 1,
             Counter::Fragments => s.fragments = 1,
+            Counter::Held => s.held = 1,
         }
         s
     }
@@ -580,6 +585,160 @@ fn only_the_receiving_queue_entry_redirects() {
             "socket in slot {slot} queue {queue}, frame on lo (slot 1) queue 0"
         );
     }
+}
+
+/// The restart hold (`struct xvs_config`, `xvsd --state-dir`): while it is in the future a
+/// service frame whose socket is missing is dropped (the kernel would reset it); a hold in
+/// the past or never set passes it, as does a frame that is not a service's whatever the
+/// hold; a frame with its socket is redirected whatever the hold.
+/// {description, frame, setup, hold (None: never set), verdict, counter}.
+type HoldCase = (&'static str, Vec<u8>, Setup, Option<u64>, u32, Counter);
+
+#[test]
+fn restart_hold_table() {
+    use Counter::*;
+    let xsk = xdp_socket();
+    let now = xvs::bpf::monotonic_ns();
+    let future = now + 60_000_000_000;
+    let past = now.saturating_sub(1_000_000_000).max(1);
+    let no_socket = Setup {
+        lo_slot: Some(1),
+        xsk: None,
+    };
+    let svc = tcp(CLIENT, 40000, VIP, 80);
+    let cases: Vec<HoldCase> = vec![
+        (
+            "VIP:80, no socket, hold in the future -> drop, held",
+            svc.clone(),
+            no_socket,
+            Some(future),
+            XDP_DROP,
+            Held,
+        ),
+        (
+            "VIP:80, no socket, hold in the past -> kernel, no_socket",
+            svc.clone(),
+            no_socket,
+            Some(past),
+            XDP_PASS,
+            NoSocket,
+        ),
+        (
+            "VIP:80, no socket, hold never set (a crashed xvsd) -> kernel, no_socket",
+            svc.clone(),
+            no_socket,
+            None,
+            XDP_PASS,
+            NoSocket,
+        ),
+        (
+            "VIP:80, no socket, hold cleared to 0 -> kernel, no_socket",
+            svc.clone(),
+            no_socket,
+            Some(0),
+            XDP_PASS,
+            NoSocket,
+        ),
+        (
+            "UDP VIP:53, no socket, hold in the future -> drop, held",
+            udp(CLIENT, 40000, VIP, 53),
+            no_socket,
+            Some(future),
+            XDP_DROP,
+            Held,
+        ),
+        (
+            "NAT reply, no socket, hold in the future -> drop, held",
+            tcp(RS, 8080, CLIENT, 40000),
+            no_socket,
+            Some(future),
+            XDP_DROP,
+            Held,
+        ),
+        (
+            "VIP:80 with its socket, hold in the future -> worker",
+            svc.clone(),
+            SERVED,
+            Some(future),
+            XDP_REDIRECT,
+            Redirected,
+        ),
+        (
+            "non-service TCP (VIP:81), no socket, hold in the future -> kernel, passed",
+            tcp(CLIENT, 40000, VIP, 81),
+            no_socket,
+            Some(future),
+            XDP_PASS,
+            Passed,
+        ),
+        (
+            "to the director (DIP:22), hold in the future -> kernel, passed",
+            tcp(CLIENT, 40000, DIP_EXT, 22),
+            no_socket,
+            Some(future),
+            XDP_PASS,
+            Passed,
+        ),
+        (
+            "ARP, hold in the future -> kernel, passed",
+            arp_request(),
+            no_socket,
+            Some(future),
+            XDP_PASS,
+            Passed,
+        ),
+        (
+            "ping to the VIP, hold in the future -> kernel, passed",
+            icmp_echo(VIP),
+            no_socket,
+            Some(future),
+            XDP_PASS,
+            Passed,
+        ),
+        (
+            "NAT reply to the director itself, hold in the future -> kernel, passed",
+            tcp(RS, 8080, DIP_INT, 40000),
+            no_socket,
+            Some(future),
+            XDP_PASS,
+            Passed,
+        ),
+        (
+            "VIP:80, lo not registered, hold in the future -> kernel, no_socket",
+            svc.clone(),
+            Setup {
+                lo_slot: None,
+                xsk: None,
+            },
+            Some(future),
+            XDP_PASS,
+            NoSocket,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (desc, frame, setup, hold, verdict, counter) in &cases {
+        let s = load(*setup, &xsk);
+        if let Some(h) = hold {
+            s.set_hold(*h).expect("config map");
+        }
+        let got = s.test_run(frame, LO, 0).expect("BPF_PROG_RUN");
+        let stats = s.stats().expect("reading the counters");
+        if got != *verdict || stats != counter.stats() {
+            failures.push(format!(
+                "{desc}: got {} {stats:?}, want {} {:?}",
+                verdict_name(got),
+                verdict_name(*verdict),
+                counter.stats()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 /// The kernel's own limit, stated in the module comment: no test run under 14 bytes.

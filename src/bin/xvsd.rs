@@ -60,6 +60,22 @@ struct Args {
     /// has finished or failed), "1" again at exit. Written atomically.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+    /// Restart and upgrade without losing established flows: the XDP program stays
+    /// attached through a BPF link pinned in --bpf-pin-dir; on SIGTERM/SIGINT xvsd saves
+    /// its configuration and connections here and exits without detaching; the next xvsd
+    /// (this binary or another version) restores them and swaps its program into the link.
+    /// Without it, exiting detaches and the interface is back to normal.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// With --state-dir: for this many seconds after xvsd stops, service frames are
+    /// dropped (clients retransmit) instead of given to the kernel, which would reset
+    /// them. After it, or after a crash, they go to the kernel as with no xvsd.
+    #[arg(long, value_name = "SECS", default_value_t = 30, requires = "state_dir", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    restart_hold: u64,
+    /// With --state-dir: the bpffs directory holding the pinned XDP links (one
+    /// subdirectory per interface); mounted at /sys/fs/bpf if needed.
+    #[arg(long, value_name = "DIR", default_value = xvs::daemon::DEFAULT_BPF_PIN_DIR, requires = "state_dir")]
+    bpf_pin_dir: PathBuf,
 }
 
 fn parse_sync_daemon(s: &str) -> Result<xvs::sync::daemon::SyncDaemonConfig, String> {
@@ -115,6 +131,9 @@ fn main() {
         config: a.config,
         sync_daemons: a.sync_daemon,
         ready_file: a.ready_file,
+        state_dir: a.state_dir,
+        restart_hold: std::time::Duration::from_secs(a.restart_hold),
+        bpf_pin_dir: a.bpf_pin_dir,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

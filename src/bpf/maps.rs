@@ -55,6 +55,21 @@ pub struct XdpStats {
     pub malformed: u64,
     pub no_socket: u64,
     pub fragments: u64,
+    pub held: u64,
+}
+
+/// `struct xvs_config`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct XdpConfig {
+    /// CLOCK_MONOTONIC nanoseconds; see `bpf/xvs_shared.h`.
+    pub hold_until_ns: u64,
+}
+
+impl XdpConfig {
+    pub fn to_bytes(self) -> [u8; 8] {
+        self.hold_until_ns.to_ne_bytes()
+    }
 }
 
 impl XdpStats {
@@ -70,6 +85,7 @@ impl XdpStats {
             malformed: f(2),
             no_socket: f(3),
             fragments: f(4),
+            held: f(5),
         }
     }
 
@@ -79,5 +95,6 @@ impl XdpStats {
         self.malformed += o.malformed;
         self.no_socket += o.no_socket;
         self.fragments += o.fragments;
+        self.held += o.held;
     }
 }

@@ -3,6 +3,7 @@
 //! The program only decides "service frame or not"; see `bpf/xvs.bpf.c`.
 
 pub mod maps;
+pub mod pinned;
 
 #[allow(
     clippy::all,
@@ -22,6 +23,7 @@ use maps::{SvcKey, SvcVal, XdpStats};
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 
 /// How the program ended up attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,26 @@ impl fmt::Display for XdpMode {
             XdpMode::Generic => "generic",
         })
     }
+}
+
+/// What [`Steering::attach_pinned`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    pub mode: XdpMode,
+    /// The id of the program the pinned link ran before (a restart or an upgrade); `None`
+    /// for a fresh attach.
+    pub replaced_prog: Option<u32>,
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for clock_gettime to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Queues per interface slot in the XSKMAP (`XVS_MAX_QUEUES`).
@@ -77,12 +99,16 @@ impl Steering {
     /// back to generic mode with a warning.
     pub fn attach(&mut self, slot: u32, ifindex: u32, ifname: &str) -> Result<XdpMode> {
         self.set_iface(slot, ifindex, ifname)?;
+        let (fd, mode) = self.new_link(ifindex, ifname)?;
+        self.links.push(fd);
+        Ok(mode)
+    }
+
+    /// A new XDP link of this program on `ifindex`: native mode, else generic with a warning.
+    fn new_link(&self, ifindex: u32, ifname: &str) -> Result<(OwnedFd, XdpMode)> {
         let prog_fd = self.skel.progs.xvs_steer.as_fd().as_raw_fd();
         match link_xdp(prog_fd, ifindex, libbpf_sys::XDP_FLAGS_DRV_MODE) {
-            Ok(fd) => {
-                self.links.push(fd);
-                Ok(XdpMode::Native)
-            }
+            Ok(fd) => Ok((fd, XdpMode::Native)),
             Err(native_err) => {
                 tracing::warn!(
                     interface = ifname,
@@ -96,10 +122,80 @@ impl Steering {
                         )
                     },
                 )?;
-                self.links.push(fd);
-                Ok(XdpMode::Generic)
+                Ok((fd, XdpMode::Generic))
             }
         }
+    }
+
+    /// `--state-dir`: puts this program on `ifindex` through the BPF link pinned at
+    /// `pin/<ifname>/link`. With a live pinned link (a previous xvsd, this or another
+    /// version) the link's program is replaced atomically (`BPF_LINK_UPDATE`): the interface
+    /// never runs without a steering program, and from this call on the frames use this
+    /// program's maps. Without one (first start; the interface was re-created; the pin is of
+    /// another interface) the program is attached afresh and the link pinned. The pin keeps
+    /// the link, so the program stays attached when this process exits. Call it last,
+    /// when the maps and the sockets are ready: [`set_iface`](Self::set_iface) first.
+    pub fn attach_pinned(&mut self, ifindex: u32, ifname: &str, pin: &Path) -> Result<Attached> {
+        let dir = pin.join(ifname);
+        let path = dir.join("link");
+        let prog_fd = self.skel.progs.xvs_steer.as_fd().as_raw_fd();
+        if let Some(old) = pinned::open(&path)? {
+            match pinned::xdp_ifindex(&old) {
+                Ok(Some(i)) if i == ifindex => {
+                    let old_prog = pinned::prog_id(&old).unwrap_or(0);
+                    pinned::update(&old, prog_fd).with_context(|| {
+                        format!(
+                            "replacing the steering program in the pinned link {}",
+                            path.display()
+                        )
+                    })?;
+                    let mode = pinned::mode(ifindex).unwrap_or(XdpMode::Native);
+                    self.links.push(old);
+                    return Ok(Attached {
+                        mode,
+                        replaced_prog: Some(old_prog),
+                    });
+                }
+                found => {
+                    // Not ours to update: the interface was deleted (the link is defunct,
+                    // ifindex 0) or this is another interface's link under this name.
+                    tracing::warn!(
+                        pin = %path.display(),
+                        interface = ifname,
+                        found = ?found,
+                        "pinned XDP link is not attached to {ifname} (ifindex {ifindex}); removing it and attaching afresh"
+                    );
+                    drop(old);
+                    pinned::remove(&dir)?;
+                }
+            }
+        }
+        let (fd, mode) = self.new_link(ifindex, ifname)?;
+        pinned::pin(&fd, &dir, &path)?;
+        self.links.push(fd);
+        Ok(Attached {
+            mode,
+            replaced_prog: None,
+        })
+    }
+
+    /// Sets the restart hold (see `struct xvs_config`): until CLOCK_MONOTONIC `until_ns`
+    /// (0: none) service frames without a socket are dropped rather than passed.
+    pub fn set_hold(&self, until_ns: u64) -> Result<()> {
+        let cfg = maps::XdpConfig {
+            hold_until_ns: until_ns,
+        };
+        self.skel
+            .maps
+            .xvs_config
+            .update(&0u32.to_ne_bytes(), &cfg.to_bytes(), MapFlags::ANY)
+            .context("setting the restart hold in the steering program's config map")
+    }
+
+    /// The links are pinned (`attach_pinned`): dropping them leaves the program attached.
+    /// Used on exit instead of [`detach`](Self::detach).
+    pub fn leave_attached(&mut self) {
+        self.links.clear();
     }
 
     /// Registers interface `ifindex` as slot `slot`: its frames use XSKMAP entries
@@ -170,6 +266,20 @@ impl Steering {
             .with_context(|| {
                 format!("registering the AF_XDP socket of queue {queue} in the XSKMAP")
             })
+    }
+
+    /// Takes the sockets of interface slots `0..slots`, queues `0..queues` out of the XSKMAP:
+    /// from now on their frames take the no-socket path (held or passed), and the workers
+    /// see no new frames. A restart does this before saving the tables, so the saved
+    /// connections are the ones the next xvsd will see packets for.
+    pub fn clear_xsks(&self, slots: u32, queues: u32) {
+        for slot in 0..slots.min(MAX_IFACES) {
+            for q in 0..queues.min(MAX_QUEUES) {
+                let idx = slot * MAX_QUEUES + q;
+                // An empty entry answers ENOENT: nothing to do.
+                let _ = self.skel.maps.xvs_xsks.delete(&idx.to_ne_bytes());
+            }
+        }
     }
 
     /// Steers NAT replies from this real server address and port to the workers.
@@ -303,6 +413,15 @@ mod tests {
         assert_eq!(
             offset_of!(XdpStats, fragments),
             offset_of!(types::xvs_xdp_stats, fragments)
+        );
+        assert_eq!(
+            offset_of!(XdpStats, held),
+            offset_of!(types::xvs_xdp_stats, held)
+        );
+        assert_eq!(size_of::<XdpConfig>(), size_of::<types::xvs_config>());
+        assert_eq!(
+            offset_of!(XdpConfig, hold_until_ns),
+            offset_of!(types::xvs_config, hold_until_ns)
         );
     }
 }

@@ -448,6 +448,7 @@ pub fn format_datapath(d: &DataPathStats) -> String {
         ("xdp_malformed", d.xdp_malformed),
         ("xdp_no_socket", d.xdp_no_socket),
         ("xdp_fragments", d.xdp_fragments),
+        ("xdp_held", d.xdp_held),
         ("nat_conns", d.nat_conns),
     ] {
         let _ = writeln!(out, "{name}: {v}");
@@ -1213,6 +1214,7 @@ TCP  10.0.0.88:80 wrr persistent 600
             xdp_malformed: 2,
             xdp_no_socket: 0,
             xdp_fragments: 1,
+            xdp_held: 2,
             nat_conns: 5,
             sync: vec![("sync_applied".into(), 12)],
             workers: vec![WorkerCounters {
@@ -1247,6 +1249,7 @@ xdp_passed: 3
 xdp_malformed: 2
 xdp_no_socket: 0
 xdp_fragments: 1
+xdp_held: 2
 nat_conns: 5
 sync_applied: 12
 queue 0 (zero-copy):

@@ -846,6 +846,7 @@ mod tests {
                 xdp_malformed: 0,
                 xdp_no_socket: 0,
                 xdp_fragments: 0,
+                xdp_held: 0,
                 workers: vec![],
                 sync: vec![("sync_sent_msgs".into(), 4)],
             })))

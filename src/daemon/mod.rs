@@ -8,16 +8,18 @@ pub mod listing;
 pub mod neigh;
 pub mod server;
 pub mod state;
+pub mod statefile;
 pub mod sync_hooks;
 
 use crate::bpf::Steering;
 use crate::conn::{NatConns, PressurePolicy};
 use crate::dest::{DestRt, NO_PORT};
 use crate::forward::PortInfo;
-use crate::model::{DataPathStats, WorkerCounters};
+use crate::model::{DataPathStats, Request, Response, WorkerCounters};
 use crate::packet::DropReason;
 use crate::service::Snapshot;
 use crate::sync::daemon::{BulkState, Role, SyncDaemonConfig, SyncManager};
+use crate::sync::SyncHooks;
 use crate::worker::{BindMode, Shared, Worker, WorkerHandle};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
@@ -57,6 +59,15 @@ pub struct DaemonOpts {
     /// `--ready-file`: "1" until xvsd is ready (bulk sync included), then "0"; "1" again at
     /// exit. For keepalived's `track_file`.
     pub ready_file: Option<PathBuf>,
+    /// `--state-dir`: restart and upgrade without losing established flows (the steering
+    /// program stays attached through a pinned link; configuration and connections are
+    /// handed to the next xvsd). See docs/architecture.md, "Restart and upgrade".
+    pub state_dir: Option<PathBuf>,
+    /// `--restart-hold`: how long, after this xvsd stops, service frames are dropped
+    /// rather than given to the kernel (with `--state-dir`).
+    pub restart_hold: Duration,
+    /// `--bpf-pin-dir`: where the XDP links are pinned (with `--state-dir`).
+    pub bpf_pin_dir: PathBuf,
 }
 
 /// Writes the readiness file atomically (a temporary file renamed over it), so that
@@ -121,6 +132,11 @@ fn start_sync_daemons(
     Ok(())
 }
 
+/// Default `--bpf-pin-dir`.
+pub const DEFAULT_BPF_PIN_DIR: &str = "/sys/fs/bpf/xvs";
+/// Default `--restart-hold`.
+pub const DEFAULT_RESTART_HOLD: Duration = Duration::from_secs(30);
+
 /// Everything the control socket needs besides the configuration.
 pub struct DataPathView {
     pub ifaces: Vec<Iface>,
@@ -169,6 +185,7 @@ impl DataPathView {
                 .chain([("sync_parked", self.sync_hooks.parked().len() as u64)])
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
+            xdp_held: xdp.held,
             workers: self
                 .workers
                 .iter()
@@ -404,9 +421,20 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         None => None,
     };
 
+    let saved = match &opts.state_dir {
+        Some(dir) => prepare_state_dir(dir, &opts)?,
+        None => None,
+    };
+
     let mut steering = Steering::load()?;
     let mut modes = Vec::new();
     for (slot, i) in ifaces.iter().enumerate() {
+        if opts.state_dir.is_some() {
+            // Attached (or swapped into the pinned link) only once the maps and the
+            // sockets are ready: see the restore below.
+            steering.set_iface(slot as u32, i.index, &i.name)?;
+            continue;
+        }
         let mode = steering.attach(slot as u32, i.index, &i.name)?;
         tracing::info!(interface = %i.name, ifindex = i.index, mode = %mode, queues = i.rx_queues, mtu = i.mtu, "XDP steering program attached");
         modes.push(mode.to_string());
@@ -523,6 +551,33 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         None => None,
     };
     let sync = Arc::new(SyncManager::new(hooks.clone()));
+    let mut resolver = Resolver {
+        neigh: neigh::Neighbours::open()?,
+        port_ifindex: ifaces.iter().map(|i| i.index).collect(),
+        routes: HashMap::new(),
+        last_trigger: HashMap::new(),
+    };
+    let mut local_neigh = neigh::Neighbours::open()?;
+    let mut saved_model = None;
+    if let Some(dir) = &opts.state_dir {
+        let restore = Restore {
+            dir,
+            opts: &opts,
+            ifaces: &ifaces,
+            state: &state,
+            steering: &steering,
+            hooks: &*hooks,
+            local: &local_shared,
+        };
+        modes = restore.run(saved, &mut resolver, &mut local_neigh)?;
+        saved_model = Some(
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .model
+                .clone(),
+        );
+    }
     let view = Arc::new(DataPathView {
         ifaces: ifaces.clone(),
         xdp_mode: modes.join(","),
@@ -546,13 +601,6 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     start_sync_daemons(&sync, &opts.sync_daemons, opts.ready_file.as_deref())?;
 
     // Housekeeping until a signal arrives: next hops, local addresses, timers.
-    let mut resolver = Resolver {
-        neigh: neigh::Neighbours::open()?,
-        port_ifindex: ifaces.iter().map(|i| i.index).collect(),
-        routes: HashMap::new(),
-        last_trigger: HashMap::new(),
-    };
-    let mut local_neigh = neigh::Neighbours::open()?;
     let mut local: Vec<Ipv4Addr> = Vec::new();
     let mut last_local = Instant::now();
     let mut last_full = Instant::now() - Duration::from_secs(60);
@@ -572,6 +620,20 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .unwrap_or_else(|e| e.into_inner())
                 .tick(crate::clock::now_ms(), ticks.is_multiple_of(2));
             hooks.tick(crate::clock::now_ms());
+            if let (Some(dir), Some(last)) = (&opts.state_dir, saved_model.as_mut()) {
+                // Write-through: a crashed xvsd restarts with its last configuration.
+                let model = state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .model
+                    .clone();
+                if model != *last {
+                    match statefile::save_config(dir, &model, &opts.interfaces) {
+                        Ok(()) => *last = model,
+                        Err(e) => tracing::warn!("saving the configuration: {e:#}"),
+                    }
+                }
+            }
         }
         if local.is_empty() || last_local.elapsed() >= Duration::from_secs(5) {
             last_local = Instant::now();
@@ -615,15 +677,197 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         }
     }
     sync.stop_all();
+    if let Some(dir) = &opts.state_dir {
+        hand_over(
+            dir,
+            &opts,
+            &state,
+            &steering,
+            &*hooks,
+            (ifaces.len() as u32, nworkers),
+        );
+    }
     drop(health);
     shared.stop.store(true, Relaxed);
     for t in threads {
         let _ = t.join();
     }
-    steering.lock().unwrap_or_else(|e| e.into_inner()).detach();
     let _ = std::fs::remove_file(&opts.socket);
-    tracing::info!("XDP detached; bye");
+    if opts.state_dir.is_some() {
+        steering
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .leave_attached();
+        tracing::info!(
+            hold_s = opts.restart_hold.as_secs_f64(),
+            "XDP steering left attached for the next xvsd (service frames dropped until it comes, for the hold at most); bye"
+        );
+    } else {
+        steering.lock().unwrap_or_else(|e| e.into_inner()).detach();
+        tracing::info!("XDP detached; bye");
+    }
     Ok(())
+}
+
+/// `--state-dir` at start: the directory and the bpffs pin root exist, pins of interfaces
+/// this xvsd does not serve are gone, and the saved configuration is read (unless
+/// `--config` names the authority).
+fn prepare_state_dir(
+    dir: &std::path::Path,
+    opts: &DaemonOpts,
+) -> Result<Option<statefile::SavedConfig>> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    crate::bpf::pinned::ensure_root(&opts.bpf_pin_dir)?;
+    let names: Vec<&str> = opts.interfaces.iter().map(String::as_str).collect();
+    crate::bpf::pinned::remove_stale(&opts.bpf_pin_dir, &names)?;
+    let saved = statefile::load_config(dir)?;
+    if saved.is_some() && opts.config.is_some() {
+        tracing::info!(
+            "--config given: the configuration saved in {} is not used (the file is the authority)",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    Ok(saved)
+}
+
+/// The restore at start with `--state-dir`, in the order that keeps flows: configuration,
+/// director addresses and next hops, connections, and only then the program swap.
+struct Restore<'a> {
+    dir: &'a std::path::Path,
+    opts: &'a DaemonOpts,
+    ifaces: &'a [Iface],
+    state: &'a Arc<Mutex<DaemonState>>,
+    steering: &'a Arc<Mutex<Steering>>,
+    hooks: &'a dyn SyncHooks,
+    local: &'a Arc<Mutex<Vec<Ipv4Addr>>>,
+}
+
+impl Restore<'_> {
+    /// Returns the XDP mode of each interface.
+    fn run(
+        &self,
+        saved: Option<statefile::SavedConfig>,
+        resolver: &mut Resolver,
+        local_neigh: &mut neigh::Neighbours,
+    ) -> Result<Vec<String>> {
+        let lock_state = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let lock_steer = || self.steering.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(saved) = saved {
+            let n = saved.requests.len();
+            // Bound first: a guard in the match scrutinee would live through the arms.
+            let resp = lock_state().apply(&Request::Batch(saved.requests));
+            match resp {
+                Response::Error(e) => bail!(
+                    "restoring the configuration saved in {} by xvs {}: {e} (move the file away to start without it)",
+                    self.dir.join(statefile::CONFIG_FILE).display(),
+                    saved.xvs_version
+                ),
+                _ => tracing::info!(
+                    requests = n,
+                    services = lock_state().model.services.len(),
+                    saved_by = %saved.xvs_version,
+                    "configuration restored from the state directory"
+                ),
+            }
+        }
+        // The director's own addresses and the servers' MACs before the first frame: a
+        // restored connection's next packet must find its next hop (500 ms at most).
+        match local_neigh.local_addrs() {
+            Ok(mut a) => {
+                a.sort();
+                lock_steer().set_local_addrs(&a)?;
+                *self.local.lock().unwrap_or_else(|e| e.into_inner()) = a;
+            }
+            Err(e) => tracing::warn!("listing local addresses: {e:#}"),
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let dests = lock_state().dests();
+            resolver.refresh(&dests);
+            if dests.iter().all(|d| d.mac().is_some()) || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let conns = self.dir.join(statefile::CONNS_FILE);
+        let had_conns = conns.exists();
+        if had_conns {
+            match statefile::load_conns(&conns, self.hooks) {
+                Ok(l) => tracing::info!(
+                    conns = l.conns,
+                    expired = l.expired,
+                    skipped = l.skipped,
+                    age_ms = l.age.as_millis() as u64,
+                    "connections restored from the state directory"
+                ),
+                Err(e) => tracing::warn!("restoring connections: {e:#}; the rest are lost"),
+            }
+        }
+        let mut modes = Vec::new();
+        for i in self.ifaces {
+            let a = lock_steer().attach_pinned(i.index, &i.name, &self.opts.bpf_pin_dir)?;
+            match a.replaced_prog {
+                Some(old) => {
+                    tracing::info!(interface = %i.name, ifindex = i.index, mode = %a.mode, replaced_prog_id = old, queues = i.rx_queues, mtu = i.mtu, "XDP steering program swapped into the pinned link")
+                }
+                None => {
+                    tracing::info!(interface = %i.name, ifindex = i.index, mode = %a.mode, queues = i.rx_queues, mtu = i.mtu, pin = %self.opts.bpf_pin_dir.display(), "XDP steering program attached and its link pinned")
+                }
+            }
+            modes.push(a.mode.to_string());
+        }
+        if had_conns {
+            if let Err(e) = statefile::retire_conns(self.dir) {
+                tracing::warn!("{e:#}");
+            }
+        }
+        let model = lock_state().model.clone();
+        if let Err(e) = statefile::save_config(self.dir, &model, &self.opts.interfaces) {
+            tracing::warn!("saving the configuration: {e:#}");
+        }
+        Ok(modes)
+    }
+}
+
+/// SIGTERM/SIGINT with `--state-dir`: hold service frames in the program (the kernel must
+/// not answer them), take the sockets out so the tables stop changing, save configuration
+/// and connections. The workers are still running: the hooks walk live tables.
+fn hand_over(
+    dir: &std::path::Path,
+    opts: &DaemonOpts,
+    state: &Arc<Mutex<DaemonState>>,
+    steering: &Arc<Mutex<Steering>>,
+    hooks: &dyn SyncHooks,
+    (slots, queues): (u32, u32),
+) {
+    {
+        let st = steering.lock().unwrap_or_else(|e| e.into_inner());
+        let until = crate::bpf::monotonic_ns() + opts.restart_hold.as_nanos() as u64;
+        if let Err(e) = st.set_hold(until) {
+            tracing::error!("{e:#}: the kernel will answer service traffic until the next xvsd");
+        }
+        st.clear_xsks(slots, queues);
+    }
+    let model = state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .model
+        .clone();
+    if let Err(e) = statefile::save_config(dir, &model, &opts.interfaces) {
+        tracing::error!("saving the configuration: {e:#}");
+    }
+    match statefile::save_conns(&dir.join(statefile::CONNS_FILE), hooks) {
+        Ok(s) => tracing::info!(
+            conns = s.conns,
+            datagrams = s.datagrams,
+            refused = s.refused,
+            dir = %dir.display(),
+            "state saved for the next xvsd"
+        ),
+        Err(e) => tracing::error!("saving the connections: {e:#}"),
+    }
 }
 
 #[cfg(test)]

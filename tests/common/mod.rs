@@ -66,6 +66,8 @@ impl Lab {
             xvsd: None,
             log: PathBuf::from(format!("/tmp/xvs-test-{prefix}-xvsd.log")),
         };
+        // Nothing from an earlier run (`start_xvsd_bin` appends).
+        let _ = std::fs::File::create(&lab.log);
         let out = run(Command::new("bash")
             .arg(root().join("scripts/harness.sh"))
             .args(["up", "--topology", topology, "--rs", &rs.to_string()])
@@ -93,11 +95,23 @@ impl Lab {
 
     /// Starts xvsd with exactly these arguments (plus the socket) in the director namespace.
     pub fn start_xvsd_args(&mut self, args: &[&str]) {
+        // A fresh log for each start (tests read what this run said).
+        let _ = std::fs::File::create(&self.log);
+        self.start_xvsd_bin(Path::new(env!("CARGO_BIN_EXE_xvsd")), args);
+    }
+
+    /// `start_xvsd_args` with another xvsd binary (an upgrade test), its log appended to
+    /// the lab's xvsd log: a restart keeps the earlier runs' lines.
+    pub fn start_xvsd_bin(&mut self, bin: &Path, args: &[&str]) {
         let _ = std::fs::remove_file(&self.socket);
-        let log = std::fs::File::create(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns("dir")])
-            .arg(env!("CARGO_BIN_EXE_xvsd"))
+            .arg(bin)
             .args(args)
             .arg("--socket")
             .arg(&self.socket)
@@ -146,6 +160,25 @@ impl Lab {
         let _ = c.kill();
         let _ = c.wait();
         false
+    }
+
+    /// Stops xvsd with signal `sig` (`TERM`, `KILL`, ...) and waits for it (10 s at most,
+    /// then SIGKILL); its exit status, `None` if it had to be killed or was not running.
+    pub fn stop_xvsd_with(&mut self, sig: &str) -> Option<std::process::ExitStatus> {
+        let mut c = self.xvsd.take()?;
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
     }
 
     /// Sends xvsd a signal by name (`HUP`: reload its `--config`).
