@@ -25,7 +25,9 @@
 #   P-dir     eth0  DIP 10.0.0.12/24, no VIP
 #   P-dir2    eth0  DIP2 10.0.0.13/24, no VIP (Q queues as P-dir)
 #   Neither director holds the VIP: VRRP (keepalived -P) adds 10.0.0.88 to
-#   the master's eth0 and moves it. Both have ip_forward=0.
+#   the master's eth0 and moves it. Both have ip_forward=0. Both bridge ports
+#   have unknown-unicast flooding off (a real NIC filters frames for other
+#   MACs; veth does not, and a dead master's frames would reach the backup).
 #
 # --topology nat2: classic two-armed LVS-NAT.
 #   P-swx     external bridge: ports client, dir
@@ -478,6 +480,14 @@ setup_director2() {
     add_port "$(client_switch)" dir2 "$P-dir2" eth0 "$queues" "$(mac_for "$DIP2")"
     nsx "$P-dir2" ip addr add "$DIP2/$PREFIXLEN" dev eth0
     nsx "$P-dir2" ip link set eth0 up
+    # A real NIC drops unicast frames for other MACs before XDP sees them; a veth does
+    # not. When the master dies, the switch forgets its MAC and floods the client's frames
+    # for it to every port: without this, the backup's XDP program would take over the
+    # dead master's traffic at once, long before VRRP moves the VIP, and a failover test
+    # would measure the lab, not VRRP. So the directors' ports get no unknown unicast
+    # (broadcast ARP and multicast VRRP and sync still arrive).
+    ip netns exec "$(client_switch)" bridge link set dev dir flood off
+    ip netns exec "$(client_switch)" bridge link set dev dir2 flood off
 }
 
 setup_router() {
@@ -678,6 +688,7 @@ do_up() {
         die "--queues must be 1..64 (got $queues)"
     fi
     local tools=(ip ss curl ethtool python3 sysctl) tool
+    [[ $PAIR == 1 ]] && tools+=(bridge)
     [[ $TOPOLOGY == dr ]] || tools+=(ping)
     [[ $extras == 1 ]] && tools+=(iperf3)
     [[ $TOPOLOGY == tun ]] && tools+=(tc)

@@ -254,6 +254,48 @@ fn established(d: &Director) -> usize {
         .count()
 }
 
+/// Panics unless `streams` still has at least 4 s to run: the event under test must hit the
+/// flows mid-stream, not after they ended.
+fn assert_mid_stream(streams: &Streams, what: &str) {
+    let left = secs(FLOW_SECS).saturating_sub(streams.elapsed());
+    assert!(
+        left >= secs(4),
+        "{what} came {:?} into {FLOW_SECS} s flows: too late to test anything",
+        streams.elapsed()
+    );
+}
+
+/// Data-path counter `name` of a director (summed over lines), 0 if absent.
+fn sync_counter(d: &Director, name: &str) -> u64 {
+    let dp = String::from_utf8_lossy(&d.adm(&["--datapath"]).stdout).into_owned();
+    counter_in(
+        &dp.lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let (k, v) = (it.next()?, it.next()?);
+                Some((k.trim_end_matches(':').to_string(), v.parse().ok()?))
+            })
+            .collect::<Vec<_>>(),
+        name,
+    )
+}
+
+/// A director's sync daemons (`-L --daemon`) and its non-zero sync counters, for messages.
+fn sync_state(d: &Director) -> String {
+    let daemons = String::from_utf8_lossy(&d.adm(&["-L", "--daemon"]).stdout).into_owned();
+    let dp = String::from_utf8_lossy(&d.adm(&["--datapath"]).stdout).into_owned();
+    let counters: Vec<&str> = dp
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("sync_") && !l.ends_with(" 0"))
+        .collect();
+    format!(
+        "{}; {}",
+        daemons.trim().replace('\n', "; "),
+        counters.join(", ")
+    )
+}
+
 /// Polls every 20 ms (at most `timeout`) until `d` holds the VIP; the time it took.
 fn time_until_holds(d: &Director, timeout: Duration) -> Duration {
     let t0 = Instant::now();
@@ -301,6 +343,7 @@ fn no_sync_breaks_flows() {
     let streams = p.flows(1);
     std::thread::sleep(secs(2));
     let retrans0 = p.rs_retrans();
+    assert_mid_stream(&streams, "the crash");
     p.a.crash();
     let moved = time_until_holds(&p.b, secs(15));
     p.new_connections_work(1001);
@@ -324,30 +367,34 @@ fn no_sync_breaks_flows() {
 }
 
 #[test]
-#[ignore = "needs the sync daemon (helper-syncd: xvsd --sync-daemon) and synced entries in the data path"]
 fn failover_keeps_flows() {
     let _g = serial();
     let mut p = Pair::up("xfo-f");
     p.start(&SYNC_BOTH, &SYNC_BOTH);
     let streams = p.flows(1);
-    let b = &p.b;
+    // Every flow's entry received and applied by the backup's daemon, and listed by
+    // `-L -c -n` there, as an operator would check it.
+    let (a, b) = (&p.a, &p.b);
     poll(
-        "the backup to hold the 20 synced connections",
+        "the backup to hold the 20 flows' synced entries",
         secs(15),
         || {
-            let n = established(b);
-            if n >= FLOWS as usize {
+            let (n, listed) = (sync_counter(b, "sync_applied"), established(b));
+            if n >= FLOWS as u64 && listed >= FLOWS as usize {
                 Ok(())
             } else {
                 Err(format!(
-                    "{n} entries:\n{}",
-                    String::from_utf8_lossy(&b.adm(&["-L", "-c", "-n"]).stdout)
+                    "{n} applied, {listed} listed by -L -c -n\nmaster a: {}\nbackup b: {}",
+                    sync_state(a),
+                    sync_state(b)
                 ))
             }
         },
     );
+    println!("backup before the crash: {}", sync_state(b));
     std::thread::sleep(secs(1));
     let retrans0 = p.rs_retrans();
+    assert_mid_stream(&streams, "the crash");
     p.a.crash();
     let moved = time_until_holds(&p.b, secs(15));
     p.new_connections_work(1001);
@@ -366,7 +413,6 @@ fn failover_keeps_flows() {
 }
 
 #[test]
-#[ignore = "needs the sync daemon with --bulk-peer and xvsd --ready-file (helper-syncd)"]
 fn failback_keeps_flows() {
     let _g = serial();
     let mut p = Pair::up("xfo-b");
@@ -416,27 +462,35 @@ fn failback_keeps_flows() {
     // From xvsd's start to a holding the VIP: bulk sync, keepalived leaving FAULT, the
     // master-down wait of a BACKUP, preemption.
     let took = t0.elapsed();
+    assert_mid_stream(&streams, "the takeover");
     let file_now = std::fs::read_to_string(&ready).unwrap_or_default();
     assert_eq!(
         file_now.trim(),
         "0",
         "a took the VIP while its ready file said {file_now:?}"
     );
+    // The flows' entries came by the bulk sync: b's whole table, the 20 flows and the
+    // finished short ones.
+    let got = sync_counter(&p.a, "sync_bulk_conns");
     assert!(
-        established(&p.a) >= FLOWS as usize,
-        "a became master without the flows' entries:\n{}",
-        String::from_utf8_lossy(&p.a.adm(&["-L", "-c", "-n"]).stdout)
+        got >= FLOWS as u64,
+        "a became master with {got} entries from the bulk sync: {}",
+        sync_state(&p.a)
+    );
+    println!(
+        "returning master when it took the VIP: {}",
+        sync_state(&p.a)
     );
     let b = &p.b;
     wait_for("b to give the VIP up", secs(10), || !b.holds(VIP));
-    let log = p.a.keepalived_log();
     let (fault, master) = (
-        log.find("(VI_1) Entering FAULT STATE"),
-        log.rfind("(VI_1) Entering MASTER STATE"),
+        p.a.vrrp_log_pos("VI_1", "FAULT").map(|p| p.0),
+        p.a.vrrp_log_pos("VI_1", "MASTER").map(|p| p.1),
     );
     assert!(
         matches!((fault, master), (Some(f), Some(m)) if f < m),
-        "expected FAULT, then MASTER:\n{log}"
+        "expected FAULT, then MASTER:\n{}",
+        p.a.keepalived_log()
     );
     let r = streams.finish();
     print_measured(

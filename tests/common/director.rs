@@ -123,10 +123,22 @@ impl Director {
     }
 
     /// True once keepalived has logged `(INSTANCE) Entering STATE STATE` (MASTER, BACKUP,
-    /// FAULT) at least once.
+    /// FAULT) at least once. Compared without case: keepalived 2.2.7 logs a FAULT it starts
+    /// in as "(VI_1) entering FAULT state", later transitions as "Entering FAULT STATE".
     pub fn vrrp_entered(&self, instance: &str, state: &str) -> bool {
-        self.keepalived_log()
-            .contains(&format!("({instance}) Entering {state} STATE"))
+        self.vrrp_log_pos(instance, state).is_some()
+    }
+
+    /// Byte offsets in keepalived's log (lower-cased) of the first and the last time it
+    /// entered `state`, for ordering checks.
+    pub fn vrrp_log_pos(&self, instance: &str, state: &str) -> Option<(usize, usize)> {
+        let log = self.keepalived_log().to_lowercase();
+        let pat = format!(
+            "({}) entering {} state",
+            instance.to_lowercase(),
+            state.to_lowercase()
+        );
+        Some((log.find(&pat)?, log.rfind(&pat)?))
     }
 
     /// True while `ip` is on the director's eth0 (VRRP put it there).

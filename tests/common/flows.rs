@@ -133,6 +133,7 @@ pub struct Streams {
     stdout: Option<std::thread::JoinHandle<String>>,
     stderr_lines: mpsc::Receiver<String>,
     stderr: String,
+    started: Instant,
     deadline: Instant,
     expected_bytes: u64,
 }
@@ -226,9 +227,16 @@ impl Streams {
             stdout: Some(stdout),
             stderr_lines: rx,
             stderr: String::new(),
+            started: Instant::now(),
             deadline: Instant::now() + spec.timeout,
             expected_bytes: spec.bytes,
         }
+    }
+
+    /// Time since the client was started: paced flows of B bytes at R bytes/s end no sooner
+    /// than B/R s after it, so a test can check that its failure came mid-stream.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Waits (at most `timeout`) until every flow has received data or failed; returns how
