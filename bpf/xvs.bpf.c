@@ -47,7 +47,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, XVS_MAX_IFACES);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct xvs_iface);
 } xvs_ifaces SEC(".maps");
 
 struct {
@@ -192,7 +192,8 @@ int xvs_steer(struct xdp_md *ctx)
 	struct iphdr *iph;
 	__u16 *ports;
 	struct xvs_svc_key key = {};
-	__u32 *ifslot, ifindex;
+	struct xvs_iface *iface;
+	__u32 ifindex;
 	long ret;
 
 	if (!st) /* cannot happen for a one-entry per-CPU array; keeps the verifier happy */
@@ -272,16 +273,22 @@ int xvs_steer(struct xdp_md *ctx)
 
 redirect:
 	ifindex = ctx->ingress_ifindex;
-	ifslot = bpf_map_lookup_elem(&xvs_ifaces, &ifindex);
-	if (!ifslot || ctx->rx_queue_index >= XVS_MAX_QUEUES) {
+	iface = bpf_map_lookup_elem(&xvs_ifaces, &ifindex);
+	if (!iface || ctx->rx_queue_index >= XVS_MAX_QUEUES) {
 		st->no_socket++;
+		return XDP_PASS;
+	}
+	/* Another host's frame (promiscuous NIC, flooding bridge): the kernel drops it. */
+	if (*(__u32 *)eth->h_dest != *(__u32 *)iface->mac ||
+	    *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(iface->mac + 4)) {
+		st->passed++;
 		return XDP_PASS;
 	}
 	/*
 	 * The low bits of flags are the action when the queue has no socket (kernel >= 5.3):
 	 * pass rather than drop, so a queue without a worker degrades to "kernel handles it".
 	 */
-	ret = bpf_redirect_map(&xvs_xsks, *ifslot * XVS_MAX_QUEUES + ctx->rx_queue_index, XDP_PASS);
+	ret = bpf_redirect_map(&xvs_xsks, iface->slot * XVS_MAX_QUEUES + ctx->rx_queue_index, XDP_PASS);
 	if (ret == XDP_REDIRECT) {
 		st->redirected++;
 		return ret;

@@ -42,6 +42,19 @@ struct xvs_svc_val {
 	__u32 flags;
 };
 
+/*
+ * Value of the interface map (key: ifindex): the interface's slot (its XSKMAP range) and its
+ * MAC address. Only frames addressed to that MAC are steered: a NIC in promiscuous mode
+ * (tcpdump), a bridge flooding unknown unicast, or a veth (which filters nothing) also
+ * delivers frames meant for other hosts, which the kernel drops (PACKET_OTHERHOST) and
+ * which xvs must not forward either (a second director would duplicate them).
+ */
+struct xvs_iface {
+	__u32 slot;
+	__u8 mac[6];
+	__u8 pad[2];
+};
+
 /* Per-CPU verdict counters of the steering program (index 0 of a one-entry array). */
 struct xvs_xdp_stats {
 	__u64 redirected;  /* frames handed to an AF_XDP socket */

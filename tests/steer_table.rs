@@ -224,6 +224,26 @@ fn table() -> Vec<Case> {
             Redirected,
         ),
         case(
+            "TCP SYN to VIP:80 for another host's MAC (promiscuous NIC, flooding bridge) -> kernel",
+            {
+                let mut f = tcp(CLIENT, 40000, VIP, 80);
+                f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x0c]);
+                f
+            },
+            XDP_PASS,
+            Passed,
+        ),
+        case(
+            "UDP to VIP:53 sent to the broadcast MAC -> kernel",
+            {
+                let mut f = udp(CLIENT, 40000, VIP, 53);
+                f[0..6].copy_from_slice(&[0xff; 6]);
+                f
+            },
+            XDP_PASS,
+            Passed,
+        ),
+        case(
             "TCP to VIP:81 (no service on that port) -> kernel",
             tcp(CLIENT, 40000, VIP, 81),
             XDP_PASS,
@@ -507,7 +527,7 @@ fn load(setup: Setup, xsk: &OwnedFd) -> Steering {
     s.set_local_addrs(&[DIP_EXT.into(), DIP_INT.into()])
         .expect("local address map");
     if let Some(slot) = setup.lo_slot {
-        s.set_iface(slot, LO, "lo").expect("interface map");
+        s.set_iface(slot, LO, "lo", MAC_B).expect("interface map");
     }
     if let Some((slot, queue)) = setup.xsk {
         s.set_xsk(slot, queue, xsk.as_raw_fd()).expect("XSKMAP");

@@ -46,6 +46,24 @@ impl SvcVal {
     }
 }
 
+/// `struct xvs_iface`: an interface's XSKMAP slot and MAC.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfaceVal {
+    pub slot: u32,
+    pub mac: [u8; 6],
+    pub pad: [u8; 2],
+}
+
+impl IfaceVal {
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: repr(C) plain-old-data without padding holes (4 + 6 + 2 bytes).
+        unsafe {
+            std::slice::from_raw_parts(self as *const _ as *const u8, std::mem::size_of::<Self>())
+        }
+    }
+}
+
 /// `struct xvs_xdp_stats`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]

@@ -19,7 +19,7 @@ mod skel {
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags};
-use maps::{SvcKey, SvcVal, XdpStats};
+use maps::{IfaceVal, SvcKey, SvcVal, XdpStats};
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -97,8 +97,14 @@ impl Steering {
 
     /// Attaches to `ifindex` as interface `slot` (its XSKMAP range) in native mode, falling
     /// back to generic mode with a warning.
-    pub fn attach(&mut self, slot: u32, ifindex: u32, ifname: &str) -> Result<XdpMode> {
-        self.set_iface(slot, ifindex, ifname)?;
+    pub fn attach(
+        &mut self,
+        slot: u32,
+        ifindex: u32,
+        ifname: &str,
+        mac: [u8; 6],
+    ) -> Result<XdpMode> {
+        self.set_iface(slot, ifindex, ifname, mac)?;
         let (fd, mode) = self.new_link(ifindex, ifname)?;
         self.links.push(fd);
         Ok(mode)
@@ -198,14 +204,20 @@ impl Steering {
         self.links.clear();
     }
 
-    /// Registers interface `ifindex` as slot `slot`: its frames use XSKMAP entries
-    /// `slot * MAX_QUEUES + queue`. [`attach`](Self::attach) does this first.
-    pub fn set_iface(&self, slot: u32, ifindex: u32, ifname: &str) -> Result<()> {
+    /// Registers interface `ifindex` (MAC `mac`) as slot `slot`: its frames addressed to
+    /// `mac` use XSKMAP entries `slot * MAX_QUEUES + queue`. [`attach`](Self::attach) does
+    /// this first.
+    pub fn set_iface(&self, slot: u32, ifindex: u32, ifname: &str, mac: [u8; 6]) -> Result<()> {
         anyhow::ensure!(slot < MAX_IFACES, "at most {MAX_IFACES} interfaces");
+        let v = IfaceVal {
+            slot,
+            mac,
+            pad: [0; 2],
+        };
         self.skel
             .maps
             .xvs_ifaces
-            .update(&ifindex.to_ne_bytes(), &slot.to_ne_bytes(), MapFlags::ANY)
+            .update(&ifindex.to_ne_bytes(), v.as_bytes(), MapFlags::ANY)
             .with_context(|| format!("registering {ifname} in the interface map"))
     }
 
@@ -393,6 +405,12 @@ mod tests {
         );
         assert_eq!(offset_of!(SvcKey, pad), offset_of!(types::xvs_svc_key, pad));
         assert_eq!(size_of::<SvcVal>(), size_of::<types::xvs_svc_val>());
+        assert_eq!(size_of::<IfaceVal>(), size_of::<types::xvs_iface>());
+        assert_eq!(
+            offset_of!(IfaceVal, slot),
+            offset_of!(types::xvs_iface, slot)
+        );
+        assert_eq!(offset_of!(IfaceVal, mac), offset_of!(types::xvs_iface, mac));
         assert_eq!(size_of::<XdpStats>(), size_of::<types::xvs_xdp_stats>());
         assert_eq!(
             offset_of!(XdpStats, redirected),

@@ -432,10 +432,10 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         if opts.state_dir.is_some() {
             // Attached (or swapped into the pinned link) only once the maps and the
             // sockets are ready: see the restore below.
-            steering.set_iface(slot as u32, i.index, &i.name)?;
+            steering.set_iface(slot as u32, i.index, &i.name, i.mac)?;
             continue;
         }
-        let mode = steering.attach(slot as u32, i.index, &i.name)?;
+        let mode = steering.attach(slot as u32, i.index, &i.name, i.mac)?;
         tracing::info!(interface = %i.name, ifindex = i.index, mode = %mode, queues = i.rx_queues, mtu = i.mtu, "XDP steering program attached");
         modes.push(mode.to_string());
     }
