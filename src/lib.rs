@@ -21,5 +21,6 @@ pub mod sched;
 pub mod service;
 pub mod stats;
 pub mod sync;
+pub mod web;
 pub mod worker;
 pub mod xmit;
