@@ -191,37 +191,34 @@ pub fn health_cell(
     }
 }
 
-/// An inline SVG sparkline of `values` (oldest first) on the fixed 10-minute axis: the
-/// newest point at the right edge, missing history left blank.
+/// An inline SVG sparkline of `values` (oldest first) on the fixed 10-minute axis: one x
+/// unit per sample, the newest at the right edge, missing history left blank. Integer x
+/// and one decimal of y keep a full 300-point line near 2 KB.
 pub fn sparkline(values: &[u64], label: &str) -> String {
-    const W: f64 = 140.0;
+    const W: usize = POINTS - 1;
     const H: f64 = 22.0;
     let n = values.len().min(POINTS);
     let values = &values[values.len() - n..];
     let max = values.iter().copied().max().unwrap_or(0);
     let now = values.last().copied().unwrap_or(0);
-    let mut pts = String::new();
-    let step = W / (POINTS - 1) as f64;
     let scale = if max == 0 {
         0.0
     } else {
         (H - 2.0) / max as f64
     };
+    let mut pts = String::with_capacity(n * 8);
     for (i, v) in values.iter().enumerate() {
-        let x = W - (n - 1 - i) as f64 * step;
+        let x = W - (n - 1 - i);
         let y = H - 1.0 - *v as f64 * scale;
-        let _ = write!(pts, "{x:.1},{y:.1} ");
+        let _ = write!(pts, "{x},{y:.1} ");
     }
-    let pts = pts.trim_end();
-    let area = if n > 1 {
-        let x0 = W - (n - 1) as f64 * step;
-        format!("<polygon points=\"{x0:.1},{H} {pts} {W},{H}\"/>")
-    } else {
-        String::new()
-    };
     format!(
-        "<svg class=\"spark\" viewBox=\"0 0 {W} {H}\" preserveAspectRatio=\"none\"><title>{}</title>{area}<polyline points=\"{pts}\"/></svg>",
-        escape(&format!("{label}: now {now}, max {max} over the last {} s", n as u64 * history::INTERVAL.as_secs()))
+        "<svg class=\"spark\" viewBox=\"0 0 {W} {H}\" preserveAspectRatio=\"none\"><title>{}</title><polyline points=\"{}\"/></svg>",
+        escape(&format!(
+            "{label}: now {now}, max {max} over the last {} s",
+            n as u64 * history::INTERVAL.as_secs()
+        )),
+        pts.trim_end()
     )
 }
 
@@ -570,17 +567,14 @@ mod tests {
     #[test]
     fn sparkline_scales_to_the_max_and_ends_at_the_right_edge() {
         let s = sparkline(&[0, 5, 10], "cps");
-        assert!(
-            s.contains("140.0,1.0\"/>") || s.contains("140.0,1.0 "),
-            "{s}"
-        );
+        assert!(s.contains("points=\"297,21.0 298,11.0 299,1.0\""), "{s}");
         assert!(
             s.contains("<title>cps: now 10, max 10 over the last 6 s</title>"),
             "{s}"
         );
         // All zero: a flat line at the bottom, no division by zero.
         let z = sparkline(&[0, 0], "cps");
-        assert!(z.contains("140.0,21.0"), "{z}");
+        assert!(z.contains("points=\"298,21.0 299,21.0\""), "{z}");
         assert!(sparkline(&[], "cps").contains("<polyline points=\"\"/>"));
     }
 }

@@ -6,7 +6,7 @@
 (function () {
   const PERIOD_MS = 2000;
   const POINTS = 300;
-  const W = 140, H = 22;
+  const W = POINTS - 1, H = 22; // as page.rs sparkline: one x unit per sample
   const FIELDS = ["cps", "inpps", "outpps", "inbps", "outbps", "active", "inactive"];
   const LABELS = {
     cps: "connections/s", inpps: "in packets/s", outpps: "out packets/s",
@@ -70,17 +70,11 @@
     const v = values.slice(values.length - n);
     const max = v.reduce((m, x) => Math.max(m, x), 0);
     const now = n ? v[n - 1] : 0;
-    const step = W / (POINTS - 1);
     const scale = max ? (H - 2) / max : 0;
-    const pts = v.map((x, i) => (W - (n - 1 - i) * step).toFixed(1) + "," + (H - 1 - x * scale).toFixed(1)).join(" ");
+    const pts = v.map((x, i) => (W - (n - 1 - i)) + "," + (H - 1 - x * scale).toFixed(1)).join(" ");
     const title = document.createElementNS(SVG, "title");
     title.textContent = label + ": now " + now + ", max " + max + " over the last " + n * interval + " s";
     svg.appendChild(title);
-    if (n > 1) {
-      const area = document.createElementNS(SVG, "polygon");
-      area.setAttribute("points", (W - (n - 1) * step).toFixed(1) + "," + H + " " + pts + " " + W + "," + H);
-      svg.appendChild(area);
-    }
     const line = document.createElementNS(SVG, "polyline");
     line.setAttribute("points", pts);
     svg.appendChild(line);
