@@ -1,5 +1,6 @@
 // The status page's refresh: every 2 s (never faster; not while the tab is hidden) it
-// reads /api/status, /api/health and the history's new points, and rebuilds the tables
+// reads /api/status (servers with their checkers), /api/health (for checked servers
+// keepalived took out of the pool) and the history's new points, and rebuilds the tables
 // the server rendered. Text goes in through textContent only, so nothing is interpreted
 // as HTML. Must match page.rs's markup (same classes and columns).
 "use strict";
@@ -35,12 +36,9 @@
     return r.json();
   }
 
-  // ServiceKey as ipvsadm -L -n and history.rs name it: "TCP 10.0.0.88:80".
-  function svcName(k) {
-    return String(k.proto).toUpperCase() + " " + k.addr + ":" + k.port;
-  }
-  function sameKey(a, b) {
-    return a && b && a.proto === b.proto && a.addr === b.addr && a.port === b.port;
+  // A service as ipvsadm -L -n, history.rs and /api/health name it: "TCP 10.0.0.88:80".
+  function svcName(s) {
+    return s.proto + " " + s.address + ":" + s.port;
   }
 
   function mergeHistory(h) {
@@ -89,26 +87,24 @@
     return td;
   }
 
-  // keepalived's view of one server: see page.rs health_cell.
-  function healthOf(key, addr, port, health) {
-    if (!health) return { cls: "none", text: "—", title: "no health checks (xvsd runs without --config)" };
-    const mine = health.filter(r => sameKey(r.service, key) && r.addr === addr && r.port === port);
-    if (!mine.length) return { cls: "none", text: "—", title: "no checker watches this server" };
-    const alive = mine.every(r => r.alive);
-    const title = mine.map(r => {
+  // keepalived's view of one server ({alive, checkers} or null): see page.rs health_cell.
+  function healthOf(checks, h) {
+    if (!checks) return { cls: "none", text: "—", title: "no health checks (xvsd runs without --config)" };
+    if (!h || !h.checkers.length) return { cls: "none", text: "—", title: "no checker watches this server" };
+    const title = h.checkers.map(r => {
       let t = r.checker + " " + r.target + " " + (!r.has_run ? "not run yet" : r.up ? "up" : "down") + " for " + r.since_secs + " s";
       if (r.failures > 0) t += ", " + r.failures + " failures";
       if (r.last_error) t += ", last error: " + r.last_error;
       return t;
     }).join("\n");
-    return alive ? { cls: "up", text: "UP", title } : { cls: "down", text: "DOWN", title };
+    return h.alive ? { cls: "up", text: "UP", title } : { cls: "down", text: "DOWN", title };
   }
 
   function nums(tr, values) {
     for (const v of values) tr.appendChild(el("td", "num", v));
   }
 
-  function meta(o) {
+  function meta(o) { // o: a service of /api/status
     let m = o.scheduler;
     if (o.sched_flags && o.sched_flags.length) m += " (" + o.sched_flags.join(",") + ")";
     if (o.persistent !== null && o.persistent !== undefined) {
@@ -121,12 +117,13 @@
   const HEAD = ["Server", "Forward", "Weight", "Health", "ActiveConn", "InActConn", "Conns", "CPS",
     "InPPS", "OutPPS", "InBPS", "OutBPS", "InBytes", "OutBytes", "last 10 min"];
 
-  function renderService(s, health) {
-    const name = svcName(s.key);
+  // s: a service of /api/status; checks: its health_checks; checkers: /api/health's rows.
+  function renderService(s, checks, checkers) {
+    const name = svcName(s);
     const sec = el("section", "svc");
     sec.dataset.service = name;
     const h2 = el("h2", null, name);
-    h2.appendChild(el("span", "meta", meta(s.opts)));
+    h2.appendChild(el("span", "meta", meta(s)));
     sec.appendChild(h2);
     const table = el("table");
     const hr = el("tr");
@@ -134,29 +131,29 @@
     table.appendChild(el("thead")).appendChild(hr);
     const tb = table.appendChild(el("tbody"));
     let act = 0, inact = 0, weight = 0, up = 0;
-    for (const d of s.dests) {
+    for (const d of s.servers) {
       act += d.active_conns; inact += d.inactive_conns; weight += d.weight;
-      if (healthOf(s.key, d.addr, d.port, health).cls !== "down") up++;
+      if (healthOf(checks, d.health).cls !== "down") up++;
     }
     const tot = el("tr", "total");
     tot.appendChild(el("td", null, "service"));
     tot.appendChild(el("td", "fwd"));
     tot.appendChild(el("td", "num", weight));
-    tot.appendChild(el("td", "health", up + "/" + s.dests.length + " in pool"));
+    tot.appendChild(el("td", "health", up + "/" + s.servers.length + " in pool"));
     const r = s.rates || {}, c = s.counters || {};
     nums(tot, [act, inact, c.conns, r.cps, r.inpps, r.outpps, r.inbps, r.outbps, c.inbytes, c.outbytes]);
     tot.appendChild(graphCell(name, null));
     tb.appendChild(tot);
     const shown = new Set();
-    for (const d of s.dests) {
-      const server = d.addr + ":" + d.port;
+    for (const d of s.servers) {
+      const server = d.address + ":" + d.port;
       shown.add(server);
       const tr = el("tr");
       tr.dataset.server = server;
       tr.appendChild(el("td", null, server));
       tr.appendChild(el("td", "fwd", d.forward));
       tr.appendChild(el("td", "num", d.weight));
-      const h = healthOf(s.key, d.addr, d.port, health);
+      const h = healthOf(checks, d.health);
       const hc = el("td", "health " + h.cls, h.text);
       hc.title = h.title;
       tr.appendChild(hc);
@@ -166,16 +163,22 @@
       tb.appendChild(tr);
     }
     // Checked servers keepalived took out of the pool (see page.rs).
-    for (const hr of health || []) {
-      const server = hr.addr + ":" + hr.port;
-      if (!sameKey(hr.service, s.key) || shown.has(server)) continue;
-      shown.add(server);
+    const out = new Map();
+    for (const c of checkers || []) {
+      const server = c.address + ":" + c.port;
+      if (c.service !== name || shown.has(server)) continue;
+      if (!out.has(server)) out.set(server, { alive: true, checkers: [] });
+      const o = out.get(server);
+      o.alive = o.alive && c.alive;
+      o.checkers.push(c);
+    }
+    for (const [server, hd] of out) {
       const tr = el("tr", "out");
       tr.dataset.server = server;
       tr.appendChild(el("td", null, server));
       tr.appendChild(el("td", "fwd", "out of pool"));
       tr.appendChild(el("td", "num", "—"));
-      const h = healthOf(s.key, hr.addr, hr.port, health);
+      const h = healthOf(checks, hd);
       const hc = el("td", "health " + h.cls, h.text);
       hc.title = h.title;
       tr.appendChild(hc);
@@ -188,8 +191,8 @@
     return sec;
   }
 
-  function render(status, health) {
-    last = [status, health];
+  function render(status, checkers) {
+    last = [status, checkers];
     const frag = document.createDocumentFragment();
     if (!status.services.length) {
       const p = el("p", "empty", "No virtual services (add one with ");
@@ -197,7 +200,7 @@
       p.appendChild(document.createTextNode(")."));
       frag.appendChild(p);
     }
-    for (const s of status.services) frag.appendChild(renderService(s, health));
+    for (const s of status.services) frag.appendChild(renderService(s, status.health_checks, checkers));
     main.replaceChildren(frag);
   }
 
@@ -206,12 +209,12 @@
       if (!document.hidden) {
         const [status, health, hist] = await Promise.all([
           getJSON("/api/status"),
-          // 404 or an error: no health column data, the tables still refresh.
+          // An error here costs only the out-of-pool rows; the tables still refresh.
           getJSON("/api/health").catch(() => null),
           getJSON(seq ? "/page/history/" + seq : "/api/history"),
         ]);
         mergeHistory(hist);
-        render(status, Array.isArray(health) ? health : null);
+        render(status, health && Array.isArray(health.checkers) ? health.checkers : null);
         updated.textContent = "updated " + new Date().toLocaleTimeString();
         updated.dataset.live = "1";
       }
