@@ -76,6 +76,11 @@ struct Args {
     /// subdirectory per interface); mounted at /sys/fs/bpf if needed.
     #[arg(long, value_name = "DIR", default_value = xvs::daemon::DEFAULT_BPF_PIN_DIR, requires = "state_dir")]
     bpf_pin_dir: PathBuf,
+    /// Serve Prometheus metrics (/metrics, node_exporter's ipvs names plus xvs_*) and a
+    /// read-only JSON API (/api/status, /api/health, /api/datapath) on ADDR:PORT, e.g. a
+    /// management address. Off unless given.
+    #[arg(long, value_name = "ADDR:PORT")]
+    web_listen: Option<std::net::SocketAddr>,
 }
 
 fn parse_sync_daemon(s: &str) -> Result<xvs::sync::daemon::SyncDaemonConfig, String> {
@@ -134,6 +139,7 @@ fn main() {
         state_dir: a.state_dir,
         restart_hold: std::time::Duration::from_secs(a.restart_hold),
         bpf_pin_dir: a.bpf_pin_dir,
+        web_listen: a.web_listen,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

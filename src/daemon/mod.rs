@@ -68,6 +68,8 @@ pub struct DaemonOpts {
     pub restart_hold: Duration,
     /// `--bpf-pin-dir`: where the XDP links are pinned (with `--state-dir`).
     pub bpf_pin_dir: PathBuf,
+    /// `--web-listen`: where `/metrics` and the JSON API are served (off when `None`).
+    pub web_listen: Option<std::net::SocketAddr>,
 }
 
 /// Writes the readiness file atomically (a temporary file renamed over it), so that
@@ -385,6 +387,9 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         bail!("at least one --interface is needed");
     }
     crate::sync::daemon::precheck(&opts.sync_daemons).map_err(|e| anyhow::anyhow!(e))?;
+    // Bound before anything is attached: an address that is taken or not on this host
+    // stops xvsd here, with nothing changed.
+    let web = opts.web_listen.map(crate::web::server::bind).transpose()?;
     if opts.interfaces.len() > crate::forward::MAX_PORTS.min(crate::bpf::MAX_IFACES as usize) {
         bail!("at most {} interfaces", crate::forward::MAX_PORTS);
     }
@@ -597,6 +602,17 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             .name("xvs-ctl".into())
             .spawn(move || server::serve(listener, state, view))
             .context("spawning the control thread")?;
+    }
+    if let Some(listener) = web {
+        let addr = listener.local_addr().ok();
+        crate::web::server::start(
+            listener,
+            crate::web::WebCtx {
+                state: state.clone(),
+                view: view.clone(),
+            },
+        )?;
+        tracing::info!(addr = ?addr, "web listener ready (/metrics, /api/status)");
     }
     start_sync_daemons(&sync, &opts.sync_daemons, opts.ready_file.as_deref())?;
 
