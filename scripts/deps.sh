@@ -36,11 +36,12 @@ fi
 # namespace harness and the demo; keepalived checks the keepalived.conf parser
 # (tests/kconf_vs_keepalived.rs) and will run VRRP for the HA pair; prometheus
 # brings promtool and the server that scrape xvsd's /metrics in the tests
-# (src/web/tests.rs, tests/e2e_metrics.rs).
+# (src/web/tests.rs, tests/e2e_metrics.rs); chromium loads the status page
+# headless in tests/e2e_status_page.rs (as root in a namespace: --no-sandbox).
 APT_PACKAGES=(
     clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4 g++
     iproute2 iputils-ping ethtool tcpdump curl iperf3 bpftool python3 procps hping3
-    keepalived prometheus
+    keepalived prometheus chromium
 )
 
 missing=()

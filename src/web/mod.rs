@@ -4,6 +4,7 @@
 //! what the control socket would answer. See docs/architecture.md, "Metrics and web".
 
 pub mod api;
+pub mod history;
 pub mod metrics;
 pub mod page;
 pub mod server;
