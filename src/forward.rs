@@ -13,7 +13,8 @@
 mod icmp;
 
 use crate::conn::{
-    tcp_transition, Conn, ConnState, ConnTable, Direction, NatConns, Parked, ParkedConns,
+    tcp_transition, ClientSide, Conn, ConnState, ConnTable, Direction, NatConns, Parked,
+    ParkedConns,
 };
 use crate::dest::{DeadAction, DestRt, NO_PORT};
 use crate::model::Forward;
@@ -317,6 +318,7 @@ impl Forwarder {
             forward: conn.dest.forward,
             state: conn.state,
             expires_ms: conn.expires_ms,
+            client: ClientSide::UNKNOWN,
         };
         conns.remove(slot);
         if parked.put(k, p).is_ok() {
@@ -448,7 +450,15 @@ impl Forwarder {
             return Verdict::Drop(DropReason::NoService);
         }
         let mut shard = nat.shard(nat.shard_of(k.daddr, k.dport));
-        if let Some((slot, true)) = shard.find(&k) {
+        let found = shard.find(&k);
+        if found.is_none() && !parked.is_empty() {
+            // A reply for a synced or restored entry that no client segment has taken yet
+            // (a download after a failover: the server retransmits, the client waits).
+            if let Some(v) = cx.import_reply(parked, &mut shard, len) {
+                return v;
+            }
+        }
+        if let Some((slot, true)) = found {
             if let Some(conn) = shard.get_mut(slot) {
                 if !conn.svc.deleted.load(Relaxed) {
                     // ip_vs_out hands a reply to handle_response without looking at the
@@ -554,6 +564,78 @@ impl Cx<'_> {
         }
         drop(shard);
         self.admit(conns, conn, len, true, false)
+    }
+
+    /// A NAT reply (RIP:rport -> CIP:cport) that found no connection: the parked entry of
+    /// the client's tuple for a service with this real server, if any, becomes a NAT entry
+    /// of the client's shard (held: `shard`) and the reply goes to the client through it.
+    /// The client's side (port, MAC) must be known: a synced entry does not carry it, so
+    /// the first reply asks the daemon to look it up (`ParkedConns::take_for_reply`) and
+    /// is dropped; the server's retransmission then finds it. `None`: nothing parked.
+    fn import_reply(
+        &mut self,
+        parked: &ParkedConns,
+        shard: &mut MutexGuard<'_, ConnTable>,
+        len: &mut usize,
+    ) -> Option<Verdict> {
+        let k = self.flow.key;
+        let services = self
+            .snap
+            .nat_rs
+            .get(&service_lookup_key(k.saddr, k.sport, k.proto))?;
+        for svc in services {
+            let ckey = FlowKey {
+                saddr: k.daddr,
+                daddr: u32::from(svc.key.addr),
+                sport: k.dport,
+                dport: svc.key.port,
+                proto: k.proto,
+            };
+            if parked.get(&ckey).is_none() {
+                continue;
+            }
+            let Some(p) = parked.take_for_reply(&ckey) else {
+                return Some(Verdict::Drop(DropReason::Unbound));
+            };
+            let dest = svc
+                .sched_set()
+                .dests
+                .iter()
+                .find(|d| {
+                    u32::from(d.addr) == p.dest_addr
+                        && d.port == p.dest_port
+                        && d.forward == Forward::Masq
+                })?
+                .clone();
+            let conn = Conn {
+                key: ckey,
+                state: p.state,
+                expires_ms: p.expires_ms,
+                svc: svc.clone(),
+                dest,
+                tpl: NO_TEMPLATE,
+                rip: p.dest_addr,
+                rport: p.dest_port,
+                client_mac: p.client.mac,
+                in_port: p.client.port,
+                worker: self.worker_id as u16,
+                sync_pkts: sync_out::SYNC_THRESHOLD as u16,
+                sync_state: p.state,
+            };
+            self.counters.imported += 1;
+            if !self.make_room(shard) {
+                return Some(Verdict::Drop(DropReason::TableFull));
+            }
+            let Some(slot) = self.insert(shard, conn) else {
+                return Some(Verdict::Drop(DropReason::TableFull));
+            };
+            let c = shard.get_mut(slot)?;
+            let was = c.state;
+            let v = self.nat_reply(c, len, true);
+            shard.note_state(slot, was);
+            return Some(v);
+        }
+        None
     }
 
     /// A new connection to `svc`. `shard` is the client's NAT shard, locked, when the service
@@ -1093,6 +1175,7 @@ mod tests {
             forward: Forward::Route,
             state,
             expires_ms: 900_000,
+            client: ClientSide::UNKNOWN,
         }
     }
 

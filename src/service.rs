@@ -275,6 +275,10 @@ pub struct Snapshot {
     /// Some service has (or had) NAT real servers: the NAT table may hold entries, so
     /// workers sweep it.
     pub has_nat: bool,
+    /// Services by NAT real server, `service_lookup_key(rip, rport, proto)`: a reply that
+    /// finds no connection looks here for the service whose parked (synced) entry it
+    /// belongs to.
+    pub nat_rs: hashbrown::HashMap<u64, Vec<Arc<ServiceRt>>, ahash::RandomState>,
 }
 
 impl Default for Snapshot {
@@ -283,6 +287,7 @@ impl Default for Snapshot {
             services: hashbrown::HashMap::with_hasher(ahash::RandomState::new()),
             timeouts: StateTimeouts::default(),
             has_nat: false,
+            nat_rs: hashbrown::HashMap::with_hasher(ahash::RandomState::new()),
         }
     }
 }
@@ -292,6 +297,12 @@ impl Snapshot {
     pub fn insert(&mut self, svc: Arc<ServiceRt>) {
         let k = svc.key;
         self.has_nat |= svc.has_nat.load(Relaxed);
+        for d in svc.dests() {
+            if d.forward == crate::model::Forward::Masq {
+                let rs = service_lookup_key(u32::from(d.addr), d.port, k.proto.number());
+                self.nat_rs.entry(rs).or_default().push(svc.clone());
+            }
+        }
         self.services.insert(
             service_lookup_key(u32::from(k.addr), k.port, k.proto.number()),
             svc,

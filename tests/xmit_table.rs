@@ -2298,7 +2298,7 @@ fn forward_removed_or_dead_servers() {
 #[test]
 fn a_synced_nat_connection_is_translated_both_ways_from_its_first_segment() {
     use std::sync::Arc;
-    use xvs::conn::{ConnState, Parked, ParkedConns};
+    use xvs::conn::{ClientSide, ConnState, Parked, ParkedConns};
     use xvs::model::Forward;
     use xvs::packet::FlowKey;
     use xvs::sync::out::SyncQueues;
@@ -2319,6 +2319,7 @@ fn a_synced_nat_connection_is_translated_both_ways_from_its_first_segment() {
         forward: Forward::Masq,
         state: ConnState::Established,
         expires_ms: 900_000,
+        client: ClientSide::UNKNOWN,
     };
     parked.put(key, p).unwrap();
 
@@ -2343,4 +2344,72 @@ fn a_synced_nat_connection_is_translated_both_ways_from_its_first_segment() {
         .with_macs(CLIENT_MAC, EXT_MAC)
         .frame();
     assert_frame_eq(&out, &want, "synced NAT reply");
+}
+
+/// A download after a NAT failover: the real server's retransmission is the first packet
+/// of the synced flow. The first reply asks for the client's side (dropped, `unbound`);
+/// once the daemon has found it (here: set by hand), the next reply becomes the entry's
+/// first packet and reaches the client, and the client's own segments then hit it too.
+#[test]
+fn a_synced_nat_connection_can_start_with_the_real_servers_reply() {
+    use std::sync::Arc;
+    use xvs::conn::{ClientSide, ConnState, Parked, ParkedConns};
+    use xvs::model::Forward;
+    use xvs::packet::{DropReason, FlowKey};
+    use xvs::sync::out::SyncQueues;
+
+    let (mut fwd, snap) = forward_fixture();
+    let parked = Arc::new(ParkedConns::with_capacity(64));
+    fwd.set_shared(parked.clone(), Arc::new(SyncQueues::new(1)));
+    let key = FlowKey {
+        saddr: u32::from(CIP),
+        daddr: u32::from(NAT_VIP),
+        sport: CPORT,
+        dport: VPORT,
+        proto: 6,
+    };
+    let p = Parked {
+        dest_addr: u32::from(NAT_RIP),
+        dest_port: NAT_RPORT,
+        forward: Forward::Masq,
+        state: ConnState::Established,
+        expires_ms: 900_000,
+        client: ClientSide::UNKNOWN,
+    };
+    parked.put(key, p).unwrap();
+
+    let reply = nat_reply(tcp(ACK));
+    let (v, _) = through(&mut fwd, &snap, &reply.frame(), 1);
+    assert_eq!(v, Verdict::Drop(DropReason::Unbound));
+    assert_eq!(
+        parked.wanted_count(),
+        1,
+        "the daemon is asked for the client's side"
+    );
+    let mut wanted = vec![];
+    parked.take_wanted(&mut wanted, 16);
+    assert_eq!(wanted, vec![key]);
+    parked.set_client(
+        &key,
+        ClientSide {
+            port: 0,
+            mac: CLIENT_MAC,
+        },
+    );
+
+    let (v, out) = through(&mut fwd, &snap, &reply.frame(), 1);
+    assert_eq!(v, Verdict::Tx(0));
+    let want = reply
+        .with_src(NAT_VIP, VPORT)
+        .hop()
+        .with_macs(CLIENT_MAC, EXT_MAC)
+        .frame();
+    assert_frame_eq(&out, &want, "synced NAT reply first");
+    assert!(parked.is_empty());
+    assert_eq!(fwd.counters.imported, 1);
+    // The client's next segment is a plain hit now.
+    let ack = request(NAT_VIP, tcp(ACK));
+    let (v, _) = through(&mut fwd, &snap, &ack.frame(), 0);
+    assert_eq!(v, Verdict::Tx(1));
+    assert_eq!(fwd.counters.imported, 1);
 }

@@ -19,7 +19,7 @@ mod table;
 mod template;
 
 pub use nat::NatConns;
-pub use parked::{Parked, ParkedConns, ParkedFull};
+pub use parked::{ClientSide, Parked, ParkedConns, ParkedFull};
 pub use pressure::PressurePolicy;
 pub use state::{tcp_transition, ConnState, Direction, StateTimeouts};
 pub use table::{Conn, ConnTable, TableFull};

@@ -33,6 +33,35 @@ pub struct Parked {
     pub state: ConnState,
     /// Absolute expiry on the millisecond clock (`crate::clock`).
     pub expires_ms: u64,
+    /// NAT: where the client's side is (the port and MAC replies go to), when known.
+    pub client: ClientSide,
+}
+
+/// The client's side of a NAT entry: the port (interface) and MAC its replies go to.
+/// A worker learns both from the client's own frame; an entry received from a sync peer
+/// has neither, so a real server's reply that arrives first cannot use it until the
+/// daemon has looked them up (the kernel's route and neighbour for the client address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientSide {
+    pub port: u8,
+    pub mac: [u8; 6],
+}
+
+impl ClientSide {
+    /// Not known, nobody asked.
+    pub const UNKNOWN: ClientSide = ClientSide {
+        port: u8::MAX,
+        mac: [0; 6],
+    };
+    /// Not known, and a reply is waiting for it: the daemon looks it up.
+    pub const WANTED: ClientSide = ClientSide {
+        port: u8::MAX - 1,
+        mac: [0; 6],
+    };
+
+    pub fn known(&self) -> bool {
+        self.port < u8::MAX - 1
+    }
 }
 
 /// The store is full (refused entries are counted by the caller).
@@ -45,6 +74,8 @@ pub struct ParkedConns {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     per_shard: usize,
     len: AtomicUsize,
+    /// Entries marked `ClientSide::WANTED`.
+    wanted: AtomicUsize,
     key: ahash::RandomState,
     /// Next shard the sweep looks at.
     cursor: AtomicUsize,
@@ -70,6 +101,7 @@ impl ParkedConns {
                 .collect(),
             per_shard,
             len: AtomicUsize::new(0),
+            wanted: AtomicUsize::new(0),
             key: ahash::RandomState::new(),
             cursor: AtomicUsize::new(0),
         }
@@ -96,6 +128,9 @@ impl ParkedConns {
     pub fn put(&self, key: FlowKey, p: Parked) -> Result<(), ParkedFull> {
         let mut sh = self.shard(&key);
         if let Some(e) = sh.get_mut(&key) {
+            if e.client == ClientSide::WANTED && p.client != ClientSide::WANTED {
+                self.wanted.fetch_sub(1, Relaxed);
+            }
             *e = p;
             return Ok(());
         }
@@ -115,10 +150,69 @@ impl ParkedConns {
             return None;
         }
         let p = self.shard(key).remove(key);
-        if p.is_some() {
+        if let Some(p) = &p {
             self.len.fetch_sub(1, Relaxed);
+            if p.client == ClientSide::WANTED {
+                self.wanted.fetch_sub(1, Relaxed);
+            }
         }
         p
+    }
+
+    /// A real server's reply for `key` (the client's tuple) found no connection: the
+    /// entry is taken if its client side is known; otherwise it is marked wanted (the
+    /// daemon resolves it, see `wanted`) and stays. Packet path: one shard lock, only
+    /// while the store is not empty.
+    #[inline]
+    pub fn take_for_reply(&self, key: &FlowKey) -> Option<Parked> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut sh = self.shard(key);
+        let p = sh.get_mut(key)?;
+        if p.client.known() {
+            let p = sh.remove(key);
+            self.len.fetch_sub(1, Relaxed);
+            return p;
+        }
+        if p.client != ClientSide::WANTED {
+            p.client = ClientSide::WANTED;
+            self.wanted.fetch_add(1, Relaxed);
+        }
+        None
+    }
+
+    /// Entries whose client side a reply is waiting for (the daemon polls this).
+    pub fn wanted_count(&self) -> usize {
+        self.wanted.load(Relaxed)
+    }
+
+    /// Moves the keys of wanted entries (at most `max`) into `out`, marking them unknown
+    /// again (a later reply asks again if the lookup failed).
+    pub fn take_wanted(&self, out: &mut Vec<FlowKey>, max: usize) {
+        if self.wanted_count() == 0 {
+            return;
+        }
+        for s in self.shards.iter() {
+            let mut sh = s.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, p) in sh.iter_mut() {
+                if out.len() >= max {
+                    return;
+                }
+                if p.client == ClientSide::WANTED {
+                    p.client = ClientSide::UNKNOWN;
+                    self.wanted.fetch_sub(1, Relaxed);
+                    out.push(*k);
+                }
+            }
+        }
+    }
+
+    /// Records where `key`'s client is (the daemon's lookup for a waiting reply).
+    pub fn set_client(&self, key: &FlowKey, client: ClientSide) {
+        if let Some(p) = self.shard(key).get_mut(key) {
+            p.client = client;
+        }
     }
 
     /// Looks without taking (tests, listings).
@@ -135,7 +229,15 @@ impl ParkedConns {
             let i = self.cursor.fetch_add(1, Relaxed) & (SHARDS - 1);
             let mut sh = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
             let before = sh.len();
-            sh.retain(|_, p| p.expires_ms > now_ms);
+            let mut unwanted = 0;
+            sh.retain(|_, p| {
+                let keep = p.expires_ms > now_ms;
+                if !keep && p.client == ClientSide::WANTED {
+                    unwanted += 1;
+                }
+                keep
+            });
+            self.wanted.fetch_sub(unwanted, Relaxed);
             gone += before - sh.len();
         }
         self.len.fetch_sub(gone, Relaxed);
@@ -187,6 +289,7 @@ mod tests {
             forward: Forward::Route,
             state: ConnState::Established,
             expires_ms: exp,
+            client: ClientSide::UNKNOWN,
         }
     }
 

@@ -352,6 +352,7 @@ mod tests {
                     forward: Forward::Route,
                     state: ConnState::Udp,
                     expires_ms: u64::MAX,
+                    client: crate::conn::ClientSide::UNKNOWN,
                 };
                 parked.put(k, p).unwrap();
                 stream(&mut a, &[svc], &hs, &nat, &parked).unwrap()

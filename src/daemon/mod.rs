@@ -264,6 +264,49 @@ impl Resolver {
         r
     }
 
+    /// The client side of parked NAT entries a reply is waiting for (see
+    /// `ParkedConns::take_for_reply`): the port the kernel routes the client through and
+    /// the next hop's MAC. A missing MAC is asked for (`NTF_USE`); the next reply asks
+    /// again.
+    fn resolve_clients(&mut self, parked: &crate::conn::ParkedConns) {
+        let mut keys = Vec::new();
+        parked.take_wanted(&mut keys, 1024);
+        if keys.is_empty() {
+            return;
+        }
+        let table = match self.neigh.dump_all() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!("reading the neighbour table: {e:#}");
+                return;
+            }
+        };
+        for k in keys {
+            let cip = Ipv4Addr::from(k.saddr);
+            let Some(r) = self.route(cip) else {
+                continue;
+            };
+            let Some(port) = self.port_ifindex.iter().position(|&i| i == r.oif) else {
+                continue;
+            };
+            let hop = r.next_hop(cip);
+            match table.get(&(r.oif, hop)) {
+                Some(mac) => parked.set_client(
+                    &k,
+                    crate::conn::ClientSide {
+                        port: port as u8,
+                        mac: *mac,
+                    },
+                ),
+                None => {
+                    if let Err(e) = self.neigh.trigger(r.oif, hop) {
+                        tracing::warn!(client = %cip, next_hop = %hop, "neighbour resolution: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+
     fn refresh(&mut self, dests: &[Arc<DestRt>]) {
         let table = match self.neigh.dump_all() {
             Ok(t) => t,
@@ -672,6 +715,11 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 }
                 Err(e) => tracing::warn!("listing local addresses: {e:#}"),
             }
+        }
+        // Replies waiting for a synced NAT entry's client side (route and MAC of the
+        // client, as the kernel would send to it), within 50 ms.
+        if hooks.parked().wanted_count() > 0 {
+            resolver.resolve_clients(hooks.parked());
         }
         let dests = state.lock().unwrap_or_else(|e| e.into_inner()).dests();
         // Refresh every second; every 50 ms while some server's MAC is missing or a worker

@@ -9,7 +9,7 @@
 //! `wire::SyncConn`s and packs them into datagrams.
 
 use super::wire::{self, SyncConn};
-use crate::conn::{ConnState, Parked};
+use crate::conn::{ClientSide, ConnState, Parked};
 use crate::model::Forward;
 use crate::packet::FlowKey;
 use crossbeam::queue::ArrayQueue;
@@ -191,6 +191,7 @@ pub fn from_wire(
             forward,
             state,
             expires_ms: now_ms + timeout_ms,
+            client: ClientSide::UNKNOWN,
         },
     ))
 }
