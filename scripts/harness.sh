@@ -21,13 +21,21 @@
 #                   10.0.0.22 ... (rsK = 10.0.0.(18+K) for K >= 2); no default
 #                   route; VIP on lo via scripts/rs-dr.sh
 #
-# --pair (or --directors 2; dr only): an HA pair of directors on the segment.
+# --pair (or --directors 2; dr and nat2): an HA pair of directors.
+#   dr:
 #   P-dir     eth0  DIP 10.0.0.12/24, no VIP
 #   P-dir2    eth0  DIP2 10.0.0.13/24, no VIP (Q queues as P-dir)
 #   Neither director holds the VIP: VRRP (keepalived -P) adds 10.0.0.88 to
 #   the master's eth0 and moves it. Both have ip_forward=0. Both bridge ports
 #   have unknown-unicast flooding off (a real NIC filters frames for other
 #   MACs; veth does not, and a dead master's frames would reach the backup).
+#   nat2 (two two-armed directors, the classic LVS-NAT pair):
+#   P-dir     eth0  10.0.0.12/24 (on P-swx), eth1 192.168.80.2/24 (on P-swi)
+#   P-dir2    eth0  10.0.0.13/24 (on P-swx), eth1 192.168.80.3/24 (on P-swi)
+#   Neither holds the VIP 10.0.0.88 nor the real servers' gateway 192.168.80.1:
+#   VRRP adds both to the master (two instances in one vrrp_sync_group) and
+#   moves them together. The real servers' default route stays via
+#   192.168.80.1. Flooding is off on all four director ports, as for dr.
 #
 # --topology nat2: classic two-armed LVS-NAT.
 #   P-swx     external bridge: ports client, dir
@@ -38,6 +46,7 @@
 #             Q queues on both; net.ipv4.ip_forward=0: only xvs forwards
 #   P-rsK     eth0  RIP 192.168.80.(9+K)/24 (.10, .11, .12, ...), default
 #                   route via 192.168.80.1; no VIP
+#   (with --pair: see above; 192.168.80.1 then belongs to VRRP)
 #
 # --topology nat1: one-armed LVS-NAT, one L2 segment, two subnets.
 #   P-sw      bridge: ports client, dir, rsK
@@ -126,6 +135,7 @@ ALT_HTTP_PORT=8080
 IPERF_PORT=5201
 STREAM_PORT=9000
 DIP2=10.0.0.13   # --pair: the second director
+DIR2_INT_IP=""   # --pair nat2: the second director's eth1
 PAIR=0
 MAX_RS=60 # dr/nat1: rsK = 10.0.0.(18+K) stays below the VIP (.88) and the clients (.100+)
 
@@ -228,8 +238,10 @@ usage: $0 up [--topology dr|nat2|nat1|tun] [--rs N] [--queues Q] [--extras] [--c
                (always on for nat2, nat1 and tun)
   --client-router  the client one router hop away (${P}-crt, 10.0.2.0/24);
                dr, nat2 and tun only
-  --pair, --directors 2  dr only: a second director ${P}-dir2 (10.0.0.13) and
-               no VIP on either director (VRRP adds it to the master)
+  --pair, --directors 2  dr and nat2: a second director ${P}-dir2 (10.0.0.13;
+               nat2: eth1 192.168.80.3, the first's eth1 192.168.80.2) and
+               no VIP (nat2: nor 192.168.80.1) on either director (VRRP adds
+               them to the master)
   env XVS_NS_PREFIX   namespace prefix (now: $P)
 EOF
 }
@@ -480,14 +492,24 @@ setup_director2() {
     add_port "$(client_switch)" dir2 "$P-dir2" eth0 "$queues" "$(mac_for "$DIP2")"
     nsx "$P-dir2" ip addr add "$DIP2/$PREFIXLEN" dev eth0
     nsx "$P-dir2" ip link set eth0 up
+    if [[ $DIR_INT_IF != eth0 ]]; then
+        add_port "$(rs_switch)" dir2 "$P-dir2" "$DIR_INT_IF" "$queues" "$(mac_for "$DIR2_INT_IP")"
+        nsx "$P-dir2" ip addr add "$DIR2_INT_IP/$RS_PREFIXLEN" dev "$DIR_INT_IF"
+        nsx "$P-dir2" ip link set "$DIR_INT_IF" up
+    fi
     # A real NIC drops unicast frames for other MACs before XDP sees them; a veth does
     # not. When the master dies, the switch forgets its MAC and floods the client's frames
     # for it to every port: without this, the backup's XDP program would take over the
     # dead master's traffic at once, long before VRRP moves the VIP, and a failover test
     # would measure the lab, not VRRP. So the directors' ports get no unknown unicast
     # (broadcast ARP and multicast VRRP and sync still arrive).
-    ip netns exec "$(client_switch)" bridge link set dev dir flood off
-    ip netns exec "$(client_switch)" bridge link set dev dir2 flood off
+    # nat2: the same on the real servers' side, where a dead master's frames from the
+    # real servers (to the gateway MAC it had) would otherwise reach the backup.
+    local sw
+    for sw in $(printf '%s\n' "$(client_switch)" "$(rs_switch)" | sort -u); do
+        ip netns exec "$sw" bridge link set dev dir flood off
+        ip netns exec "$sw" bridge link set dev dir2 flood off
+    done
 }
 
 setup_router() {
@@ -562,7 +584,7 @@ setup_rs() {
 
 # The director's view of where a real server is, for the reachability checks.
 check_topology() {
-    local nrs=$1 extras=$2 k ip tcp_ports="$HTTP_PORT" rt
+    local nrs=$1 extras=$2 k ip d tcp_ports="$HTTP_PORT" rt
     [[ $extras == 1 ]] && tcp_ports="$HTTP_PORT $ALT_HTTP_PORT"
     for ((k = 1; k <= nrs; k++)); do
         wait_listening "$P-rs$k" "$(cat "$STATE/rs$k.pid")" "$tcp_ports" || {
@@ -597,6 +619,9 @@ check_topology() {
             for ((k = 1; k <= nrs; k++)); do
                 ip=$(rs_ip "$k")
                 check_http "$P-dir" "$ip" "rs$k" || die "director cannot reach rs$k at $ip"
+                if [[ $PAIR == 1 ]]; then
+                    check_http "$P-dir2" "$ip" "rs$k" || die "director 2 cannot reach rs$k at $ip"
+                fi
                 if [[ $extras == 1 ]]; then
                     check_http "$P-dir" "$ip" "rs$k" "$ALT_HTTP_PORT" ||
                         die "director cannot reach rs$k at $ip:$ALT_HTTP_PORT"
@@ -618,6 +643,14 @@ check_topology() {
                 check_ping "$P-client" "$DIP" || die "client cannot reach the director at $DIP"
             fi
             [[ $(nsx "$P-dir" sysctl -n net.ipv4.ip_forward) == 0 ]] || die "director forwards (ip_forward=1)"
+            if [[ $PAIR == 1 ]]; then
+                check_ping "$P-client" "$DIP2" || die "client cannot reach director 2 at $DIP2"
+                [[ $(nsx "$P-dir2" sysctl -n net.ipv4.ip_forward) == 0 ]] || die "director 2 forwards (ip_forward=1)"
+                for d in "$P-dir" "$P-dir2"; do
+                    [[ -z $(nsx "$d" ip -4 -o addr show to "$VIP/32") && -z $(nsx "$d" ip -4 -o addr show to "$RS_GW/32") ]] ||
+                        die "$d holds $VIP or $RS_GW: with --pair they belong to VRRP"
+                done
+            fi
             ;;
     esac
 }
@@ -671,8 +704,13 @@ do_up() {
         esac
     done
     set_topology "$topo" || die "--topology must be dr, nat2, nat1 or tun (got '$topo')"
-    if [[ $PAIR == 1 && $TOPOLOGY != dr ]]; then
-        die "--pair: only with --topology dr"
+    if [[ $PAIR == 1 && $TOPOLOGY != dr && $TOPOLOGY != nat2 ]]; then
+        die "--pair: only with --topology dr or nat2"
+    fi
+    if [[ $PAIR == 1 && $TOPOLOGY == nat2 ]]; then
+        # The gateway address moves with VRRP; each director has its own.
+        DIR_INT_IP=192.168.80.2
+        DIR2_INT_IP=192.168.80.3
     fi
     if [[ $crt == 1 ]]; then
         set_client_router || die "--client-router: not with --topology nat1"
@@ -783,10 +821,14 @@ write_topology() {
             echo "DIR2_NS=$P-dir2"
             echo "DIR2_IP=$DIP2"
             echo "DIR2_MAC=$(mac_of "$P-dir2" eth0)"
+            echo "DIR2_INT_IP=${DIR2_INT_IP:-$DIP2}"
+            echo "DIR2_INT_MAC=$(mac_of "$P-dir2" "$DIR_INT_IF")"
         else
             echo "DIR2_NS="
             echo "DIR2_IP="
             echo "DIR2_MAC="
+            echo "DIR2_INT_IP="
+            echo "DIR2_INT_MAC="
         fi
         echo "STREAM_PORT=$STREAM_PORT"
         echo "VIP=$VIP"
@@ -853,8 +895,15 @@ print_topology() {
         printf "$f" client "$CLIENT_NS" eth0 "$CLIENT_MAC" "$CLIENT_IP/$CLIENT_PREFIXLEN + ${CLIENT_EXTRA[*]}${CLIENT_GW:+, default via $CLIENT_GW}${CLIENT_VIP_VIA:+, $VIP via $CLIENT_VIP_VIA}"
         case "$TOPOLOGY" in
             nat2)
-                printf "$f" dir "$DIR_NS" eth0 "$DIR_EXT_MAC" "$DIR_EXT_IP/$PREFIXLEN, VIP $VIP/32 (on $SW_NS)"
-                printf "$f" dir "$DIR_NS" eth1 "$DIR_INT_MAC" "$DIR_INT_IP/$RS_PREFIXLEN (on $SW_INT_NS)"
+                if [[ $PAIR == 1 ]]; then
+                    printf "$f" dir "$DIR_NS" eth0 "$DIR_EXT_MAC" "$DIR_EXT_IP/$PREFIXLEN, VIP $VIP/32 by VRRP (on $SW_NS)"
+                    printf "$f" dir "$DIR_NS" eth1 "$DIR_INT_MAC" "$DIR_INT_IP/$RS_PREFIXLEN, $RS_GW/32 by VRRP (on $SW_INT_NS)"
+                    printf "$f" dir2 "$DIR2_NS" eth0 "$DIR2_MAC" "$DIR2_IP/$PREFIXLEN, VIP $VIP/32 by VRRP (on $SW_NS)"
+                    printf "$f" dir2 "$DIR2_NS" eth1 "$DIR2_INT_MAC" "$DIR2_INT_IP/$RS_PREFIXLEN, $RS_GW/32 by VRRP (on $SW_INT_NS)"
+                else
+                    printf "$f" dir "$DIR_NS" eth0 "$DIR_EXT_MAC" "$DIR_EXT_IP/$PREFIXLEN, VIP $VIP/32 (on $SW_NS)"
+                    printf "$f" dir "$DIR_NS" eth1 "$DIR_INT_MAC" "$DIR_INT_IP/$RS_PREFIXLEN (on $SW_INT_NS)"
+                fi
                 ;;
             nat1)
                 printf "$f" dir "$DIR_NS" eth0 "$DIR_MAC" "DIP $DIR_IP/$PREFIXLEN, VIP $VIP/32, $DIR_CLIENT_GW_IP/$CLIENT_PREFIXLEN"

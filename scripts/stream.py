@@ -7,9 +7,12 @@
       server's namespace (DR: the VIP sits on lo, so it answers VIP:P).
 
   stream.py client --addr A --port P --flows N --bytes LEN --rate R --timeout T
-                   [--src-ips IP,IP,...] [--first-id K]
+                   [--src-ips IP,IP,...] [--first-id K] [--heartbeat MS]
       N parallel connections to A:P, each asking for LEN bytes at R bytes/s;
-      every byte is checked against the pattern. Prints one JSON object on
+      every byte is checked against the pattern. --heartbeat MS: each client
+      also sends one byte every MS ms while it receives (an interactive
+      protocol's keep-alive; the server reads and discards them), so its own
+      stack retransmits something after a failover, not only the server's. Prints one JSON object on
       stdout: {"flows": [{"id", "status", "bytes", "max_gap_ms", "src",
       "error"}...], "summary": {...}}. max_gap_ms: the longest time between two
       receipts (data or the close), from the request on; for a flow that timed
@@ -64,12 +67,13 @@ def serve_one(conn):
     try:
         conn.settimeout(30)
         line = b""
-        while not line.endswith(b"\n"):
+        # Up to the first newline: a heartbeat byte may follow the request at once.
+        while b"\n" not in line:
             got = conn.recv(64)
             if not got or len(line) > 128:
                 return
             line += got
-        flow_id, length, rate = (int(x) for x in line.split()[:3])
+        flow_id, length, rate = (int(x) for x in line.split(b"\n")[0].split()[:3])
         conn.settimeout(None)
         per_tick = max(1, int(rate * TICK_S))
         sent = 0
@@ -130,12 +134,26 @@ def run_flow(flow, args, deadline):
         s.connect((args.addr, args.port))
         s.sendall(b"%d %d %d\n" % (flow.id, args.bytes, args.rate))
         last = time.monotonic()
+        beat = args.heartbeat / 1000.0 if args.heartbeat > 0 else None
+        next_beat = last + beat if beat else None
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 raise socket.timeout()
-            s.settimeout(left)
-            data = s.recv(65536)
+            if next_beat is not None and now >= next_beat:
+                # One byte; the send buffer holds the few that pile up while a
+                # failover stalls the flow, so this never blocks for long.
+                s.settimeout(left)
+                s.send(b".")
+                next_beat = now + beat
+            s.settimeout(left if next_beat is None else max(0.001, min(left, next_beat - now)))
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                if next_beat is not None and time.monotonic() < deadline:
+                    continue
+                raise
             now = time.monotonic()
             flow.max_gap_ms = max(flow.max_gap_ms, (now - last) * 1000.0)
             last = now
@@ -217,6 +235,7 @@ def main():
     c.add_argument("--timeout", type=float, required=True, help="seconds for the whole run")
     c.add_argument("--src-ips", default="", help="comma-separated source addresses, used in turn")
     c.add_argument("--first-id", type=int, default=1, help="ID of the first flow (pattern seed)")
+    c.add_argument("--heartbeat", type=int, default=0, help="ms between one-byte sends of each client (0: none)")
     args = p.parse_args()
     if args.cmd == "server":
         server(args)

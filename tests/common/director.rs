@@ -143,6 +143,12 @@ impl Director {
 
     /// True while `ip` is on the director's eth0 (VRRP put it there).
     pub fn holds(&self, ip: &str) -> bool {
+        self.holds_on(ip, "eth0")
+    }
+
+    /// True while `ip` is on the director's interface `dev` (a NAT pair's gateway
+    /// address sits on eth1).
+    pub fn holds_on(&self, ip: &str, dev: &str) -> bool {
         let o = run(Command::new("ip").args([
             "-n",
             &self.ns,
@@ -151,11 +157,24 @@ impl Director {
             "addr",
             "show",
             "dev",
-            "eth0",
+            dev,
             "to",
             &format!("{ip}/32"),
         ]));
         !String::from_utf8_lossy(&o.stdout).trim().is_empty()
+    }
+
+    /// The director's interfaces but lo (eth0; eth1 on a two-armed NAT director).
+    fn links(&self) -> Vec<String> {
+        let o = run(Command::new("ip").args(["-n", &self.ns, "-o", "link", "show"]));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let name = l.split(':').nth(1)?.trim();
+                let name = name.split('@').next()?;
+                (name != "lo").then(|| name.to_string())
+            })
+            .collect()
     }
 
     /// Runs xvsadm against this director's xvsd.
@@ -179,14 +198,17 @@ impl Director {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    /// A machine failure: eth0 down, then SIGKILL to everything in the namespace (xvsd,
-    /// keepalived and its VRRP child: no priority-0 advert, no cleanup); the dead host
-    /// neither sends nor answers ARP for the VIP it still has configured.
+    /// A machine failure: every link down (eth0, and eth1 of a two-armed NAT director),
+    /// then SIGKILL to everything in the namespace (xvsd, keepalived and its VRRP child: no
+    /// priority-0 advert, no cleanup); the dead host neither sends nor answers ARP for the
+    /// addresses it still has configured.
     pub fn crash(&mut self) {
-        // Link first: whatever a dying process still sends (keepalived's children get
+        // Links first: whatever a dying process still sends (keepalived's children get
         // SIGTERM when their parent dies, and would send a priority-0 advert, which is a
         // clean stop) never reaches the segment, as with a machine that lost power.
-        let _ = run(Command::new("ip").args(["-n", &self.ns, "link", "set", "eth0", "down"]));
+        for dev in self.links() {
+            let _ = run(Command::new("ip").args(["-n", &self.ns, "link", "set", &dev, "down"]));
+        }
         let o = run(Command::new("ip").args(["netns", "pids", &self.ns]));
         let pids: Vec<String> = String::from_utf8_lossy(&o.stdout)
             .split_whitespace()
@@ -206,17 +228,27 @@ impl Director {
     /// The crashed host comes back: booted without the VIP (VRRP adds it when it is master
     /// again) and with an empty neighbour cache, eth0 up.
     pub fn reboot(&mut self, vip: &str) {
-        let _ = run(Command::new("ip").args([
-            "-n",
-            &self.ns,
-            "addr",
-            "del",
-            &format!("{vip}/32"),
-            "dev",
-            "eth0",
-        ]));
+        self.reboot_without(&[(vip, "eth0")]);
+    }
+
+    /// `reboot` for a director whose VRRP addresses are `(address, interface)` pairs (a
+    /// NAT pair: the VIP on eth0, the real servers' gateway on eth1); every link comes up.
+    pub fn reboot_without(&mut self, addrs: &[(&str, &str)]) {
+        for (ip, dev) in addrs {
+            let _ = run(Command::new("ip").args([
+                "-n",
+                &self.ns,
+                "addr",
+                "del",
+                &format!("{ip}/32"),
+                "dev",
+                dev,
+            ]));
+        }
         let _ = run(Command::new("ip").args(["-n", &self.ns, "neigh", "flush", "all"]));
-        let _ = run(Command::new("ip").args(["-n", &self.ns, "link", "set", "eth0", "up"]));
+        for dev in self.links() {
+            let _ = run(Command::new("ip").args(["-n", &self.ns, "link", "set", &dev, "up"]));
+        }
     }
 
     /// Stops keepalived and xvsd (TERM, then KILL after 5 s).

@@ -184,6 +184,13 @@ impl Streams {
     }
 
     pub fn spawn(spec: &StreamSpec) -> Streams {
+        Self::spawn_heartbeat(spec, None)
+    }
+
+    /// `spawn` with each client also sending one byte every `heartbeat` while it receives
+    /// (stream.py `--heartbeat`): the client's own TCP then has unacknowledged data, and
+    /// retransmits it, when a failover stalls the flow.
+    pub fn spawn_heartbeat(spec: &StreamSpec, heartbeat: Option<Duration>) -> Streams {
         let script = super::root().join("scripts/stream.py");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", spec.client_ns, "python3"])
@@ -200,6 +207,9 @@ impl Streams {
             .stderr(Stdio::piped());
         if !spec.src_ips.is_empty() {
             cmd.args(["--src-ips", &spec.src_ips.join(",")]);
+        }
+        if let Some(h) = heartbeat {
+            cmd.args(["--heartbeat", &h.as_millis().max(1).to_string()]);
         }
         // `ip netns exec` execs python3 in place, so this child is the client itself.
         let mut child = cmd
