@@ -434,7 +434,10 @@ fn reload_notified(
     notify::reloading();
     let r = reload(opts.config.as_deref(), health, opts.rules.as_deref(), state);
     match &r {
-        Ok(m) => tracing::info!("reload: {m}"),
+        Ok(m) if opts.config.is_some() || opts.rules.is_some() => {
+            tracing::info!("configuration reloaded: {m}")
+        }
+        Ok(m) => tracing::info!("{m}"),
         Err(e) => tracing::error!("{e}"),
     }
     notify::ready(&summary(state, sync).line());
