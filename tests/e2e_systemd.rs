@@ -173,7 +173,7 @@ fn notify_protocol_rules_reload_and_journal_priorities() {
 }
 
 #[test]
-fn bad_rules_stop_xvsd_and_reload_without_a_file_says_so() {
+fn bad_rules_stop_xvsd_and_reload_answers_for_config_or_nothing() {
     let mut lab = Lab::up("xsysb", 1, 1);
     let rules = PathBuf::from("/tmp/xvs-test-xsysb.rules");
     write(
@@ -226,5 +226,35 @@ fn bad_rules_stop_xvsd_and_reload_without_a_file_says_so() {
         String::from_utf8_lossy(&out.stdout),
         "nothing to reload: xvsd runs without --config or --rules\n"
     );
+    assert!(lab.stop_xvsd());
+
+    // --config: the same command re-reads keepalived.conf as SIGHUP does.
+    let conf = PathBuf::from("/tmp/xvs-test-xsysb-keepalived.conf");
+    let vs = |port: u16| {
+        format!(
+            "virtual_server {VIP} {port} {{\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  real_server {} {port} {{\n    weight 1\n  }}\n}}\n",
+            RS_IPS[0]
+        )
+    };
+    write(&conf, &vs(80));
+    lab.start_xvsd(&["--config", conf.to_str().unwrap()]);
+    write(&conf, "virtual_server {VIP} 80 {\n  lb_algo nosuch\n");
+    let out = lab.adm(&["--reload"]);
+    assert_eq!(out.status.code(), Some(255), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reload refused"),
+        "{out:?}"
+    );
+    write(&conf, &format!("{}{}", vs(80), vs(443)));
+    let out = lab.adm(&["--reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}: 2 virtual server(s) reloaded\n", conf.display())
+    );
+    common::wait_for("the second service", Duration::from_secs(5), || {
+        save(&lab).contains(&format!("-A -t {VIP}:443"))
+    });
     let _ = std::fs::remove_file(&rules);
+    let _ = std::fs::remove_file(&conf);
 }
