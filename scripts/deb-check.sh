@@ -38,7 +38,7 @@ fi
 
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 DEB=$ROOT/target/debian/xvs_${VERSION}_amd64.deb
-rm -f "$DEB"
+rm -f "$DEB" "$ROOT"/target/debian/xvs-dbgsym_*.ddeb
 if [[ $RELEASE == 1 ]]; then
     cargo deb
 else
@@ -47,7 +47,7 @@ else
     done
     mkdir -p target/deb-check
     cp target/debug/xvsd target/debug/xvsadm target/deb-check/
-    cargo deb --profile deb-check --no-build --fast
+    cargo deb --profile deb-check --no-build --fast --no-dbgsym
 fi
 [[ -f $DEB ]] || die "$DEB was not built"
 ok "built $(basename "$DEB")"
