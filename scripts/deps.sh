@@ -37,11 +37,13 @@ fi
 # (tests/kconf_vs_keepalived.rs) and will run VRRP for the HA pair; prometheus
 # brings promtool and the server that scrape xvsd's /metrics in the tests
 # (src/web/tests.rs, tests/e2e_metrics.rs); chromium loads the status page
-# headless in tests/e2e_status_page.rs (as root in a namespace: --no-sandbox).
+# headless in tests/e2e_status_page.rs (as root in a namespace: --no-sandbox);
+# systemd (systemd-analyze verify of the unit) and man-db (man -w) check the
+# Debian package (scripts/deb-check.sh).
 APT_PACKAGES=(
     clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4 g++
     iproute2 iputils-ping ethtool tcpdump curl iperf3 bpftool python3 procps hping3
-    keepalived prometheus chromium
+    keepalived prometheus chromium systemd man-db
 )
 
 missing=()
@@ -107,6 +109,20 @@ else
     # A toolchain without rustup (e.g. distro cargo): we can only check.
     cargo fmt --version >/dev/null 2>&1 || die "cargo fmt missing and no rustup to install rustfmt"
     cargo clippy --version >/dev/null 2>&1 || die "cargo clippy missing and no rustup to install clippy"
+fi
+
+# cargo-deb builds the Debian package (scripts/deb-check.sh); a registry package, built
+# from source once (a few minutes on 2 cores), pinned so every machine packages alike.
+CARGO_DEB_VERSION=3.8.0
+if [[ $(cargo deb --version 2>/dev/null) != *"$CARGO_DEB_VERSION"* ]]; then
+    echo "deps.sh: installing cargo-deb $CARGO_DEB_VERSION (cargo install --locked)" >&2
+    log=$(mktemp /tmp/xvs-deps.XXXXXX)
+    if ! cargo install --locked --version "$CARGO_DEB_VERSION" cargo-deb >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        rm -f "$log"
+        die "cargo install cargo-deb failed"
+    fi
+    rm -f "$log"
 fi
 
 exit 0

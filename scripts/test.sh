@@ -19,6 +19,10 @@
 #   7. the fuzz targets: fuzz/ built on stable (libfuzzer-sys links without
 #      the sanitizers that `cargo fuzz` adds on nightly) and each binary run
 #      once over its seed corpus (fuzz/corpus/TARGET, -runs=0)
+#   8. scripts/deb-check.sh: the Debian package built from step 3's binaries
+#      (cargo deb), installed with dpkg -i, its binaries, unit (systemd-analyze
+#      verify), man pages, /etc files and ipvsadm alternative checked, the
+#      installed xvsd started in a namespace lab, then dpkg -r and --purge
 #
 # Needs root: the end-to-end tests create network namespaces and attach XDP.
 # Extra arguments are passed to step 5's `cargo test` before the `--`, e.g.
@@ -80,5 +84,8 @@ for t in "${FUZZ_TARGETS[@]}"; do
     "$ROOT/target/debug/$t" -runs=0 "$ROOT/fuzz/corpus/$t" >"$ROOT/target/fuzz-$t.log" 2>&1 ||
         { tail -n 20 "$ROOT/target/fuzz-$t.log" >&2; die "fuzz target $t failed on its seed corpus"; }
 done
+
+step "Debian package: build, dpkg -i, check, dpkg -r (scripts/deb-check.sh)"
+"$ROOT/scripts/deb-check.sh"
 
 step "all tests passed"

@@ -236,6 +236,9 @@ pub enum Request {
     },
     /// `-L --daemon`: answered by `Response::Daemons`.
     Daemons,
+    /// xvs-only `--reload`: re-read `xvsd --config` or `--rules` as SIGHUP does, and answer
+    /// when done (`Response::Reloaded`, or an `Error` when the file is refused).
+    Reload,
 }
 
 /// One checker of one real server, as `xvsadm -L -n --health` shows it.
@@ -342,6 +345,8 @@ pub enum Response {
     Health(Option<Vec<HealthRow>>),
     /// `Request::Daemons`: the running sync daemons, master first.
     Daemons(Vec<crate::sync::daemon::DaemonStatus>),
+    /// `Request::Reload` done: what was reloaded, one line.
+    Reloaded(String),
 }
 
 /// One connection-table entry as `ipvsadm -L -c` shows it.

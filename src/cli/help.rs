@@ -96,6 +96,8 @@ Daemon Options:
 
 xvs only:
   {prog} --datapath                   data-path counters (XDP verdicts, per-queue frames, drops)
+  {prog} --reload                     xvsd re-reads --config or --rules (as SIGHUP) and
+                                      answers when done; non-zero if the file is refused
   --on-dead ipvs|expire|reassign      with -A/-E: what connections of a removed or dead real
                                       server get: dropped until they time out (ipvs, the
                                       default), expired at their next packet (expire), or

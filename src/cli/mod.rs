@@ -191,6 +191,23 @@ where
                 Err(code) => code,
             }
         }
+        Command::Reload => {
+            let got = ask(
+                &path,
+                &Request::Reload,
+                io,
+                &mut call,
+                exit::FAILED,
+                |r| match r {
+                    Response::Reloaded(m) => Ok(m),
+                    other => Err(other),
+                },
+            );
+            match got {
+                Ok(m) => io.out(&format!("{m}\n")),
+                Err(code) => code,
+            }
+        }
         Command::Health => {
             let got = ask(
                 &path,
@@ -271,6 +288,7 @@ fn describe_request(req: &Request) -> &'static str {
         Request::Connections => "a connection list",
         Request::Health => "health-check states",
         Request::Daemons => "sync daemon states",
+        Request::Reload => "a reload outcome",
         _ => "an acknowledgement",
     }
 }
@@ -343,6 +361,7 @@ fn describe(r: &Response) -> &'static str {
         Response::ConnectionsEnd { .. } => "the end of a connection list",
         Response::Health(_) => "health-check states",
         Response::Daemons(_) => "sync daemon states",
+        Response::Reloaded(_) => "a reload outcome",
     }
 }
 

@@ -201,7 +201,11 @@ impl ConfigModel {
                 }
                 Ok(())
             }
-            Request::DataPath | Request::Connections | Request::Health | Request::Daemons => Ok(()),
+            Request::DataPath
+            | Request::Connections
+            | Request::Health
+            | Request::Daemons
+            | Request::Reload => Ok(()),
             // The control socket runs these itself; only a -R batch brings them here, and a
             // batch is all or nothing, which starting threads and sockets cannot promise.
             Request::StartDaemon { .. } | Request::StopDaemon { .. } => {

@@ -1,11 +1,14 @@
 //! `xvsd`: attaches the steering program, runs one worker per RX queue and serves the
 //! control socket. See docs/architecture.md.
 
+pub mod args;
 pub mod config;
 pub mod iface;
 pub mod kconf;
 pub mod listing;
+pub mod logging;
 pub mod neigh;
+pub mod notify;
 pub mod server;
 pub mod state;
 pub mod statefile;
@@ -54,6 +57,8 @@ pub struct DaemonOpts {
     pub table_full: PressurePolicy,
     /// `--config`: a keepalived.conf whose virtual servers xvsd serves and health-checks.
     pub config: Option<PathBuf>,
+    /// `--rules`: ipvsadm-save lines applied as one batch at start and on reload.
+    pub rules: Option<PathBuf>,
     /// `--sync-daemon`: sync daemons started with xvsd (as `--start-daemon` would).
     pub sync_daemons: Vec<SyncDaemonConfig>,
     /// `--ready-file`: "1" until xvsd is ready (bulk sync included), then "0"; "1" again at
@@ -152,7 +157,14 @@ pub struct DataPathView {
     pub sync_hooks: Arc<sync_hooks::DataHooks>,
     /// The connection-sync daemons (`--start-daemon`, `--sync-daemon`).
     pub sync: Arc<SyncManager>,
+    /// `xvsadm --reload`: the control thread hands the main loop a reply channel and
+    /// waits; the main loop reloads as on SIGHUP and answers.
+    pub reload: std::sync::mpsc::Sender<ReloadReply>,
 }
+
+/// Where the main loop sends a reload's outcome: a one-line summary, or why the file was
+/// refused (the running configuration then is unchanged).
+pub type ReloadReply = std::sync::mpsc::Sender<Result<String, String>>;
 
 impl DataPathView {
     pub fn stats(&self) -> DataPathStats {
@@ -403,20 +415,99 @@ fn keep_off_cores(busy: &[usize]) {
     }
 }
 
-/// SIGHUP: re-read the file and apply the difference; a bad file changes nothing.
-fn reload(path: Option<&std::path::Path>, health: Option<&crate::health::runner::Health>) {
-    let (Some(path), Some(h)) = (path, health) else {
-        tracing::info!("SIGHUP without --config: nothing to reload");
-        return;
-    };
-    match kconf::load(path) {
-        Ok(conf) => {
-            kconf::log_loaded(&conf);
-            h.reload(conf);
-            tracing::info!(file = %path.display(), "configuration reloaded");
-        }
-        Err(e) => tracing::error!("{e}: reload refused, the running configuration is unchanged"),
+/// `--rules FILE`: the ipvsadm-save lines as the requests of one batch, or FILE: line N:
+/// what is wrong.
+pub fn load_rules(path: &std::path::Path) -> Result<Vec<Request>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the rules file {}", path.display()))?;
+    crate::cli::parse::parse_restore(&text, crate::cli::services::PortNames::system())
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))
+}
+
+/// SIGHUP and `xvsadm --reload`: re-read `--config` (the difference is applied, health
+/// states kept) or `--rules` (`-C` plus the file as one batch, so services the file keeps
+/// keep their connections and counters). A bad file changes nothing.
+fn reload(
+    config: Option<&std::path::Path>,
+    health: Option<&crate::health::runner::Health>,
+    rules: Option<&std::path::Path>,
+    state: &Mutex<DaemonState>,
+) -> Result<String, String> {
+    if let (Some(path), Some(h)) = (config, health) {
+        return match kconf::load(path) {
+            Ok(conf) => {
+                kconf::log_loaded(&conf);
+                let n = conf.virtual_servers.len();
+                h.reload(conf);
+                Ok(format!(
+                    "{}: {n} virtual server(s) reloaded",
+                    path.display()
+                ))
+            }
+            Err(e) => Err(format!(
+                "{e}: reload refused, the running configuration is unchanged"
+            )),
+        };
     }
+    if let Some(path) = rules {
+        let refused =
+            |e: String| format!("{e}: reload refused, the running configuration is unchanged");
+        let reqs = load_rules(path).map_err(|e| refused(format!("{e:#}")))?;
+        let n = reqs.len();
+        let mut batch = vec![Request::Clear];
+        batch.extend(reqs);
+        let resp = state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(&Request::Batch(batch));
+        return match resp {
+            Response::Error(e) => Err(refused(format!("{}: {e}", path.display()))),
+            _ => Ok(format!("{}: {n} rule(s) applied", path.display())),
+        };
+    }
+    Ok("nothing to reload: xvsd runs without --config or --rules".into())
+}
+
+/// The main loop's side of a reload: systemd hears RELOADING, then READY with the new
+/// status line, whatever the outcome (a refused file leaves xvsd serving the old one).
+fn reload_notified(
+    opts: &DaemonOpts,
+    health: Option<&crate::health::runner::Health>,
+    state: &Mutex<DaemonState>,
+    sync: &SyncManager,
+) -> Result<String, String> {
+    notify::reloading();
+    let r = reload(opts.config.as_deref(), health, opts.rules.as_deref(), state);
+    match &r {
+        Ok(m) if opts.config.is_some() || opts.rules.is_some() => {
+            tracing::info!("configuration reloaded: {m}")
+        }
+        Ok(m) => tracing::info!("{m}"),
+        Err(e) => tracing::error!("{e}"),
+    }
+    notify::ready(&summary(state, sync).line());
+    r
+}
+
+/// The counts of the systemd status line.
+fn summary(state: &Mutex<DaemonState>, sync: &SyncManager) -> notify::Summary {
+    let mut s = notify::Summary::default();
+    {
+        let st = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.services = st.model.services.len();
+        s.real_servers = st.model.services.iter().map(|sc| sc.dests.len()).sum();
+        for d in st.dests() {
+            s.active += u64::from(d.active());
+            s.inactive += u64::from(d.inactive());
+        }
+    }
+    for d in sync.status() {
+        match d.role {
+            Role::Master => s.master = true,
+            Role::Backup => s.backup = true,
+        }
+    }
+    s
 }
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
@@ -468,6 +559,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         Some(path) => Some(kconf::load(path).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
+    let rules = opts.rules.as_deref().map(load_rules).transpose()?;
 
     let saved = match &opts.state_dir {
         Some(dir) => prepare_state_dir(dir, &opts)?,
@@ -576,6 +668,19 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .templates_max = opts.templates_max.max(1);
+    // `--rules` before anything serves (and before a restored connection looks for its
+    // service): as ipvsadm.service restores its file before the unit counts as started.
+    if let (Some(reqs), Some(path)) = (rules, &opts.rules) {
+        let n = reqs.len();
+        let resp = state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(&Request::Batch(reqs));
+        if let Response::Error(e) = resp {
+            bail!("{}: {e}", path.display());
+        }
+        tracing::info!(file = %path.display(), rules = n, "rules applied");
+    }
     // The director's own addresses, kept by the loop below (NAT steering, ha_suspend).
     let local_shared: Arc<Mutex<Vec<Ipv4Addr>>> = Arc::default();
     let health = match kconf {
@@ -599,6 +704,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         None => None,
     };
     let sync = Arc::new(SyncManager::new(hooks.clone()));
+    let (reload_tx, reload_rx) = std::sync::mpsc::channel::<ReloadReply>();
     let mut resolver = Resolver {
         neigh: neigh::Neighbours::open()?,
         port_ifindex: ifaces.iter().map(|i| i.index).collect(),
@@ -635,6 +741,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         health: health.as_ref().map(|h| h.engine.clone()),
         sync_hooks: hooks.clone(),
         sync: sync.clone(),
+        reload: reload_tx,
     });
     hooks.set_view(&view);
     let listener = server::bind(&opts.socket)?;
@@ -658,6 +765,8 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         tracing::info!(addr = ?addr, "web listener ready (/metrics, /api/status)");
     }
     start_sync_daemons(&sync, &opts.sync_daemons, opts.ready_file.as_deref())?;
+    // The socket serves and the configuration is in: systemd may start what comes After=.
+    notify::ready(&summary(&state, &sync).line());
 
     // Housekeeping until a signal arrives: next hops, local addresses, timers.
     let mut local: Vec<Ipv4Addr> = Vec::new();
@@ -668,7 +777,10 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     while !stop.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if hup.swap(false, Relaxed) {
-            reload(opts.config.as_deref(), health.as_ref());
+            let _ = reload_notified(&opts, health.as_ref(), &state, &sync);
+        }
+        while let Ok(reply) = reload_rx.try_recv() {
+            let _ = reply.send(reload_notified(&opts, health.as_ref(), &state, &sync));
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
@@ -679,6 +791,9 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .unwrap_or_else(|e| e.into_inner())
                 .tick(crate::clock::now_ms(), ticks.is_multiple_of(2));
             hooks.tick(crate::clock::now_ms());
+            if ticks.is_multiple_of(5) {
+                notify::status(&summary(&state, &sync).line());
+            }
             if let (Some(dir), Some(last)) = (&opts.state_dir, saved_model.as_mut()) {
                 // Write-through: a crashed xvsd restarts with its last configuration.
                 let model = state
@@ -735,6 +850,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     }
 
     tracing::info!("stopping");
+    notify::stopping();
     if let Some(p) = &opts.ready_file {
         if let Err(e) = write_ready_file(p, false) {
             tracing::warn!("{e:#}");
@@ -786,9 +902,9 @@ fn prepare_state_dir(
     let names: Vec<&str> = opts.interfaces.iter().map(String::as_str).collect();
     crate::bpf::pinned::remove_stale(&opts.bpf_pin_dir, &names)?;
     let saved = statefile::load_config(dir)?;
-    if saved.is_some() && opts.config.is_some() {
+    if saved.is_some() && (opts.config.is_some() || opts.rules.is_some()) {
         tracing::info!(
-            "--config given: the configuration saved in {} is not used (the file is the authority)",
+            "--config or --rules given: the configuration saved in {} is not used (the file is the authority)",
             dir.display()
         );
         return Ok(None);

@@ -90,6 +90,7 @@ fn handle(
             )
         })),
         Request::Daemons => Response::Daemons(view.sync.status()),
+        Request::Reload => request_reload(view),
         Request::StartDaemon { config } => {
             let r = view.sync.start(config.clone());
             tracing::info!(?config, result = ?r, "start-daemon");
@@ -122,6 +123,26 @@ fn handle(
     };
     wait_for_neighbours(&added, NEIGHBOUR_WAIT);
     proto::write_message(&mut w, &resp)
+}
+
+/// How long `--reload` waits for the main loop (which looks every 50 ms; a keepalived.conf
+/// is parsed in milliseconds, a large rules file in well under a second).
+const RELOAD_WAIT: Duration = Duration::from_secs(20);
+
+/// `xvsadm --reload`: the main loop reloads, as on SIGHUP, and says how it went.
+fn request_reload(view: &DataPathView) -> Response {
+    let (tx, rx) = std::sync::mpsc::channel();
+    if view.reload.send(tx).is_err() {
+        return Response::Error("xvsd is stopping: no reload".into());
+    }
+    match rx.recv_timeout(RELOAD_WAIT) {
+        Ok(Ok(summary)) => Response::Reloaded(summary),
+        Ok(Err(e)) => Response::Error(e),
+        Err(_) => Response::Error(format!(
+            "the reload did not finish within {} s",
+            RELOAD_WAIT.as_secs()
+        )),
+    }
 }
 
 /// Runs one `-L -c` listing on its own thread (see `listing`).

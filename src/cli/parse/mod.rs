@@ -66,6 +66,9 @@ pub enum Command {
     DataPath,
     /// `-L -n --health` (xvs only): every checker of every real server (`xvsd --config`).
     Health,
+    /// `--reload` (xvs only): xvsd re-reads `--config` or `--rules` as on SIGHUP and answers
+    /// when done, so systemd's `ExecReload=` waits for it.
+    Reload,
 }
 
 /// Options that change how addresses and numbers are printed.
@@ -237,6 +240,16 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
         return Ok(inv);
     }
 
+    if let Some(inv) = xvs_command(
+        &items,
+        Tag::Reload,
+        &[Tag::Reload],
+        Command::Reload,
+        "--reload takes no options other than --socket",
+    )? {
+        return Ok(inv);
+    }
+
     let mut st = State::default();
     let mut only_socket = true;
     for item in items {
@@ -390,6 +403,16 @@ mod tests {
             "--datapath takes no options other than --socket"
         );
         assert_eq!(err("--datapath x").message, "unexpected argument x");
+        let i = p("--reload --socket /tmp/r.sock").unwrap();
+        assert_eq!(
+            (i.command, i.socket.as_deref()),
+            (Command::Reload, Some("/tmp/r.sock"))
+        );
+        assert_eq!(
+            err("--reload -n").message,
+            "--reload takes no options other than --socket"
+        );
+        assert_eq!(err("--reload now").message, "unexpected argument now");
         let i = p("--socket=/tmp/y.sock").unwrap();
         assert!(matches!(i.command, Command::List(_)));
         assert_eq!(i.socket.as_deref(), Some("/tmp/y.sock"));
