@@ -16,9 +16,8 @@
 //!   (`track_file` on xvsd's `--ready-file`) until its bulk sync from the new master is
 //!   done, then preempts; again every such flow completes intact.
 //! - `nat_failover_keeps_flows`, `nat_failback_keeps_flows`: the same with downloads (the
-//!   client sends nothing after its request). `#[ignore]`d: they fail today, because xvs
-//!   imports a parked NAT entry only on a client segment and drops the real servers'
-//!   retransmissions that reach the new master first (docs/ha.md, "A NAT pair").
+//!   client sends nothing after its request), where the first packet the new master sees
+//!   of a flow is the real server's retransmission.
 //!
 //! Each test prints what it measured (`MEASURED` lines: time until both addresses moved, the
 //! longest gap a client saw, segments the real servers retransmitted); docs/ha.md quotes
@@ -492,14 +491,11 @@ fn failover_with_sync(prefix: &str, heartbeat: Option<Duration>, what: &str) {
 
 /// Downloads: after the connection's request the client only acknowledges, so after a
 /// failover the first packet of each flow to reach the backup is the real server's
-/// retransmission (a reply), not a client segment. Fails today: xvs drops that reply (its
-/// synced entry is parked under the client's tuple and only a client segment takes it out),
-/// the client has nothing to retransmit, and every flow stalls until the client gives up.
-/// IPVS finds a synced connection from either direction. Run it with `--ignored`.
+/// retransmission (a reply), not a client segment. The backup finds the synced entry from
+/// the reply (`nat_rs`), but must learn the client's next hop first: the first such reply
+/// is dropped while the daemon looks it up, the next retransmission goes through
+/// (docs/architecture.md, "Connection sync: the tables' side").
 #[test]
-#[ignore = "xvs imports a parked NAT entry only on a client segment: the real servers' \
-            retransmissions reach the backup first and are dropped (no_service), so \
-            downloads stall; see docs/ha.md, NAT pair"]
 fn nat_failover_keeps_flows() {
     let _g = serial();
     failover_with_sync("xfn-f", None, "NAT failover with sync");
@@ -599,9 +595,6 @@ fn failback_with_sync(prefix: &str, heartbeat: Option<Duration>, what: &str) {
 /// Downloads, as `nat_failover_keeps_flows`: here the race is between the client's last ACK
 /// through b and the first reply the real servers send to a after its gratuitous ARP.
 #[test]
-#[ignore = "xvs imports a parked NAT entry only on a client segment: a reply that reaches \
-            the new master first is dropped (no_service) and a download stalls; see \
-            docs/ha.md, NAT pair"]
 fn nat_failback_keeps_flows() {
     let _g = serial();
     failback_with_sync(

@@ -17,12 +17,15 @@
 use super::state::ConnState;
 use crate::model::Forward;
 use crate::packet::FlowKey;
+use crossbeam::queue::ArrayQueue;
 use crossbeam::utils::CachePadded;
 use hashbrown::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 const SHARDS: usize = 64;
+/// Replies waiting for a client lookup at once (beyond it, a later reply asks again).
+const WANTED_MAX: usize = 1024;
 
 /// A connection waiting for its first packet on some worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +77,9 @@ pub struct ParkedConns {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     per_shard: usize,
     len: AtomicUsize,
-    /// Entries marked `ClientSide::WANTED`.
-    wanted: AtomicUsize,
+    /// Keys of entries a reply marked `ClientSide::WANTED`, for the daemon to resolve
+    /// (bounded: when it is full the entry stays unknown and a later reply asks again).
+    wanted: ArrayQueue<FlowKey>,
     key: ahash::RandomState,
     /// Next shard the sweep looks at.
     cursor: AtomicUsize,
@@ -101,7 +105,7 @@ impl ParkedConns {
                 .collect(),
             per_shard,
             len: AtomicUsize::new(0),
-            wanted: AtomicUsize::new(0),
+            wanted: ArrayQueue::new(WANTED_MAX),
             key: ahash::RandomState::new(),
             cursor: AtomicUsize::new(0),
         }
@@ -128,14 +132,24 @@ impl ParkedConns {
     pub fn put(&self, key: FlowKey, p: Parked) -> Result<(), ParkedFull> {
         let mut sh = self.shard(&key);
         if let Some(e) = sh.get_mut(&key) {
-            if e.client == ClientSide::WANTED && p.client != ClientSide::WANTED {
-                self.wanted.fetch_sub(1, Relaxed);
-            }
-            *e = p;
+            // A refresh from the peer carries no client side: keep one already known
+            // or being looked up.
+            let client = if p.client.known() { p.client } else { e.client };
+            *e = Parked { client, ..p };
             return Ok(());
         }
         if sh.len() >= self.per_shard {
             return Err(ParkedFull);
+        }
+        let mut p = p;
+        // A NAT entry without its client side: ask the daemon now, so that on a failover
+        // the real server's first retransmission finds it ready. When the queue is full
+        // it is asked for by the first reply instead.
+        if p.forward == Forward::Masq
+            && p.client == ClientSide::UNKNOWN
+            && self.wanted.push(key).is_ok()
+        {
+            p.client = ClientSide::WANTED;
         }
         sh.insert(key, p);
         self.len.fetch_add(1, Relaxed);
@@ -150,11 +164,8 @@ impl ParkedConns {
             return None;
         }
         let p = self.shard(key).remove(key);
-        if let Some(p) = &p {
+        if p.is_some() {
             self.len.fetch_sub(1, Relaxed);
-            if p.client == ClientSide::WANTED {
-                self.wanted.fetch_sub(1, Relaxed);
-            }
         }
         p
     }
@@ -175,35 +186,25 @@ impl ParkedConns {
             self.len.fetch_sub(1, Relaxed);
             return p;
         }
-        if p.client != ClientSide::WANTED {
+        if p.client == ClientSide::UNKNOWN && self.wanted.push(*key).is_ok() {
             p.client = ClientSide::WANTED;
-            self.wanted.fetch_add(1, Relaxed);
         }
         None
     }
 
-    /// Entries whose client side a reply is waiting for (the daemon polls this).
+    /// Keys queued for the daemon's lookup.
     pub fn wanted_count(&self) -> usize {
-        self.wanted.load(Relaxed)
+        self.wanted.len()
     }
 
-    /// Moves the keys of wanted entries (at most `max`) into `out`, marking them unknown
-    /// again (a later reply asks again if the lookup failed).
+    /// Moves at most `max` queued keys into `out`. Their entries stay `WANTED` (no
+    /// further reply queues them again) until the daemon calls `set_client`, with the
+    /// client's side or with `ClientSide::UNKNOWN` when it gives up.
     pub fn take_wanted(&self, out: &mut Vec<FlowKey>, max: usize) {
-        if self.wanted_count() == 0 {
-            return;
-        }
-        for s in self.shards.iter() {
-            let mut sh = s.lock().unwrap_or_else(|e| e.into_inner());
-            for (k, p) in sh.iter_mut() {
-                if out.len() >= max {
-                    return;
-                }
-                if p.client == ClientSide::WANTED {
-                    p.client = ClientSide::UNKNOWN;
-                    self.wanted.fetch_sub(1, Relaxed);
-                    out.push(*k);
-                }
+        for _ in 0..max {
+            match self.wanted.pop() {
+                Some(k) => out.push(k),
+                None => return,
             }
         }
     }
@@ -229,15 +230,7 @@ impl ParkedConns {
             let i = self.cursor.fetch_add(1, Relaxed) & (SHARDS - 1);
             let mut sh = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
             let before = sh.len();
-            let mut unwanted = 0;
-            sh.retain(|_, p| {
-                let keep = p.expires_ms > now_ms;
-                if !keep && p.client == ClientSide::WANTED {
-                    unwanted += 1;
-                }
-                keep
-            });
-            self.wanted.fetch_sub(unwanted, Relaxed);
+            sh.retain(|_, p| p.expires_ms > now_ms);
             gone += before - sh.len();
         }
         self.len.fetch_sub(gone, Relaxed);
@@ -323,5 +316,59 @@ mod tests {
         assert!(gone > 0 && !s.is_empty(), "only the expired half goes");
         s.expire(101, SHARDS);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_reply_queues_its_lookup_once_until_the_daemon_answers() {
+        let s = ParkedConns::with_capacity(64);
+        let k = key(1);
+        s.put(k, parked(1000)).unwrap();
+        assert!(s.take_for_reply(&k).is_none());
+        assert!(
+            s.take_for_reply(&k).is_none(),
+            "a retransmission does not queue again"
+        );
+        assert_eq!(s.wanted_count(), 1);
+        let mut out = vec![];
+        s.take_wanted(&mut out, 16);
+        assert_eq!(out, vec![k]);
+        assert!(s.take_for_reply(&k).is_none(), "still being looked up");
+        assert_eq!(s.wanted_count(), 0);
+        // A sync refresh from the peer keeps the lookup in progress, then the answer.
+        s.put(k, parked(2000)).unwrap();
+        assert_eq!(s.get(&k).unwrap().client, ClientSide::WANTED);
+        let c = ClientSide {
+            port: 0,
+            mac: [2, 0, 0, 0, 0, 1],
+        };
+        s.set_client(&k, c);
+        s.put(k, parked(3000)).unwrap();
+        let p = s.take_for_reply(&k).expect("known client side: taken");
+        assert_eq!((p.client, p.expires_ms), (c, 3000));
+        assert!(s.is_empty());
+
+        // The daemon gives up: the next reply asks again.
+        s.put(k, parked(1000)).unwrap();
+        assert!(s.take_for_reply(&k).is_none());
+        out.clear();
+        s.take_wanted(&mut out, 16);
+        s.set_client(&k, ClientSide::UNKNOWN);
+        assert!(s.take_for_reply(&k).is_none());
+        assert_eq!(s.wanted_count(), 1);
+    }
+
+    #[test]
+    fn a_nat_entry_asks_for_its_client_side_when_parked() {
+        let s = ParkedConns::with_capacity(64);
+        s.put(key(1), parked(1000)).unwrap();
+        assert_eq!(s.wanted_count(), 0, "DR/TUN replies never come through the director");
+        let nat = Parked {
+            forward: Forward::Masq,
+            ..parked(1000)
+        };
+        s.put(key(2), nat).unwrap();
+        s.put(key(2), nat).unwrap();
+        assert_eq!(s.wanted_count(), 1, "queued once, at its first put");
+        assert_eq!(s.get(&key(2)).unwrap().client, ClientSide::WANTED);
     }
 }

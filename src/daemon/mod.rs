@@ -253,7 +253,14 @@ struct Resolver {
     port_ifindex: Vec<u32>,
     routes: HashMap<Ipv4Addr, (Instant, Option<neigh::RouteInfo>)>,
     last_trigger: HashMap<(u32, Ipv4Addr), Instant>,
+    /// Parked NAT entries whose client side is being looked up, since when.
+    clients_pending: Vec<(crate::packet::FlowKey, Instant)>,
 }
+
+/// How long a client lookup is retried before the key is let go.
+const CLIENT_WAIT: Duration = Duration::from_secs(3);
+/// Client lookups in progress at once.
+const CLIENTS_PENDING_MAX: usize = 1024;
 
 /// How long a route lookup stays valid before it is asked again.
 const ROUTE_TTL: Duration = Duration::from_secs(5);
@@ -278,12 +285,18 @@ impl Resolver {
 
     /// The client side of parked NAT entries a reply is waiting for (see
     /// `ParkedConns::take_for_reply`): the port the kernel routes the client through and
-    /// the next hop's MAC. A missing MAC is asked for (`NTF_USE`); the next reply asks
-    /// again.
+    /// the next hop's MAC. A missing MAC is asked for (`NTF_USE`, every 500 ms per next
+    /// hop) and the key kept for up to `CLIENT_WAIT`, looked at again every pass of the
+    /// main loop, so the real server's next retransmission finds the entry ready (dropping
+    /// a key until the next reply would cost a doubled retransmission timeout).
     fn resolve_clients(&mut self, parked: &crate::conn::ParkedConns) {
+        let room = CLIENTS_PENDING_MAX.saturating_sub(self.clients_pending.len());
         let mut keys = Vec::new();
-        parked.take_wanted(&mut keys, 1024);
-        if keys.is_empty() {
+        parked.take_wanted(&mut keys, room);
+        let now = Instant::now();
+        self.clients_pending
+            .extend(keys.into_iter().map(|k| (k, now)));
+        if self.clients_pending.is_empty() {
             return;
         }
         let table = match self.neigh.dump_all() {
@@ -293,30 +306,52 @@ impl Resolver {
                 return;
             }
         };
-        for k in keys {
+        let mut pending = std::mem::take(&mut self.clients_pending);
+        pending.retain(|&(k, since)| {
             let cip = Ipv4Addr::from(k.saddr);
-            let Some(r) = self.route(cip) else {
-                continue;
-            };
-            let Some(port) = self.port_ifindex.iter().position(|&i| i == r.oif) else {
-                continue;
-            };
-            let hop = r.next_hop(cip);
-            match table.get(&(r.oif, hop)) {
-                Some(mac) => parked.set_client(
-                    &k,
-                    crate::conn::ClientSide {
+            // Not through `route()`: its cache is for the real servers; clients are many.
+            let r = self.neigh.route_get(cip).ok();
+            let found = r.and_then(|r| {
+                let port = self.port_ifindex.iter().position(|&i| i == r.oif)?;
+                let hop = r.next_hop(cip);
+                match table.get(&(r.oif, hop)) {
+                    Some(mac) => Some(crate::conn::ClientSide {
                         port: port as u8,
                         mac: *mac,
-                    },
-                ),
-                None => {
-                    if let Err(e) = self.neigh.trigger(r.oif, hop) {
-                        tracing::warn!(client = %cip, next_hop = %hop, "neighbour resolution: {e:#}");
+                    }),
+                    None => {
+                        let due = self
+                            .last_trigger
+                            .get(&(r.oif, hop))
+                            .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+                        if due {
+                            self.last_trigger.insert((r.oif, hop), Instant::now());
+                            if let Err(e) = self.neigh.trigger(r.oif, hop) {
+                                tracing::warn!(client = %cip, next_hop = %hop, "neighbour resolution: {e:#}");
+                            }
+                        }
+                        None
                     }
                 }
+            });
+            match found {
+                Some(c) => {
+                    parked.set_client(&k, c);
+                    false
+                }
+                None if since.elapsed() >= CLIENT_WAIT => {
+                    // Give up for now: a later reply queues it again.
+                    parked.set_client(&k, crate::conn::ClientSide::UNKNOWN);
+                    false
+                }
+                None => true,
             }
-        }
+        });
+        self.clients_pending = pending;
+    }
+
+    fn has_pending_clients(&self) -> bool {
+        !self.clients_pending.is_empty()
     }
 
     fn refresh(&mut self, dests: &[Arc<DestRt>]) {
@@ -710,6 +745,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         port_ifindex: ifaces.iter().map(|i| i.index).collect(),
         routes: HashMap::new(),
         last_trigger: HashMap::new(),
+        clients_pending: Vec::new(),
     };
     let mut local_neigh = neigh::Neighbours::open()?;
     let mut saved_model = None;
@@ -833,7 +869,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         }
         // Replies waiting for a synced NAT entry's client side (route and MAC of the
         // client, as the kernel would send to it), within 50 ms.
-        if hooks.parked().wanted_count() > 0 {
+        if hooks.parked().wanted_count() > 0 || resolver.has_pending_clients() {
             resolver.resolve_clients(hooks.parked());
         }
         let dests = state.lock().unwrap_or_else(|e| e.into_inner()).dests();
