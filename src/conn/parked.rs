@@ -361,7 +361,11 @@ mod tests {
     fn a_nat_entry_asks_for_its_client_side_when_parked() {
         let s = ParkedConns::with_capacity(64);
         s.put(key(1), parked(1000)).unwrap();
-        assert_eq!(s.wanted_count(), 0, "DR/TUN replies never come through the director");
+        assert_eq!(
+            s.wanted_count(),
+            0,
+            "DR/TUN replies never come through the director"
+        );
         let nat = Parked {
             forward: Forward::Masq,
             ..parked(1000)
