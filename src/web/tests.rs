@@ -1,5 +1,5 @@
 //! The exposition and the API documents for a fixed state, against golden files
-//! (`tests/golden/metrics.golden`, `tests/golden/api-status.golden`; regenerate with
+//! (`tests/golden/web/metrics.golden`, `tests/golden/web/api-status.golden`; regenerate with
 //! `XVS_BLESS=1 cargo test --lib web::tests`), and `promtool check metrics` on it.
 
 use super::{api, metrics, Sample};
@@ -160,7 +160,7 @@ fn sample() -> Sample {
 }
 
 fn golden(name: &str, got: &str) {
-    let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/golden/web/{name}", env!("CARGO_MANIFEST_DIR"));
     if std::env::var_os("XVS_BLESS").is_some() {
         std::fs::write(&path, got).unwrap();
     }
