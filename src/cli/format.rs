@@ -477,6 +477,10 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("imported", w.imported),
             ("moved_handoff", w.moved_handoff),
             ("moved_out", w.moved_out),
+            ("xsk_rx_ring_full", w.xsk_rx_ring_full),
+            ("xsk_rx_fill_ring_empty", w.xsk_rx_fill_ring_empty),
+            ("xsk_rx_dropped", w.xsk_rx_dropped),
+            ("xsk_tx_ring_empty", w.xsk_tx_ring_empty),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
@@ -1238,6 +1242,10 @@ TCP  10.0.0.88:80 wrr persistent 600
                 imported: 9,
                 moved_handoff: 10,
                 moved_out: 11,
+                xsk_rx_ring_full: 12,
+                xsk_rx_fill_ring_empty: 13,
+                xsk_rx_dropped: 14,
+                xsk_tx_ring_empty: 15,
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1271,6 +1279,10 @@ queue 0 (zero-copy):
   imported: 9
   moved_handoff: 10
   moved_out: 11
+  xsk_rx_ring_full: 12
+  xsk_rx_fill_ring_empty: 13
+  xsk_rx_dropped: 14
+  xsk_tx_ring_empty: 15
   truncated: 4
   malformed: 0
 ";

@@ -22,7 +22,17 @@ const ROWS: &[(&str, &str, &str)] = &[
         "xvs reflect: AF_XDP receive and send back, no load balancing",
         "Mpps",
     ),
+    (
+        "xdptx",
+        "in-kernel XDP_TX MAC rewrite (bpf/bench_xdp_tx.bpf.c): this machine's ceiling",
+        "Mpps",
+    ),
     ("dr", "DR, 4 real servers, rr", "Mpps"),
+    (
+        "dr_slow",
+        "DR, --no-fast-path (AF_XDP slow path only)",
+        "Mpps",
+    ),
     (
         "health",
         "DR as above, while xvsd health-checks 1000 dead real servers every second",
@@ -64,6 +74,18 @@ const TARGETS: &[(&str, &str, f64, &str)] = &[
         "new conn/s ≥ 60% of the DR established rate",
     ),
     ("dr", "nft", 1.60, "DR ≥ 1.6× nftables DNAT"),
+    (
+        "dr",
+        "xdptx",
+        0.80,
+        "DR ≥ 80% of the in-kernel XDP_TX reference",
+    ),
+    (
+        "reflect",
+        "xdptx",
+        0.0,
+        "reflect (AF_XDP copy mode) vs the in-kernel XDP_TX reference (no target)",
+    ),
     (
         "mq2",
         "dr",
@@ -388,8 +410,21 @@ director); `mq2` has two queues and two workers.\n";
             (Some(k), _) => format!("{ns}: NAPI {k:.0}"),
             _ => ns,
         };
+        // Flat out against the same round's peak: 0.9× or more means no receive livelock.
+        let flat_ratio: Vec<f64> = rows
+            .values()
+            .filter_map(|v| {
+                let (f, p) = (v["flat_pps"].as_f64()?, v["pps"].as_f64()?);
+                (p > 0.0).then_some(f / p)
+            })
+            .collect();
         let flat = stats::spread(&field(rows, "flat_pps"))
-            .map(|x| format!("{} {unit}", fmt_spread(&x, 1e6, 3)))
+            .map(|x| {
+                let ratio = stats::median(&flat_ratio)
+                    .map(|q| format!(" ({q:.2}× peak)"))
+                    .unwrap_or_default();
+                format!("{} {unit}{ratio}", fmt_spread(&x, 1e6, 3))
+            })
             .unwrap_or_else(|| "–".into());
         let dist = rows.values().last().map(distribution).unwrap_or_default();
         let _ = writeln!(s, "| {id} | {what} | {rate} | {ns} | {flat} | {dist} |");
