@@ -106,6 +106,11 @@ impl IfaceTuning {
                 let old = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 let old = old.trim().to_string();
+                if old == value.to_string() {
+                    // Already so (set by the operator, e.g. under a unit with a read-only
+                    // /sys): nothing to write or to restore.
+                    continue;
+                }
                 std::fs::write(&path, value.to_string())
                     .with_context(|| format!("writing {value} to {}", path.display()))?;
                 t.saved.push((path, old));
@@ -192,6 +197,22 @@ mod tests {
         assert_eq!(read(&root, "eth0", "gro_flush_timeout"), "0");
         assert_eq!(read(&root, "eth1", "napi_defer_hard_irqs"), "1");
         assert_eq!(read(&root, "eth1", "gro_flush_timeout"), "5000");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn values_already_set_are_left_alone() {
+        let root = fake_sysfs(&[("eth0", "2", "200000")]);
+        let t = IfaceTuning::apply(&root, &["eth0".to_string()], &BusyPoll::default()).unwrap();
+        assert!(t.is_empty(), "nothing written, nothing to restore");
+        // Read-only files with the right values do not fail either.
+        for f in ["napi_defer_hard_irqs", "gro_flush_timeout"] {
+            let path = root.join("eth0").join(f);
+            let mut perm = std::fs::metadata(&path).unwrap().permissions();
+            perm.set_readonly(true);
+            std::fs::set_permissions(&path, perm).unwrap();
+        }
+        assert!(IfaceTuning::apply(&root, &["eth0".to_string()], &BusyPoll::default()).is_ok());
         std::fs::remove_dir_all(root).unwrap();
     }
 

@@ -618,7 +618,18 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             &opts.interfaces,
             &bp,
         )
-        .context("--busy-poll: setting the interfaces' napi_defer_hard_irqs/gro_flush_timeout")?;
+        .unwrap_or_else(|e| {
+            // E.g. the systemd unit's read-only /sys: the operator sets them (appliance.md).
+            tracing::warn!(
+                error = %format!("{e:#}"),
+                "--busy-poll: could not set napi_defer_hard_irqs={} and gro_flush_timeout={} \
+                 on the interfaces; without them the kernel's NAPI keeps competing with the \
+                 workers: set them before starting xvsd",
+                bp.defer_hard_irqs,
+                bp.gro_flush_timeout_ns
+            );
+            crate::busypoll::IfaceTuning::default()
+        });
         tracing::info!(
             defer_hard_irqs = bp.defer_hard_irqs,
             gro_flush_timeout_ns = bp.gro_flush_timeout_ns,
