@@ -402,12 +402,11 @@ sink_settled() {
     echo "$b"
 }
 
-# loss_row ROUND PPS: DR at a fixed rate of PPS, on a freshly started xvsd: the
-# peak search before it leaves frames in the old one's rings (a copy-mode TX
-# ring keeps what one sendto() did not send until the next), which the next
-# traffic would flush into this window (a smoke run once counted 106,083 frames
-# arriving of 104,833 sent). Sent and arrived are counted over the same window:
-# the sink is read once settled before and after the generator's run.
+# loss_row ROUND PPS: DR at a fixed rate of PPS, on a freshly started xvsd:
+# run right after the peak search on the same xvsd, frames of the search still
+# in flight or in its rings could land in this window (a smoke run once counted
+# 106,083 frames arriving of 104,833 sent). Sent and arrived are counted over
+# the same window: the sink is read once settled before and after the run.
 loss_row() {
     local round=$1 rate=$2 before after sent recv
     ((rate > 0)) || { log "loss: no DR rate this round; skipped"; return 0; }
