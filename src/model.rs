@@ -420,6 +420,10 @@ pub struct WorkerCounters {
     pub xsk_rx_dropped: u64,
     #[serde(default)]
     pub xsk_tx_ring_empty: u64,
+    /// NAPI id of each socket (SO_INCOMING_NAPI_ID), comma-separated; 0: none (busy
+    /// polling cannot work on that socket).
+    #[serde(default)]
+    pub napi_ids: String,
     /// TCP RSTs sent to clients of a removed or dead server (`--on-dead reassign`).
     #[serde(default)]
     pub dead_reset: u64,

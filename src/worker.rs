@@ -350,6 +350,15 @@ impl WorkerHandle {
         t
     }
 
+    /// The NAPI id of each of the worker's sockets (see [`napi_id`]), comma-separated.
+    pub fn napi_ids(&self) -> String {
+        self.xsk_fds
+            .iter()
+            .map(|&fd| napi_id(fd).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn send(&self, m: WorkerMsg) {
         let inbox = &*self.inbox;
         inbox.msgs.lock().unwrap_or_else(|e| e.into_inner()).push(m);
@@ -472,6 +481,29 @@ pub struct XskStats {
     pub rx_fill_ring_empty_descs: u64,
     /// sendto() found the TX ring empty.
     pub tx_ring_empty_descs: u64,
+}
+
+/// `SO_INCOMING_NAPI_ID` of socket `fd`: the NAPI instance the kernel last delivered to it
+/// from (0: none yet, or a device without NAPI ids). Busy polling needs one.
+pub fn napi_id(fd: RawFd) -> u32 {
+    const SO_INCOMING_NAPI_ID: libc::c_int = 56;
+    let mut v: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: v and len are valid for writing, len holds v's size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_INCOMING_NAPI_ID,
+            &mut v as *mut u32 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r == 0 {
+        v
+    } else {
+        0
+    }
 }
 
 /// Reads `XDP_STATISTICS` of socket `fd` (None if the kernel refuses).

@@ -487,6 +487,9 @@ pub fn format_datapath(d: &DataPathStats) -> String {
         for (reason, v) in &w.drops {
             let _ = writeln!(out, "  {reason}: {v}");
         }
+        if !w.napi_ids.is_empty() {
+            let _ = writeln!(out, "  napi_ids: {}", w.napi_ids);
+        }
     }
     out
 }
@@ -1246,6 +1249,7 @@ TCP  10.0.0.88:80 wrr persistent 600
                 xsk_rx_fill_ring_empty: 13,
                 xsk_rx_dropped: 14,
                 xsk_tx_ring_empty: 15,
+                napi_ids: "0,8193".into(),
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1285,6 +1289,7 @@ queue 0 (zero-copy):
   xsk_tx_ring_empty: 15
   truncated: 4
   malformed: 0
+  napi_ids: 0,8193
 ";
         assert_eq!(format_datapath(&d), want);
     }

@@ -240,6 +240,7 @@ impl DataPathView {
                         xsk_rx_fill_ring_empty: x.rx_fill_ring_empty_descs,
                         xsk_rx_dropped: x.rx_dropped,
                         xsk_tx_ring_empty: x.tx_ring_empty_descs,
+                        napi_ids: h.napi_ids(),
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))

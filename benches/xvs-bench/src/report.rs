@@ -661,6 +661,34 @@ mod tests {
     }
 
     #[test]
+    fn flat_out_is_shown_against_the_best_rate_and_xdptx_is_a_reference() {
+        let with_flat = |row: &str, round: u32, pps: f64, flat: f64| {
+            line(row, round, pps).replacen(r#""pps":"#, &format!(r#""flat_pps":{flat},"pps":"#), 1)
+        };
+        let text = [
+            with_flat("dr", 1, 0.4e6, 0.2e6),
+            with_flat("dr", 2, 0.5e6, 0.5e6),
+            with_flat("xdptx", 1, 2.0e6, 2.0e6),
+            with_flat("xdptx", 2, 2.5e6, 2.5e6),
+        ]
+        .join("\n");
+        let out = render(&parse(&text));
+        // Per-round ratios 0.5 and 1.0: median 0.75.
+        assert!(
+            out.contains("0.350 (0.200–0.500) Mpps (0.75× peak)"),
+            "{out}"
+        );
+        assert!(out.contains("| xdptx | in-kernel XDP_TX"), "{out}");
+        // 0.4/2.0 and 0.5/2.5: 0.20 in both rounds.
+        assert!(
+            out.contains(
+                "DR ≥ 80% of the in-kernel XDP_TX reference | 0.20 (0.20–0.20)× | **not met**"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn splice_replaces_only_our_section() {
         let doc = "# Benchmarks\n\n## Micro (criterion)\n\nfoo\n";
         let a = splice(doc, "table 1\n");
