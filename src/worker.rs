@@ -81,6 +81,9 @@ pub struct WorkerStats {
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
+    /// --busy-poll: a socket of this worker received frames without a NAPI id, so busy
+    /// polling cannot work on it and the worker runs the default loop (set once).
+    pub no_napi_id: AtomicBool,
 }
 
 impl WorkerStats {
@@ -697,11 +700,14 @@ impl Worker {
                 tracing::warn!(queue = self.queue, nice = self.nice, error = %std::io::Error::last_os_error(), "could not set the worker's nice value");
             }
         }
-        let spin_before_sleep = if self.busy_poll {
+        let mut spin_before_sleep = if self.busy_poll {
             BUSY_SPIN_BEFORE_SLEEP
         } else {
             SPIN_BEFORE_SLEEP
         };
+        // --busy-poll: whether the sockets' NAPI id has been checked (after the first frames:
+        // the kernel records it on delivery).
+        let mut napi_checked = !self.busy_poll;
         let nports = self.ports.len();
         let mut rx_descs = [FrameDesc::default(); BATCH];
         let mut tx_descs = [[FrameDesc::default(); BATCH]; MAX_PORTS];
@@ -757,6 +763,16 @@ impl Worker {
                     };
                     // SAFETY: as above.
                     n = unsafe { p.rx.consume(&mut rx_descs) };
+                }
+                if !napi_checked && n > 0 {
+                    napi_checked = true;
+                    if napi_id(p.rx.fd().as_raw_fd()) == 0 {
+                        // No NAPI instance to poll (e.g. copy mode on veth): recvfrom()
+                        // would only spin against the kernel's NAPI thread.
+                        self.busy_poll = false;
+                        spin_before_sleep = SPIN_BEFORE_SLEEP;
+                        self.stats.no_napi_id.store(true, Relaxed);
+                    }
                 }
                 got += n;
                 for desc in rx_descs.iter_mut().take(n) {

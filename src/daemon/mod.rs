@@ -612,7 +612,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     // --busy-poll: the interfaces' NAPI deferral, written before the sockets exist and put
     // back when this function returns (the value is dropped last). A killed xvsd leaves them
     // set: harmless without busy polling beyond up to gro_flush_timeout more latency.
-    let _busy_poll_tuning = if opts.busy_poll {
+    let mut busy_poll_tuning = if opts.busy_poll {
         let bp = crate::busypoll::BusyPoll::default();
         let t = crate::busypoll::IfaceTuning::apply(
             std::path::Path::new("/sys/class/net"),
@@ -726,6 +726,11 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .context("spawning a worker thread")?,
         );
     }
+
+    // --busy-poll: a worker whose sockets turn out to have no NAPI id falls back to the
+    // default loop (src/worker.rs); the interface deferral then only delays the kernel's
+    // own NAPI, so it is put back (checked once a second below).
+    let worker_stats: Vec<_> = handles.iter().map(|(h, _)| h.stats.clone()).collect();
 
     // The control threads (this one, the control socket, the health checks, listings)
     // stay off the workers' cores when there are others: a burst of health checks or a
@@ -869,6 +874,18 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .unwrap_or_else(|e| e.into_inner())
                 .tick(crate::clock::now_ms(), ticks.is_multiple_of(2));
             hooks.tick(crate::clock::now_ms());
+            if busy_poll_tuning.as_ref().is_some_and(|t| !t.is_empty())
+                && worker_stats.iter().any(|w| w.no_napi_id.load(Relaxed))
+            {
+                let mut t = busy_poll_tuning.take().expect("checked above");
+                let failed = t.restore();
+                tracing::warn!(
+                    restore_failed = failed.len(),
+                    "--busy-poll: the AF_XDP sockets have no NAPI id (copy mode on this \
+                     device): busy polling cannot work here; workers use the default loop \
+                     and the interfaces' napi_defer_hard_irqs/gro_flush_timeout are restored"
+                );
+            }
             if ticks.is_multiple_of(5) {
                 notify::status(&summary(&state, &sync).line());
             }
