@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Forwarding benchmarks of xvs on a veth topology, with two references
-# measured in the same run: xvs's own AF_XDP reflect path and the kernel doing
-# the job with nftables DNAT. Prints a table and writes it into the
+# Forwarding benchmarks of xvs on a veth topology, with three references
+# measured in the same run: xvs's own AF_XDP reflect path, an in-kernel XDP_TX
+# MAC-rewrite forwarder (the machine's ceiling) and the kernel doing the job
+# with nftables DNAT. Prints a table and writes it into the
 # "Forwarding (scripts/bench.sh)" section of docs/benchmarks.md.
 #
 # Usage: scripts/bench.sh [--smoke] [--rounds N] [--rows LIST] [--conns]
@@ -13,7 +14,7 @@
 #               once, so the VM's fast and slow phases hit all rows alike. A
 #               round during which other load ran on the machine is repeated
 #               (at most 2N rounds in all) and left out of the table.
-#   --rows LIST comma-separated subset of: reflect,dr,health,loss,nat,tun,new,nft,mq,lat
+#   --rows LIST comma-separated subset of: reflect,xdptx,dr,health,loss,nat,tun,new,nft,mq,lat
 #               (default: all)
 #   --conns     also the connection-table rows: DR with 10M live entries vs
 #               1k (same table size), and bytes per entry (about 2 minutes)
@@ -27,12 +28,18 @@
 # kthreads on CPU 0; the sink (an XDP counter) counts forwarded frames per real
 # server where they arrive (scripts/bench-topo.sh):
 #   reflect  xvsd --reflect: AF_XDP receive and send back, no LB work
+#   xdptx    xvsd stopped; bpf/bench_xdp_tx.bpf.c on the director's eth0: pick
+#            one of the 4 DR real servers by a flow hash, rewrite the MACs,
+#            XDP_TX (no connection table, no counters): this machine's ceiling
 #   dr       -g, 4 real servers, rr
 #   health   dr while xvsd --config health-checks 1000 real servers every second
 #            (a NAT service on 10.0.0.89:80 whose servers 10.0.0.21:20000-20999
 #            never answer: each check is a SYN and a 1 s timeout, the costliest
 #            kind), to show checks do not slow forwarding
-#   loss     dr at a fixed offered rate of 50% of the round's dr peak
+#   loss     dr at a fixed offered rate of 50% of the round's dr peak, on a
+#            freshly started xvsd (nothing of the peak search left in its rings)
+#            and with the sink read before and after, once it has stopped
+#            changing: frames sent and frames arrived over the same window
 #   nat      two-armed -m (eth0 in, eth1 out), 4 real servers
 #   tun      -i (IPIP), 4 real servers
 #   new      dr, TCP, every frame a SYN of a new flow: new connections/s
@@ -40,7 +47,15 @@
 #   mq       dr with a generator thread on each CPU: 1 queue/1 worker (mq1) and
 #            2 queues/2 workers (mq2, a second topology with --queues 2)
 #   lat      UDP RTT p50/p99 through the director (DR) vs direct to a real
-#            server, on scripts/harness.sh's DR lab (real UDP responders)
+#            server, on scripts/harness.sh's DR lab (real UDP responders): one
+#            client, requests alternating between the VIP and the real server
+#            that the VIP's only real server is, so both see the same responder,
+#            the same machine state and the same seconds; the difference is the
+#            director's hop
+# With an xvsd whose --help lists --no-fast-path, the xvsd rows dr, nat, tun and
+# new also run as dr_slow, nat_slow, tun_slow and new_slow with --no-fast-path
+# (the AF_XDP slow path alone). XVSD_ARGS (environment, word-split) is passed
+# to every xvsd started, e.g. XVSD_ARGS=--busy-poll.
 # Each rate row is xvs-bench peak: one window flat out, then a search over
 # offered rates; the table quotes the highest forwarded rate of any window
 # (and the flat-out one: what an overload leaves). CPU ns/packet: CPU time of
@@ -62,7 +77,7 @@ cd "$ROOT"
 
 SMOKE=0
 ROUNDS=5
-ROWS=reflect,dr,health,loss,nat,tun,new,nft,mq,lat
+ROWS=reflect,xdptx,dr,health,loss,nat,tun,new,nft,mq,lat
 CONNS=0
 BUILD=1
 DOCS=1
@@ -165,6 +180,7 @@ cleanup() {
     stop_pid "$GEN_PID"
     stop_pid "$XVSD_PID"
     ip netns exec "$P1-dir" nft delete table ip xvsbench 2>/dev/null
+    ip -n "$P1-dir" link set dev eth0 xdpdrv off 2>/dev/null
     XVS_BENCH_PREFIX=$P1 scripts/bench-topo.sh down >/dev/null 2>&1
     XVS_BENCH_PREFIX=$P2 scripts/bench-topo.sh down >/dev/null 2>&1
     XVS_NS_PREFIX=$PL scripts/harness.sh down >/dev/null 2>&1
@@ -190,6 +206,19 @@ for b in "$BENCH" "$XVSD" "$XVSADM"; do
     [[ -x $b ]] || die "$b missing (cargo build --release --workspace --bins)"
 done
 "$XVSD" --help 2>/dev/null | grep -q -- --reflect || die "this xvsd has no --reflect"
+XDPTX_OBJ=$OUTDIR/bench_xdp_tx.o
+if want xdptx; then
+    clang -O2 -g -Wall -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+        -c bpf/bench_xdp_tx.bpf.c -o "$XDPTX_OBJ" 2>>"$LOG" ||
+        die "building bpf/bench_xdp_tx.bpf.c failed (see $LOG)"
+fi
+# Extra xvsd arguments for every row (word-split on purpose: several options).
+read -r -a XVSD_EXTRA <<<"${XVSD_ARGS:-}"
+# Fast-path variants: "" (the default) and, once xvsd has it, --no-fast-path.
+PATH_VARIANTS=("")
+if "$XVSD" --help 2>/dev/null | grep -q -- --no-fast-path; then
+    PATH_VARIANTS+=(--no-fast-path)
+fi
 if want nft && ! command -v nft >/dev/null 2>&1; then
     log "installing nftables (the kernel reference row needs nft)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nftables >>"$LOG" 2>&1 ||
@@ -251,6 +280,7 @@ xvsd_start() {
     local args=(--interface eth0 --socket "$sock")
     [[ $mode == nat ]] && args+=(--interface eth1)
     [[ $mode == reflect ]] && args+=(--reflect)
+    args+=("${XVSD_EXTRA[@]}")
     rm -f "$sock"
     echo "--- xvsd $p $mode ${args[*]} $*" >>"$LOG"
     ip netns exec "$p-dir" "$XVSD" "${args[@]}" "$@" >>"$LOG" 2>&1 &
@@ -281,9 +311,9 @@ xvsd_start() {
             for rip in "${NAT_RIPS[@]}"; do "${A[@]}" -a -u "$VIP:80" -r "$rip:80" -m; done
             ;;
         lat)
+            # One real server, the one the direct requests go to: like with like.
             "${A[@]}" -A -u "$VIP:5353" -s rr
             "${A[@]}" -a -u "$VIP:5353" -r 10.0.0.9:5353 -g
-            "${A[@]}" -a -u "$VIP:5353" -r 10.0.0.20:5353 -g
             ;;
     esac >>"$LOG" 2>&1 || die "configuring xvsd ($mode) failed (see $LOG)"
 }
@@ -340,37 +370,81 @@ peak() {
 }
 
 # rate_row ROW ROUND PREFIX MODE SINK DESC [GEN ARGS...]: xvsd in MODE, then peak.
+# With VARIANT=--no-fast-path set, xvsd gets it and the row is named ROW_slow.
 rate_row() {
     local row=$1 round=$2 p=$3 mode=$4 sink=$5 desc=$6
     shift 6
     local extra=()
+    if [[ -n ${VARIANT:-} ]]; then
+        extra+=("$VARIANT")
+        row=${row}_slow
+        desc="$desc; $VARIANT"
+    fi
     # Every frame a new connection: room for all of them (SYN_RECV entries live 60 s).
-    [[ $mode == new ]] && extra=(--conn-max 8388608)
-    [[ $mode == health ]] && extra=(--config "$HEALTH_CONF")
+    [[ $mode == new ]] && extra+=(--conn-max 8388608)
+    [[ $mode == health ]] && extra+=(--config "$HEALTH_CONF")
     xvsd_start "$p" "$mode" "${extra[@]}"
     peak "$row" "$round" "$p" "$sink" "$desc" "$@"
 }
 
-# loss_row ROUND PPS: DR (xvsd still running) at a fixed rate of PPS.
+# sink_settled AT: the sink's packet count once it has stopped changing (two
+# reads 0.2 s apart agree; at most 3 s), so no frame still in flight is counted
+# in the wrong window.
+sink_settled() {
+    local at=$1 a b i
+    a=$("$BENCH" sink read "$at" --value packets 2>>"$LOG") || return 1
+    for ((i = 0; i < 15; i++)); do
+        sleep 0.2
+        b=$("$BENCH" sink read "$at" --value packets 2>>"$LOG") || return 1
+        [[ $a == "$b" ]] && break
+        a=$b
+    done
+    echo "$b"
+}
+
+# loss_row ROUND PPS: DR at a fixed rate of PPS, on a freshly started xvsd:
+# run right after the peak search on the same xvsd, frames of the search still
+# in flight or in its rings could land in this window (a smoke run once counted
+# 106,083 frames arriving of 104,833 sent). Sent and arrived are counted over
+# the same window: the sink is read once settled before and after the run.
 loss_row() {
     local round=$1 rate=$2 before after sent recv
     ((rate > 0)) || { log "loss: no DR rate this round; skipped"; return 0; }
-    sleep 0.5 # let the frames of the previous run drain out of the rings
-    before=$("$BENCH" sink read "$P1-gen:g0" --value packets 2>>"$LOG")
+    xvsd_start "$P1" dr
+    # A short run first: neighbour entries and connection entries made, caches warm.
+    ip netns exec "$P1-gen" "$BENCH" gen --ifname g0 --dst-mac "$DIR_MAC" --dst-ip "$VIP" \
+        --size "$SIZE" --flows "$FLOWS" --rate "$rate" --duration 0.3 --quiet >>"$LOG" 2>&1 || true
+    before=$(sink_settled "$P1-gen:g0")
     sent=$(ip netns exec "$P1-gen" "$BENCH" gen --ifname g0 --dst-mac "$DIR_MAC" --dst-ip "$VIP" \
         --size "$SIZE" --flows "$FLOWS" --rate "$rate" --duration "$LOSS_SECS" --quiet --value sent 2>>"$LOG")
-    sleep 0.3 # frames in flight
-    after=$("$BENCH" sink read "$P1-gen:g0" --value packets 2>>"$LOG")
+    after=$(sink_settled "$P1-gen:g0")
+    xvsd_stop "$P1"
     if [[ -z $before || -z $after || -z $sent || $sent == 0 ]]; then
         log "warning: loss round $round: could not read the counters"
         return 0
     fi
     recv=$((after - before))
+    if ((recv > sent)); then
+        # Cannot happen with the windows aligned; say so rather than quote it as 0% loss.
+        log "warning: loss round $round: $recv frames arrived of $sent sent (counters misaligned); not recorded"
+        return 0
+    fi
     local pct
-    pct=$(awk -v s="$sent" -v r="$recv" 'BEGIN{l=(s-r)/s*100; if (l<0) l=0; printf "%.4f", l}')
+    pct=$(awk -v s="$sent" -v r="$recv" 'BEGIN{printf "%.4f", (s-r)/s*100}')
     printf '{"kind":"loss","row":"loss","round":"%s","offered_pps":%s,"percent_of_dr":50,"sent":%s,"received":%s,"loss_pct":%s}\n' \
         "$round" "$rate" "$sent" "$recv" "$pct" >>"$RESULTS"
     log "loss round $round: offered $rate pps, sent $sent, arrived $recv: $pct% lost"
+}
+
+# xdptx_row ROUND: the in-kernel reference, bpf/bench_xdp_tx.bpf.c on the
+# director's eth0 (xvsd stopped).
+xdptx_row() {
+    local round=$1 d=$P1-dir
+    ip -n "$d" link set dev eth0 xdpdrv obj "$XDPTX_OBJ" sec xdp 2>>"$LOG" ||
+        { log "warning: xdptx round $round: attaching $XDPTX_OBJ failed (see $LOG)"; return 0; }
+    peak xdptx "$round" "$P1" "$P1-gen:g0" \
+        "in-kernel XDP_TX: MAC rewrite to 1 of 4 real servers by flow hash (bpf/bench_xdp_tx.bpf.c)" --flows "$FLOWS"
+    ip -n "$d" link set dev eth0 xdpdrv off 2>>"$LOG" || true
 }
 
 nft_row() {
@@ -393,11 +467,10 @@ EOF
 lat_row() {
     local round=$1 c=$PL-client
     xvsd_start "$PL" lat
-    # Requests in one go, through the director and directly, alternating.
-    ip netns exec "$c" "$BENCH" latency --dst 10.0.0.9:5353 --count "$LAT_COUNT" \
-        --tag row=lat_direct --tag "round=$round" --out "$RESULTS" 2>>"$LOG" | tee -a "$LOG" | sed 's/^/bench.sh: lat direct: /' >&2
-    ip netns exec "$c" "$BENCH" latency --dst "$VIP:5353" --count "$LAT_COUNT" \
-        --tag row=lat_via --tag "round=$round" --out "$RESULTS" 2>>"$LOG" | tee -a "$LOG" | sed 's/^/bench.sh: lat via director: /' >&2
+    # One client, requests alternating: direct to 10.0.0.9, then through the
+    # director to the same server (the VIP's only real server), and so on.
+    ip netns exec "$c" "$BENCH" latency --dst 10.0.0.9:5353 --row lat_direct --dst "$VIP:5353" --row lat_via \
+        --count "$LAT_COUNT" --tag "round=$round" --out "$RESULTS" 2>>"$LOG" | tee -a "$LOG" | sed 's/^/bench.sh: lat (direct, via director): /' >&2
     xvsd_stop "$PL"
 }
 
@@ -447,30 +520,41 @@ for ((r = 1; r <= MAX_ATTEMPTS && clean < ROUNDS; r++)); do
             "xvs reflect: AF_XDP receive + send back, MACs swapped, no LB work" --flows "$FLOWS"
         xvsd_stop "$P1"
     fi
-    if want dr || want loss; then
-        rate_row dr "$r" "$P1" dr "$P1-gen:g0" "DR, 4 real servers, rr" --flows "$FLOWS"
-        DR_PEAKS+=("$LAST_PPS")
-        want loss && loss_row "$r" "$((LAST_PPS / 2))"
-        xvsd_stop "$P1"
+    if want xdptx; then
+        xdptx_row "$r"
     fi
+    for VARIANT in "${PATH_VARIANTS[@]}"; do
+        if want dr || want loss; then
+            rate_row dr "$r" "$P1" dr "$P1-gen:g0" "DR, 4 real servers, rr" --flows "$FLOWS"
+            xvsd_stop "$P1"
+            if [[ -z $VARIANT ]]; then
+                DR_PEAKS+=("$LAST_PPS")
+                want loss && loss_row "$r" "$((LAST_PPS / 2))"
+            fi
+        fi
+    done
+    VARIANT=""
     if want health; then
         rate_row health "$r" "$P1" health "$P1-gen:g0" \
             "DR, 4 real servers, rr, while 1000 dead real servers are checked every second" --flows "$FLOWS"
         xvsd_stop "$P1"
     fi
-    if want nat; then
-        rate_row nat "$r" "$P1" nat "$P1-sink:s0" "NAT two-armed (eth0 -> eth1), 4 real servers, rr" --flows "$FLOWS"
-        xvsd_stop "$P1"
-    fi
-    if want tun; then
-        rate_row tun "$r" "$P1" tun "$P1-gen:g0" "TUN (IPIP), 4 real servers, rr" --flows "$FLOWS"
-        xvsd_stop "$P1"
-    fi
-    if want new; then
-        rate_row new "$r" "$P1" new "$P1-gen:g0" "DR, TCP, every frame a SYN of a new flow (new connections/s)" \
-            --proto tcp --mode new
-        xvsd_stop "$P1"
-    fi
+    for VARIANT in "${PATH_VARIANTS[@]}"; do
+        if want nat; then
+            rate_row nat "$r" "$P1" nat "$P1-sink:s0" "NAT two-armed (eth0 -> eth1), 4 real servers, rr" --flows "$FLOWS"
+            xvsd_stop "$P1"
+        fi
+        if want tun; then
+            rate_row tun "$r" "$P1" tun "$P1-gen:g0" "TUN (IPIP), 4 real servers, rr" --flows "$FLOWS"
+            xvsd_stop "$P1"
+        fi
+        if want new; then
+            rate_row new "$r" "$P1" new "$P1-gen:g0" "DR, TCP, every frame a SYN of a new flow (new connections/s)" \
+                --proto tcp --mode new
+            xvsd_stop "$P1"
+        fi
+    done
+    VARIANT=""
     want nft && nft_row "$r"
     if want mq; then
         rate_row mq1 "$r" "$P1" dr "$P1-gen:g0" "DR, generator on CPUs 0+1, 1 queue / 1 worker" --flows "$FLOWS" --cpus 0,1

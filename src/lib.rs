@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for the data flow and who owns which state.
 
 pub mod bpf;
+pub mod busypoll;
 pub mod cli;
 pub mod clock;
 pub mod conn;

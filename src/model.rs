@@ -408,6 +408,22 @@ pub struct WorkerCounters {
     /// UDP datagrams of a removed or dead server moved to a live one (`--on-dead reassign`).
     #[serde(default)]
     pub dead_rescheduled: u64,
+    /// Kernel counters of the worker's AF_XDP sockets (XDP_STATISTICS, summed over its
+    /// ports): frames received while the RX ring was full (the worker fell behind) ...
+    #[serde(default)]
+    pub xsk_rx_ring_full: u64,
+    /// ... frames that found the fill ring empty (no free frame to receive into) ...
+    #[serde(default)]
+    pub xsk_rx_fill_ring_empty: u64,
+    /// ... other receive drops, and sendto() calls that found the TX ring empty.
+    #[serde(default)]
+    pub xsk_rx_dropped: u64,
+    #[serde(default)]
+    pub xsk_tx_ring_empty: u64,
+    /// NAPI id of each socket (SO_INCOMING_NAPI_ID), comma-separated; 0: none (busy
+    /// polling cannot work on that socket).
+    #[serde(default)]
+    pub napi_ids: String,
     /// TCP RSTs sent to clients of a removed or dead server (`--on-dead reassign`).
     #[serde(default)]
     pub dead_reset: u64,

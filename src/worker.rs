@@ -29,12 +29,26 @@ const FRAMES_PER_PORT: u32 = 4096;
 const RING_SIZE: u32 = 2048;
 /// Frames handled per port per loop iteration.
 const BATCH: usize = 64;
-/// Frames one sendto() sends in copy mode (TX_BATCH_SIZE in the kernel's xsk.c).
+/// Frames one sendto() sends in copy mode by default (TX_BATCH_SIZE in the kernel's xsk.c).
+/// Linux 6.17+ lets a socket raise it (XDP_MAX_TX_SKB_BUDGET): see [`COPY_TX_BUDGET`].
 const COPY_TX_PER_KICK: usize = 32;
+/// The copy-mode TX budget per sendto() asked for (one RX batch): half the kicks.
+const COPY_TX_BUDGET: usize = BATCH;
 /// Connection-table slots examined for expiry per iteration (bounded work, see conn/table.rs).
 const EXPIRE_BUDGET: usize = 64;
-/// Empty polls before the worker sleeps in poll(2) instead of spinning.
-const SPIN_BEFORE_SLEEP: u32 = 2048;
+/// Empty polls before the worker sleeps in poll(2) instead of spinning. Short on purpose:
+/// where the interface's NAPI runs on the worker's core (the usual case: one worker per
+/// queue, the queue's interrupt on the same CPU), a spinning worker holds the CPU that the
+/// kernel needs to deliver the next frames, and the scheduler then switches between the two
+/// only at the end of a time slice: the kernel fills the rings and drops for milliseconds,
+/// the worker drains them and spins for the rest of its slice (receive livelock, measured in
+/// docs/benchmarks.md). Asleep in poll(2), the worker is woken by the kernel's first
+/// delivery and takes the CPU back at once (`worker_nice`).
+const SPIN_BEFORE_SLEEP: u32 = 16;
+/// The same in --busy-poll mode: each empty poll there is a recvfrom() that runs the
+/// interface's NAPI itself (preferred busy polling), so spinning feeds the worker; it
+/// sleeps only when the link has been quiet for this many polls (a few hundred µs).
+const BUSY_SPIN_BEFORE_SLEEP: u32 = 2048;
 /// poll(2) timeout when idle, in ms: bounds how late a stop request is noticed.
 const IDLE_POLL_MS: i32 = 50;
 
@@ -67,6 +81,9 @@ pub struct WorkerStats {
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
     pub drops: [AtomicU64; DropReason::COUNT],
+    /// --busy-poll: a socket of this worker received frames without a NAPI id, so busy
+    /// polling cannot work on it and the worker runs the default loop (set once).
+    pub no_napi_id: AtomicBool,
 }
 
 impl WorkerStats {
@@ -218,9 +235,14 @@ impl WorkerMsg {
 pub struct WorkerOpts {
     /// Benchmark reference mode (see `Forwarder::reflect`).
     pub reflect: bool,
-    /// Never sleep in poll(2) when idle: the lowest latency, at the price of a busy core per
-    /// worker (usual on a dedicated director).
-    pub busy_poll: bool,
+    /// Preferred busy polling (src/busypoll.rs): the worker runs the interface's NAPI from
+    /// its own syscalls and spins instead of sleeping until the link has been quiet a while.
+    pub busy_poll: Option<crate::busypoll::BusyPoll>,
+    /// Nice value of the worker thread (0: unchanged). Negative by default in xvsd: a frame
+    /// the kernel has received is worth finishing before the kernel receives the next one,
+    /// so the worker must win the CPU over the NAPI thread or softirq that shares its core;
+    /// it sleeps whenever its rings are empty, so it cannot starve the kernel that feeds it.
+    pub nice: i32,
     /// What the worker's table does when full (see conn::pressure).
     pub table_full: PressurePolicy,
 }
@@ -250,7 +272,11 @@ pub struct Worker {
     stats: Arc<CachePadded<WorkerStats>>,
     /// Bind mode per port.
     pub modes: Vec<BindMode>,
+    /// Frames one copy-mode sendto() transmits, per port (32, or 64 where the kernel let us
+    /// raise it).
+    tx_per_kick: Vec<usize>,
     busy_poll: bool,
+    nice: i32,
     mailbox: Mailbox,
     /// ICMP errors handed between workers (src/handoff.rs); `None` with one worker.
     handoff: Option<Arc<Handoffs>>,
@@ -261,6 +287,9 @@ pub struct WorkerHandle {
     pub queue: u32,
     pub stats: Arc<CachePadded<WorkerStats>>,
     inbox: Arc<Inbox>,
+    /// The worker's AF_XDP sockets, for the kernel's drop counters (XDP_STATISTICS). The
+    /// worker owns them; they live as long as the daemon runs its workers.
+    xsk_fds: Vec<RawFd>,
 }
 
 /// Messages for one worker: a list behind a flag the worker checks once per loop iteration
@@ -301,12 +330,38 @@ pub fn mailbox(
             queue,
             stats,
             inbox: inbox.clone(),
+            xsk_fds: Vec::new(),
         },
         Mailbox { inbox },
     ))
 }
 
 impl WorkerHandle {
+    /// The kernel's counters of this worker's sockets, summed over its ports: where frames
+    /// were lost before the worker saw them (a full RX ring: the worker was too slow; an
+    /// empty fill ring: frames stuck elsewhere).
+    pub fn xsk_stats(&self) -> XskStats {
+        let mut t = XskStats::default();
+        for s in self.xsk_fds.iter().filter_map(|&fd| xsk_stats(fd)) {
+            t.rx_dropped += s.rx_dropped;
+            t.rx_invalid_descs += s.rx_invalid_descs;
+            t.tx_invalid_descs += s.tx_invalid_descs;
+            t.rx_ring_full += s.rx_ring_full;
+            t.rx_fill_ring_empty_descs += s.rx_fill_ring_empty_descs;
+            t.tx_ring_empty_descs += s.tx_ring_empty_descs;
+        }
+        t
+    }
+
+    /// The NAPI id of each of the worker's sockets (see [`napi_id`]), comma-separated.
+    pub fn napi_ids(&self) -> String {
+        self.xsk_fds
+            .iter()
+            .map(|&fd| napi_id(fd).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn send(&self, m: WorkerMsg) {
         let inbox = &*self.inbox;
         inbox.msgs.lock().unwrap_or_else(|e| e.into_inner()).push(m);
@@ -396,6 +451,84 @@ fn bind(umem: &Umem, ifname: &str, queue: u32) -> Result<(Port, BindMode)> {
     ))
 }
 
+/// `setsockopt(XDP_MAX_TX_SKB_BUDGET)` (Linux 6.17+): lets one copy-mode sendto() transmit
+/// up to `frames` frames instead of 32. False where the kernel does not know the option.
+fn set_tx_budget(fd: RawFd, frames: usize) -> bool {
+    const SOL_XDP: libc::c_int = 283;
+    const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+    let v = frames as u32;
+    // SAFETY: passes a valid u32 and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            &v as *const u32 as *const libc::c_void,
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+/// `getsockopt(XDP_STATISTICS)`: the kernel's drop counters of one AF_XDP socket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct XskStats {
+    /// Dropped for other reasons (e.g. frame too big, invalid).
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    /// The RX ring was full: the kernel received the frame and had nowhere to put it.
+    pub rx_ring_full: u64,
+    /// The fill ring was empty when a frame arrived.
+    pub rx_fill_ring_empty_descs: u64,
+    /// sendto() found the TX ring empty.
+    pub tx_ring_empty_descs: u64,
+}
+
+/// `SO_INCOMING_NAPI_ID` of socket `fd`: the NAPI instance the kernel last delivered to it
+/// from (0: none yet, or a device without NAPI ids). Busy polling needs one.
+pub fn napi_id(fd: RawFd) -> u32 {
+    const SO_INCOMING_NAPI_ID: libc::c_int = 56;
+    let mut v: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: v and len are valid for writing, len holds v's size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_INCOMING_NAPI_ID,
+            &mut v as *mut u32 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r == 0 {
+        v
+    } else {
+        0
+    }
+}
+
+/// Reads `XDP_STATISTICS` of socket `fd` (None if the kernel refuses).
+pub fn xsk_stats(fd: RawFd) -> Option<XskStats> {
+    const SOL_XDP: libc::c_int = 283;
+    const XDP_STATISTICS: libc::c_int = 7;
+    let mut st = XskStats::default();
+    let mut len = std::mem::size_of::<XskStats>() as libc::socklen_t;
+    // SAFETY: st is a repr(C) struct of six u64, as the kernel's struct xdp_statistics; len
+    // holds its size, so the kernel writes at most that much.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            SOL_XDP,
+            XDP_STATISTICS,
+            &mut st as *mut XskStats as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(st)
+}
+
 /// `getsockopt(XDP_OPTIONS)`: whether the socket runs in zero-copy mode.
 fn zero_copy_in_use(fd: RawFd) -> Option<bool> {
     const SOL_XDP: libc::c_int = 283;
@@ -441,8 +574,22 @@ impl Worker {
 
         let mut ports = Vec::new();
         let mut modes = Vec::new();
+        let mut tx_per_kick = Vec::new();
         for (name, _) in ifaces {
             let (p, m) = bind(&umem, name, queue)?;
+            let fd = p.rx.fd().as_raw_fd();
+            if let Some(bp) = &opts.busy_poll {
+                crate::busypoll::set_socket(fd, bp).with_context(|| {
+                    format!("--busy-poll on the AF_XDP socket of {name} queue {queue}")
+                })?;
+            }
+            tx_per_kick.push(
+                if m == BindMode::Copy && set_tx_budget(fd, COPY_TX_BUDGET) {
+                    COPY_TX_BUDGET
+                } else {
+                    COPY_TX_PER_KICK
+                },
+            );
             ports.push(p);
             modes.push(m);
         }
@@ -463,7 +610,8 @@ impl Worker {
         fwd.reflect = opts.reflect;
         fwd.conns.set_policy(opts.table_full);
         let stats = Arc::new(CachePadded::new(WorkerStats::default()));
-        let (handle, mailbox) = mailbox(queue, stats.clone())?;
+        let (mut handle, mailbox) = mailbox(queue, stats.clone())?;
+        handle.xsk_fds = ports.iter().map(|p| p.rx.fd().as_raw_fd()).collect();
         Ok((
             Worker {
                 queue,
@@ -474,7 +622,9 @@ impl Worker {
                 shared,
                 stats,
                 modes,
-                busy_poll: opts.busy_poll,
+                tx_per_kick,
+                busy_poll: opts.busy_poll.is_some(),
+                nice: opts.nice,
                 mailbox,
                 handoff: None,
             },
@@ -543,6 +693,21 @@ impl Worker {
 
     /// Runs until `shared.stop` is set.
     pub fn run(mut self) {
+        if self.nice != 0 {
+            // SAFETY: plain syscalls; who = 0 with PRIO_PROCESS is the calling thread on Linux.
+            let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, self.nice) };
+            if r != 0 {
+                tracing::warn!(queue = self.queue, nice = self.nice, error = %std::io::Error::last_os_error(), "could not set the worker's nice value");
+            }
+        }
+        let mut spin_before_sleep = if self.busy_poll {
+            BUSY_SPIN_BEFORE_SLEEP
+        } else {
+            SPIN_BEFORE_SLEEP
+        };
+        // --busy-poll: whether the sockets' NAPI id has been checked (after the first frames:
+        // the kernel records it on delivery).
+        let mut napi_checked = !self.busy_poll;
         let nports = self.ports.len();
         let mut rx_descs = [FrameDesc::default(); BATCH];
         let mut tx_descs = [[FrameDesc::default(); BATCH]; MAX_PORTS];
@@ -580,7 +745,35 @@ impl Worker {
 
                 // 3. Receive a batch and forward it in place.
                 // SAFETY: rx_descs are plain descriptors the ring fills in.
-                let n = unsafe { p.rx.consume(&mut rx_descs) };
+                let mut n = unsafe { p.rx.consume(&mut rx_descs) };
+                if n == 0 && self.busy_poll {
+                    // Preferred busy polling: the kernel leaves NAPI to us while we poll.
+                    // recvfrom() runs one NAPI poll (SO_BUSY_POLL_BUDGET frames) for this
+                    // socket; sendto() kicks below run one as well.
+                    // SAFETY: a zero-length, non-blocking receive on our own socket.
+                    unsafe {
+                        libc::recvfrom(
+                            p.rx.fd().as_raw_fd(),
+                            std::ptr::null_mut(),
+                            0,
+                            libc::MSG_DONTWAIT,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                        )
+                    };
+                    // SAFETY: as above.
+                    n = unsafe { p.rx.consume(&mut rx_descs) };
+                }
+                if !napi_checked && n > 0 {
+                    napi_checked = true;
+                    if napi_id(p.rx.fd().as_raw_fd()) == 0 {
+                        // No NAPI instance to poll (e.g. copy mode on veth): recvfrom()
+                        // would only spin against the kernel's NAPI thread.
+                        self.busy_poll = false;
+                        spin_before_sleep = SPIN_BEFORE_SLEEP;
+                        self.stats.no_napi_id.store(true, Relaxed);
+                    }
+                }
                 got += n;
                 for desc in rx_descs.iter_mut().take(n) {
                     // SAFETY: the frame was just handed to us by the RX ring; nothing else
@@ -641,10 +834,11 @@ impl Worker {
 
             if got == 0 {
                 idle = idle.saturating_add(1);
-                if idle > SPIN_BEFORE_SLEEP {
-                    if !self.busy_poll {
-                        self.idle_wait();
-                    }
+                if idle > spin_before_sleep {
+                    // Also with --busy-poll: after gro_flush_timeout without a poll the
+                    // kernel runs NAPI itself again and wakes us (xsk_poll busy-polls once
+                    // before sleeping).
+                    self.idle_wait();
                     let snap = self.shared.snapshot.load();
                     self.fwd
                         .expire(crate::clock::now_ms(), EXPIRE_BUDGET * 16, &snap);
@@ -762,12 +956,12 @@ impl Worker {
             self.free.extend_from_slice(&descs[sent..]);
         }
         // Copy mode needs a sendto() for every batch whatever need_wakeup says, and one
-        // sendto() transmits at most COPY_TX_PER_KICK frames (the kernel's TX_BATCH_SIZE in
-        // xsk_generic_xmit): kick once per 32 frames queued, or a full batch leaves half of
-        // itself in the ring each time and a sustained load fills it (tx_full). Zero-copy
-        // drivers need a kick only when they ask.
+        // sendto() transmits at most tx_per_kick frames (the kernel's TX_BATCH_SIZE, 32,
+        // unless XDP_MAX_TX_SKB_BUDGET raised it): kick once per tx_per_kick frames queued,
+        // or a full batch leaves part of itself in the ring each time and a sustained load
+        // fills it (tx_full). Zero-copy drivers need a kick only when they ask.
         if self.modes[o] == BindMode::Copy {
-            for _ in 0..sent.div_ceil(COPY_TX_PER_KICK).max(1) {
+            for _ in 0..sent.div_ceil(self.tx_per_kick[o]).max(1) {
                 if p.tx.wakeup().is_err() {
                     break;
                 }

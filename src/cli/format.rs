@@ -477,11 +477,18 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("imported", w.imported),
             ("moved_handoff", w.moved_handoff),
             ("moved_out", w.moved_out),
+            ("xsk_rx_ring_full", w.xsk_rx_ring_full),
+            ("xsk_rx_fill_ring_empty", w.xsk_rx_fill_ring_empty),
+            ("xsk_rx_dropped", w.xsk_rx_dropped),
+            ("xsk_tx_ring_empty", w.xsk_tx_ring_empty),
         ] {
             let _ = writeln!(out, "  {name}: {v}");
         }
         for (reason, v) in &w.drops {
             let _ = writeln!(out, "  {reason}: {v}");
+        }
+        if !w.napi_ids.is_empty() {
+            let _ = writeln!(out, "  napi_ids: {}", w.napi_ids);
         }
     }
     out
@@ -1238,6 +1245,11 @@ TCP  10.0.0.88:80 wrr persistent 600
                 imported: 9,
                 moved_handoff: 10,
                 moved_out: 11,
+                xsk_rx_ring_full: 12,
+                xsk_rx_fill_ring_empty: 13,
+                xsk_rx_dropped: 14,
+                xsk_tx_ring_empty: 15,
+                napi_ids: "0,8193".into(),
                 drops: vec![("truncated".into(), 4), ("malformed".into(), 0)],
             }],
         };
@@ -1271,8 +1283,13 @@ queue 0 (zero-copy):
   imported: 9
   moved_handoff: 10
   moved_out: 11
+  xsk_rx_ring_full: 12
+  xsk_rx_fill_ring_empty: 13
+  xsk_rx_dropped: 14
+  xsk_tx_ring_empty: 15
   truncated: 4
   malformed: 0
+  napi_ids: 0,8193
 ";
         assert_eq!(format_datapath(&d), want);
     }

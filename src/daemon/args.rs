@@ -41,10 +41,21 @@ pub struct Args {
     /// swapped (no load balancing), to measure the AF_XDP I/O ceiling. Not for production.
     #[arg(long)]
     pub reflect: bool,
-    /// Workers never sleep in poll(2) when idle: lowest latency, but each worker keeps its
-    /// core busy (the usual choice on a dedicated director).
+    /// Preferred busy polling: each worker runs its interfaces' NAPI receive processing from
+    /// its own syscalls (SO_PREFER_BUSY_POLL, SO_BUSY_POLL, SO_BUSY_POLL_BUDGET on every
+    /// AF_XDP socket) and spins until the link has been quiet a while; xvsd sets the
+    /// interfaces' napi_defer_hard_irqs (2) and gro_flush_timeout (200 µs) and puts the old
+    /// values back when it stops. Lowest latency and no competition with the NAPI thread,
+    /// at the price of a busy core per worker (see docs/appliance.md).
     #[arg(long)]
     pub busy_poll: bool,
+    /// Nice value of the worker threads (-20..19). Negative so that a worker wins its core
+    /// over the kernel's NAPI thread or softirq that feeds it: frames already received are
+    /// forwarded before more are taken in, and an overload no longer halves the rate. A
+    /// worker sleeps whenever its rings are empty, so the kernel is never starved. 0 leaves
+    /// the threads as started.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub worker_nice: i32,
     /// Persistence templates each persistent (-p) service can hold (default: twice
     /// --conn-max, so a template is free whenever a connection fits). Beyond it the
     /// longest-unused template is reused; with none unused the client is refused

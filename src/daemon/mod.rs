@@ -49,8 +49,10 @@ pub struct DaemonOpts {
     pub conn_max: usize,
     /// Benchmark reference: reflect every steered frame back (see `Forwarder::reflect`).
     pub reflect: bool,
-    /// Workers never sleep when idle (lowest latency, one busy core per worker).
+    /// Preferred busy polling (src/busypoll.rs): workers drive NAPI and spin.
     pub busy_poll: bool,
+    /// Nice value of the worker threads (0: unchanged).
+    pub worker_nice: i32,
     /// Template capacity of each persistent service.
     pub templates_max: usize,
     /// What a full connection table does with a new connection.
@@ -205,6 +207,7 @@ impl DataPathView {
                 .iter()
                 .map(|(h, modes)| {
                     let c = h.stats.read();
+                    let x = h.xsk_stats();
                     WorkerCounters {
                         queue: h.queue,
                         bind_mode: modes
@@ -233,6 +236,11 @@ impl DataPathView {
                         imported: c.imported,
                         moved_handoff: c.moved_handoff,
                         moved_out: c.moved_out,
+                        xsk_rx_ring_full: x.rx_ring_full,
+                        xsk_rx_fill_ring_empty: x.rx_fill_ring_empty_descs,
+                        xsk_rx_dropped: x.rx_dropped,
+                        xsk_tx_ring_empty: x.tx_ring_empty_descs,
+                        napi_ids: h.napi_ids(),
                         drops: DropReason::ALL
                             .iter()
                             .map(|r| (r.name().to_string(), c.drops[*r as usize]))
@@ -601,6 +609,39 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         None => None,
     };
 
+    // --busy-poll: the interfaces' NAPI deferral, written before the sockets exist and put
+    // back when this function returns (the value is dropped last). A killed xvsd leaves them
+    // set: harmless without busy polling beyond up to gro_flush_timeout more latency.
+    let mut busy_poll_tuning = if opts.busy_poll {
+        let bp = crate::busypoll::BusyPoll::default();
+        let t = crate::busypoll::IfaceTuning::apply(
+            std::path::Path::new("/sys/class/net"),
+            &opts.interfaces,
+            &bp,
+        )
+        .unwrap_or_else(|e| {
+            // E.g. the systemd unit's read-only /sys: the operator sets them (appliance.md).
+            tracing::warn!(
+                error = %format!("{e:#}"),
+                "--busy-poll: could not set napi_defer_hard_irqs={} and gro_flush_timeout={} \
+                 on the interfaces; without them the kernel's NAPI keeps competing with the \
+                 workers: set them before starting xvsd",
+                bp.defer_hard_irqs,
+                bp.gro_flush_timeout_ns
+            );
+            crate::busypoll::IfaceTuning::default()
+        });
+        tracing::info!(
+            defer_hard_irqs = bp.defer_hard_irqs,
+            gro_flush_timeout_ns = bp.gro_flush_timeout_ns,
+            busy_poll_us = bp.usecs,
+            budget = bp.budget,
+            "--busy-poll: preferred busy polling on every AF_XDP socket"
+        );
+        Some(t)
+    } else {
+        None
+    };
     let mut steering = Steering::load()?;
     let mut modes = Vec::new();
     for (slot, i) in ifaces.iter().enumerate() {
@@ -658,7 +699,8 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
             shared.clone(),
             crate::worker::WorkerOpts {
                 reflect: opts.reflect,
-                busy_poll: opts.busy_poll,
+                busy_poll: opts.busy_poll.then(crate::busypoll::BusyPoll::default),
+                nice: opts.worker_nice,
                 table_full: opts.table_full,
             },
         )?;
@@ -684,6 +726,11 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .context("spawning a worker thread")?,
         );
     }
+
+    // --busy-poll: a worker whose sockets turn out to have no NAPI id falls back to the
+    // default loop (src/worker.rs); the interface deferral then only delays the kernel's
+    // own NAPI, so it is put back (checked once a second below).
+    let worker_stats: Vec<_> = handles.iter().map(|(h, _)| h.stats.clone()).collect();
 
     // The control threads (this one, the control socket, the health checks, listings)
     // stay off the workers' cores when there are others: a burst of health checks or a
@@ -827,6 +874,18 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
                 .unwrap_or_else(|e| e.into_inner())
                 .tick(crate::clock::now_ms(), ticks.is_multiple_of(2));
             hooks.tick(crate::clock::now_ms());
+            if busy_poll_tuning.as_ref().is_some_and(|t| !t.is_empty())
+                && worker_stats.iter().any(|w| w.no_napi_id.load(Relaxed))
+            {
+                let mut t = busy_poll_tuning.take().expect("checked above");
+                let failed = t.restore();
+                tracing::warn!(
+                    restore_failed = failed.len(),
+                    "--busy-poll: the AF_XDP sockets have no NAPI id (copy mode on this \
+                     device): busy polling cannot work here; workers use the default loop \
+                     and the interfaces' napi_defer_hard_irqs/gro_flush_timeout are restored"
+                );
+            }
             if ticks.is_multiple_of(5) {
                 notify::status(&summary(&state, &sync).line());
             }

@@ -64,6 +64,11 @@ fn sample() -> Sample {
         imported: 0,
         moved_handoff: 0,
         moved_out: 0,
+        xsk_rx_ring_full: 0,
+        xsk_rx_fill_ring_empty: 0,
+        xsk_rx_dropped: 0,
+        xsk_tx_ring_empty: 0,
+        napi_ids: String::new(),
         drops: vec![
             ("no_conn".into(), 3),
             ("table_full".into(), table_full),

@@ -238,9 +238,14 @@ pub enum SinkCmd {
 
 #[derive(Args, Debug)]
 pub struct LatencyArgs {
-    /// IP:PORT of the UDP responder (e.g. the VIP, or a real server directly).
-    #[arg(long)]
-    pub dst: SocketAddr,
+    /// IP:PORT of the UDP responder (e.g. the VIP, or a real server directly). Repeatable:
+    /// requests then alternate between the destinations (like with like: same client, same
+    /// seconds) and each gets its own result line.
+    #[arg(long, required = true)]
+    pub dst: Vec<SocketAddr>,
+    /// The `row` tag of each destination's result, in --dst order (repeatable; default: none).
+    #[arg(long = "row")]
+    pub rows: Vec<String>,
     #[arg(long, default_value_t = 2000)]
     pub count: u32,
     /// Requests before measuring.
@@ -396,21 +401,34 @@ pub fn run(cli: Cli) -> Result<()> {
         Cmd::Peak(a) => cmd_peak(a),
         Cmd::Sink(c) => cmd_sink(c),
         Cmd::Latency(a) => {
-            let r = latency::run(&LatencyOpts {
-                dst: a.dst,
+            if !a.rows.is_empty() && a.rows.len() != a.dst.len() {
+                bail!(
+                    "give one --row per --dst ({} vs {})",
+                    a.rows.len(),
+                    a.dst.len()
+                );
+            }
+            let results = latency::run(&LatencyOpts {
+                dsts: a.dst.clone(),
                 count: a.count,
                 timeout: Duration::from_millis(a.timeout_ms),
                 gap: Duration::from_micros(a.gap_us),
                 payload: a.payload,
                 warmup: a.warmup,
             })?;
-            let summary = format!(
-                "{}: {} answered, {} lost; RTT p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs (min {:.1}, max {:.1})",
-                r.dst, r.answered, r.lost, r.p50_us, r.p90_us, r.p99_us, r.min_us, r.max_us
-            );
-            let mut v = serde_json::to_value(&r)?;
-            v["kind"] = json!("latency");
-            emit(&a.record, v, &summary)
+            for (i, r) in results.iter().enumerate() {
+                let summary = format!(
+                    "{}: {} answered, {} lost; RTT p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs (min {:.1}, max {:.1})",
+                    r.dst, r.answered, r.lost, r.p50_us, r.p90_us, r.p99_us, r.min_us, r.max_us
+                );
+                let mut v = serde_json::to_value(r)?;
+                v["kind"] = json!("latency");
+                if let Some(row) = a.rows.get(i) {
+                    v["row"] = json!(row);
+                }
+                emit(&a.record, v, &summary)?;
+            }
+            Ok(())
         }
         Cmd::Cpu(a) => {
             let o = measure_opts(&a.tasks, Vec::new(), a.interval);
@@ -929,7 +947,24 @@ mod tests {
         let c = parse(&["latency", "--dst", "10.0.0.88:5353", "--count", "10"]).unwrap();
         let Cmd::Latency(l) = c.cmd else { panic!() };
         assert_eq!(l.count, 10);
+        assert_eq!(l.dst.len(), 1);
         assert!(parse(&["latency", "--dst", "10.0.0.88"]).is_err());
+        assert!(parse(&["latency"]).is_err(), "a destination is required");
+        let c = parse(&[
+            "latency",
+            "--dst",
+            "10.0.0.9:5353",
+            "--row",
+            "lat_direct",
+            "--dst",
+            "10.0.0.88:5353",
+            "--row",
+            "lat_via",
+        ])
+        .unwrap();
+        let Cmd::Latency(l) = c.cmd else { panic!() };
+        assert_eq!(l.dst.len(), 2);
+        assert_eq!(l.rows, ["lat_direct", "lat_via"]);
         let c = parse(&[
             "measure",
             "--sink",

@@ -22,7 +22,17 @@ const ROWS: &[(&str, &str, &str)] = &[
         "xvs reflect: AF_XDP receive and send back, no load balancing",
         "Mpps",
     ),
+    (
+        "xdptx",
+        "in-kernel XDP_TX MAC rewrite (bpf/bench_xdp_tx.bpf.c): this machine's ceiling",
+        "Mpps",
+    ),
     ("dr", "DR, 4 real servers, rr", "Mpps"),
+    (
+        "dr_slow",
+        "DR, --no-fast-path (AF_XDP slow path only)",
+        "Mpps",
+    ),
     (
         "health",
         "DR as above, while xvsd health-checks 1000 dead real servers every second",
@@ -64,6 +74,18 @@ const TARGETS: &[(&str, &str, f64, &str)] = &[
         "new conn/s ≥ 60% of the DR established rate",
     ),
     ("dr", "nft", 1.60, "DR ≥ 1.6× nftables DNAT"),
+    (
+        "dr",
+        "xdptx",
+        0.80,
+        "DR ≥ 80% of the in-kernel XDP_TX reference",
+    ),
+    (
+        "reflect",
+        "xdptx",
+        0.0,
+        "reflect (AF_XDP copy mode) vs the in-kernel XDP_TX reference (no target)",
+    ),
     (
         "mq2",
         "dr",
@@ -388,8 +410,21 @@ director); `mq2` has two queues and two workers.\n";
             (Some(k), _) => format!("{ns}: NAPI {k:.0}"),
             _ => ns,
         };
+        // Flat out against the same round's peak: 0.9× or more means no receive livelock.
+        let flat_ratio: Vec<f64> = rows
+            .values()
+            .filter_map(|v| {
+                let (f, p) = (v["flat_pps"].as_f64()?, v["pps"].as_f64()?);
+                (p > 0.0).then_some(f / p)
+            })
+            .collect();
         let flat = stats::spread(&field(rows, "flat_pps"))
-            .map(|x| format!("{} {unit}", fmt_spread(&x, 1e6, 3)))
+            .map(|x| {
+                let ratio = stats::median(&flat_ratio)
+                    .map(|q| format!(" ({q:.2}× peak)"))
+                    .unwrap_or_default();
+                format!("{} {unit}{ratio}", fmt_spread(&x, 1e6, 3))
+            })
             .unwrap_or_else(|| "–".into());
         let dist = rows.values().last().map(distribution).unwrap_or_default();
         let _ = writeln!(s, "| {id} | {what} | {rate} | {ns} | {flat} | {dist} |");
@@ -621,6 +656,34 @@ mod tests {
         let out = render(&parse(&text));
         assert!(
             out.contains("DR ≥ 1.6× nftables DNAT | 1.02× | **not met**"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn flat_out_is_shown_against_the_best_rate_and_xdptx_is_a_reference() {
+        let with_flat = |row: &str, round: u32, pps: f64, flat: f64| {
+            line(row, round, pps).replacen(r#""pps":"#, &format!(r#""flat_pps":{flat},"pps":"#), 1)
+        };
+        let text = [
+            with_flat("dr", 1, 0.4e6, 0.2e6),
+            with_flat("dr", 2, 0.5e6, 0.5e6),
+            with_flat("xdptx", 1, 2.0e6, 2.0e6),
+            with_flat("xdptx", 2, 2.5e6, 2.5e6),
+        ]
+        .join("\n");
+        let out = render(&parse(&text));
+        // Per-round ratios 0.5 and 1.0: median 0.75.
+        assert!(
+            out.contains("0.350 (0.200–0.500) Mpps (0.75× peak)"),
+            "{out}"
+        );
+        assert!(out.contains("| xdptx | in-kernel XDP_TX"), "{out}");
+        // 0.4/2.0 and 0.5/2.5: 0.20 in both rounds.
+        assert!(
+            out.contains(
+                "DR ≥ 80% of the in-kernel XDP_TX reference | 0.20 (0.20–0.20)× | **not met**"
+            ),
             "{out}"
         );
     }
