@@ -350,7 +350,7 @@ mod tests {
             Err("Scheduler not found: ip_vs_bogus.ko".into())
         );
         let lc = ServiceOpts {
-            scheduler: "mh".into(),
+            scheduler: "twos".into(),
             ..Default::default()
         };
         assert!(m

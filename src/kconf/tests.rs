@@ -631,8 +631,8 @@ fn refusals() {
             "k.conf:2: ipip tunnels do not support checksum option.",
         ),
         (
-            vs("lb_algo mh"),
-            "k.conf:2: scheduler 'mh' is not implemented by xvs yet",
+            vs("lb_algo twos"),
+            "k.conf:2: scheduler 'twos' is not implemented by xvs yet",
         ),
         (
             vs("persistence_engine sip"),

@@ -6,6 +6,7 @@ mod dh;
 mod lblc;
 mod lblcr;
 mod lc;
+mod mh;
 mod nq;
 mod rr;
 mod sed;
@@ -17,6 +18,7 @@ pub use dh::DestinationHashing;
 pub use lblc::LocalityLeastConn;
 pub use lblcr::LocalityLeastConnReplicated;
 pub use lc::LeastConn;
+pub use mh::MaglevHashing;
 pub use nq::NeverQueue;
 pub use rr::RoundRobin;
 pub use sed::ShortestExpectedDelay;
@@ -169,6 +171,7 @@ pub fn by_name_with(name: &str, flags: SchedFlags) -> Result<Box<dyn Scheduler>,
         "nq" => Ok(Box::new(NeverQueue)),
         "sh" => Ok(Box::new(SourceHashing::new(flags))),
         "dh" => Ok(Box::new(DestinationHashing)),
+        "mh" => Ok(Box::new(MaglevHashing::new(flags))),
         "lblc" => Ok(Box::new(Locked::new(LocalityLeastConn::default()))),
         "lblcr" => Ok(Box::new(
             Locked::new(LocalityLeastConnReplicated::default()),
@@ -192,14 +195,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn by_name_knows_the_ten_and_refuses_the_rest() {
+    fn by_name_knows_the_implemented_and_refuses_the_rest() {
         for n in [
-            "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr",
+            "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr", "mh",
         ] {
             let s = by_name(n).unwrap_or_else(|e| panic!("{n}: {e:?}"));
             assert_eq!(s.name(), n);
         }
-        for n in ["mh", "fo", "ovf", "twos"] {
+        for n in ["fo", "ovf", "twos"] {
             assert_eq!(
                 by_name(n).err(),
                 Some(SchedError::NotImplemented(n.to_string()))
@@ -213,7 +216,7 @@ mod tests {
 
     #[test]
     fn only_the_schedulers_ipvs_serialises_take_a_lock() {
-        for n in ["lc", "wlc", "sed", "nq", "sh", "dh"] {
+        for n in ["lc", "wlc", "sed", "nq", "sh", "dh", "mh"] {
             assert!(!by_name(n).unwrap().takes_lock(), "{n}");
         }
         for n in ["rr", "wrr", "lblc", "lblcr"] {
