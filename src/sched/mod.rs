@@ -13,6 +13,7 @@ mod ovf;
 mod rr;
 mod sed;
 mod sh;
+mod twos;
 mod wlc;
 mod wrr;
 
@@ -27,6 +28,7 @@ pub use ovf::OverflowConn;
 pub use rr::RoundRobin;
 pub use sed::ShortestExpectedDelay;
 pub use sh::SourceHashing;
+pub use twos::TwoChoices;
 pub use wlc::WeightedLeastConn;
 pub use wrr::WeightedRoundRobin;
 
@@ -178,6 +180,7 @@ pub fn by_name_with(name: &str, flags: SchedFlags) -> Result<Box<dyn Scheduler>,
         "mh" => Ok(Box::new(MaglevHashing::new(flags))),
         "fo" => Ok(Box::new(WeightedFailover)),
         "ovf" => Ok(Box::new(OverflowConn)),
+        "twos" => Ok(Box::new(TwoChoices)),
         "lblc" => Ok(Box::new(Locked::new(LocalityLeastConn::default()))),
         "lblcr" => Ok(Box::new(
             Locked::new(LocalityLeastConnReplicated::default()),
@@ -204,14 +207,11 @@ mod tests {
     fn by_name_knows_the_implemented_and_refuses_the_rest() {
         for n in [
             "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr", "mh", "fo", "ovf",
+            "twos",
         ] {
             let s = by_name(n).unwrap_or_else(|e| panic!("{n}: {e:?}"));
             assert_eq!(s.name(), n);
         }
-        assert_eq!(
-            by_name("twos").err(),
-            Some(SchedError::NotImplemented("twos".to_string()))
-        );
         assert_eq!(
             by_name("nope").err(),
             Some(SchedError::Unknown("nope".to_string()))
@@ -220,7 +220,9 @@ mod tests {
 
     #[test]
     fn only_the_schedulers_ipvs_serialises_take_a_lock() {
-        for n in ["lc", "wlc", "sed", "nq", "sh", "dh", "mh", "fo", "ovf"] {
+        for n in [
+            "lc", "wlc", "sed", "nq", "sh", "dh", "mh", "fo", "ovf", "twos",
+        ] {
             assert!(!by_name(n).unwrap().takes_lock(), "{n}");
         }
         for n in ["rr", "wrr", "lblc", "lblcr"] {
