@@ -28,7 +28,7 @@ use xvs::sched::{by_name_with, SchedFlags};
 
 /// Every scheduler xvs implements, in ipvsadm's order of the man page.
 const SCHEDULERS: &[&str] = &[
-    "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr",
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr", "fo", "ovf", "mh", "twos",
 ];
 /// Server counts measured.
 const SIZES: &[usize] = &[2, 16, 256];
@@ -101,7 +101,7 @@ fn bench_schedulers(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // 30 benchmarks; short windows keep the binary to about two minutes.
+    // 42 benchmarks; short windows keep the binary to about three minutes.
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(2))

@@ -220,3 +220,78 @@ fn stats_count_and_zero() {
     let (s, svc) = stats();
     assert_eq!(svc.split_whitespace().nth(2), Some("0"), "{s}");
 }
+
+/// mh through xvsd: `-b mh-fallback` shows in the listing as ipvsadm prints it, each client
+/// address stays on one server, and quiescing one server (weight 0, no table rebuild: the
+/// server keeps its `last_weight` slots) moves only the clients that were on it.
+#[test]
+fn mh_keeps_clients_and_falls_back_past_a_quiesced_server() {
+    let mut lab = Lab::up("e2emh", 3, 1);
+    lab.start_xvsd(&[]);
+    lab.adm_ok(&["-A", "-t", "10.0.0.88:80", "-s", "mh", "-b", "mh-fallback"]);
+    add_dr_servers(&lab, "-t", "10.0.0.88:80", [1, 1, 1]);
+    let listing = lab.adm_ok(&["-L", "-n"]);
+    assert!(
+        listing.contains("TCP  10.0.0.88:80 mh (mh-fallback)\n"),
+        "{listing}"
+    );
+    let sources = [
+        "10.0.0.100",
+        "10.0.0.101",
+        "10.0.0.102",
+        "10.0.0.103",
+        "10.0.0.104",
+    ];
+    let fetch = |lab: &Lab, src: &str| {
+        let o = lab.exec(
+            "client",
+            &[
+                "curl",
+                "-s",
+                "--max-time",
+                "3",
+                "--interface",
+                src,
+                "http://10.0.0.88/",
+            ],
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let before: Vec<String> = sources
+        .iter()
+        .map(|src| {
+            let got: Vec<String> = (0..3).map(|_| fetch(&lab, src)).collect();
+            assert!(got[0].starts_with("rs"), "{src}: {got:?}");
+            assert!(got.iter().all(|g| *g == got[0]), "{src} moved: {got:?}");
+            got[0].clone()
+        })
+        .collect();
+    // Quiesce the server of the first client.
+    let victim = before[0].clone();
+    let idx = ["rs1", "rs2", "rs3"]
+        .iter()
+        .position(|r| *r == victim)
+        .expect("a harness server");
+    lab.adm_ok(&[
+        "-e",
+        "-t",
+        "10.0.0.88:80",
+        "-r",
+        RS_IPS[idx],
+        "-g",
+        "-w",
+        "0",
+    ]);
+    for (src, b) in sources.iter().zip(&before) {
+        let now = fetch(&lab, src);
+        assert!(
+            now.starts_with("rs"),
+            "{src}: no answer after quiescing {victim}"
+        );
+        if *b == victim {
+            assert_ne!(now, victim, "{src} still sent to the quiesced server");
+        } else {
+            assert_eq!(&now, b, "{src} moved though its server is available");
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! Documented exceptions: the persistence template table grows (amortised) until it reaches
 //! its capacity, after which it only reuses slots (conn/template.rs; the flood test below
 //! checks that steady state), and lblc/lblcr insert into the scheduler's table for a new
-//! destination (sched/lblc.rs). The services here are wrr.
+//! destination (sched/lblc.rs). The services here are wrr; mh, fo, ovf and twos picks are
+//! checked on their own.
 
 use etherparse::PacketBuilder;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -490,4 +491,54 @@ fn handing_icmp_errors_to_another_worker_does_not_allocate() {
         .all(|v| v == [Verdict::Handoff, Verdict::Tx(0)]));
     assert_eq!(a.counters.icmp_handoff, FLOWS as u64);
     assert_eq!(b.counters.icmp_handoff_relayed, FLOWS as u64);
+}
+
+/// The schedulers added for issue 13 pick without allocating: mh (also when `mh-fallback`
+/// rehashes past unavailable owners), fo, ovf and twos (including the first draw on a fresh
+/// thread, which seeds its per-thread generator).
+#[test]
+fn mh_fo_ovf_twos_picks_do_not_allocate() {
+    use xvs::packet::FlowKey;
+    use xvs::sched::{by_name_with, SchedFlags};
+    std::thread::spawn(|| {
+        let dests: Vec<Arc<DestRt>> = (0..16u8)
+            .map(|i| {
+                Arc::new(DestRt::new(
+                    Ipv4Addr::new(10, 7, 0, i + 1),
+                    80,
+                    Forward::Route,
+                    1 + i as u32 % 5,
+                ))
+            })
+            .collect();
+        // Half the servers overloaded: mh-fallback has to rehash for their sources.
+        for d in dests.iter().step_by(2) {
+            d.load.overloaded.store(true, Relaxed);
+        }
+        let flags = SchedFlags {
+            fallback: true,
+            port: true,
+        };
+        for name in ["twos", "mh", "fo", "ovf"] {
+            let mut s = by_name_with(name, flags).expect("implemented");
+            s.update(&dests);
+            let mut picked = 0;
+            let n = allocations_in(|| {
+                for k in 0..2000u32 {
+                    let f = FlowKey {
+                        saddr: 0xac10_0000 + k * 7919,
+                        daddr: 0x0a00_0058,
+                        sport: 1024 + k as u16,
+                        dport: 80,
+                        proto: 6,
+                    };
+                    picked += s.schedule(&dests, &f, 0).is_some() as u32;
+                }
+            });
+            assert_eq!(n, 0, "{name}");
+            assert_eq!(picked, 2000, "{name}");
+        }
+    })
+    .join()
+    .unwrap();
 }

@@ -744,6 +744,21 @@ mod tests {
         }
     }
 
+    /// ipvsadm 1.31's print_sched_flags: mh names its own two flags, in that order.
+    #[test]
+    fn mh_flags_print_as_ipvsadm() {
+        let o = ServiceOpts {
+            sched_flags: vec!["mh-port".into(), "mh-fallback".into()],
+            ..opts("mh")
+        };
+        assert_eq!(sched_flags(&o), "mh-fallback,mh-port");
+        let o = ServiceOpts {
+            sched_flags: vec!["mh-port".into()],
+            ..opts("mh")
+        };
+        assert_eq!(sched_flags(&o), "mh-port");
+    }
+
     #[test]
     fn default_listing() {
         let want = "\

@@ -60,7 +60,7 @@ virtual-service:
   --udp-service|-u  service-address   service-address is host[:port]
 
 Options:
-  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh,
+  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|fo|ovf|mh|twos,
                                       the default scheduler is {DEFAULT_SCHEDULER}.
   --persistent   -p [timeout]         persistent service (default timeout 300 s)
   --netmask      -M netmask           persistent granularity mask
@@ -83,7 +83,8 @@ Options:
   --ops          -o                   one-packet scheduling (UDP only)
   --numeric      -n                   numeric output of ports
   --daemon                            output of daemon information
-  --sched-flags  -b flags             scheduler flags (comma-separated)
+  --sched-flags  -b flags             scheduler flags (comma-separated): sh-fallback,
+                                      sh-port for sh; mh-fallback, mh-port for mh
   --socket PATH                       xvsd control socket (default: ${env}, then {default})
 
 Daemon Options:

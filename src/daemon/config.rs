@@ -349,17 +349,6 @@ mod tests {
             }),
             Err("Scheduler not found: ip_vs_bogus.ko".into())
         );
-        let lc = ServiceOpts {
-            scheduler: "mh".into(),
-            ..Default::default()
-        };
-        assert!(m
-            .apply(&Request::AddService {
-                key: key(),
-                opts: lc
-            })
-            .unwrap_err()
-            .contains("not implemented"));
         assert_eq!(
             m.apply(&add_dest("10.0.0.9", 1)),
             Err("No such service".into())

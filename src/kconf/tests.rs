@@ -631,10 +631,6 @@ fn refusals() {
             "k.conf:2: ipip tunnels do not support checksum option.",
         ),
         (
-            vs("lb_algo mh"),
-            "k.conf:2: scheduler 'mh' is not implemented by xvs yet",
-        ),
-        (
             vs("persistence_engine sip"),
             "k.conf:2: persistence_engine is not supported by xvs",
         ),

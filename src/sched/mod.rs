@@ -3,24 +3,32 @@
 //! Semantics follow Linux IPVS (`net/netfilter/ipvs/ip_vs_*.c`, each file names its source).
 
 mod dh;
+mod fo;
 mod lblc;
 mod lblcr;
 mod lc;
+mod mh;
 mod nq;
+mod ovf;
 mod rr;
 mod sed;
 mod sh;
+mod twos;
 mod wlc;
 mod wrr;
 
 pub use dh::DestinationHashing;
+pub use fo::WeightedFailover;
 pub use lblc::LocalityLeastConn;
 pub use lblcr::LocalityLeastConnReplicated;
 pub use lc::LeastConn;
+pub use mh::MaglevHashing;
 pub use nq::NeverQueue;
+pub use ovf::OverflowConn;
 pub use rr::RoundRobin;
 pub use sed::ShortestExpectedDelay;
 pub use sh::SourceHashing;
+pub use twos::TwoChoices;
 pub use wlc::WeightedLeastConn;
 pub use wrr::WeightedRoundRobin;
 
@@ -169,6 +177,10 @@ pub fn by_name_with(name: &str, flags: SchedFlags) -> Result<Box<dyn Scheduler>,
         "nq" => Ok(Box::new(NeverQueue)),
         "sh" => Ok(Box::new(SourceHashing::new(flags))),
         "dh" => Ok(Box::new(DestinationHashing)),
+        "mh" => Ok(Box::new(MaglevHashing::new(flags))),
+        "fo" => Ok(Box::new(WeightedFailover)),
+        "ovf" => Ok(Box::new(OverflowConn)),
+        "twos" => Ok(Box::new(TwoChoices)),
         "lblc" => Ok(Box::new(Locked::new(LocalityLeastConn::default()))),
         "lblcr" => Ok(Box::new(
             Locked::new(LocalityLeastConnReplicated::default()),
@@ -192,18 +204,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn by_name_knows_the_ten_and_refuses_the_rest() {
+    fn by_name_knows_the_implemented_and_refuses_the_rest() {
         for n in [
-            "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr",
+            "rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "dh", "lblc", "lblcr", "mh", "fo", "ovf",
+            "twos",
         ] {
             let s = by_name(n).unwrap_or_else(|e| panic!("{n}: {e:?}"));
             assert_eq!(s.name(), n);
-        }
-        for n in ["mh", "fo", "ovf", "twos"] {
-            assert_eq!(
-                by_name(n).err(),
-                Some(SchedError::NotImplemented(n.to_string()))
-            );
         }
         assert_eq!(
             by_name("nope").err(),
@@ -213,7 +220,9 @@ mod tests {
 
     #[test]
     fn only_the_schedulers_ipvs_serialises_take_a_lock() {
-        for n in ["lc", "wlc", "sed", "nq", "sh", "dh"] {
+        for n in [
+            "lc", "wlc", "sed", "nq", "sh", "dh", "mh", "fo", "ovf", "twos",
+        ] {
             assert!(!by_name(n).unwrap().takes_lock(), "{n}");
         }
         for n in ["rr", "wrr", "lblc", "lblcr"] {
