@@ -157,6 +157,8 @@ impl DestRt {
     /// `OnDead` policy (`on_unavailable`).
     pub fn set_dead(&self, dead: bool) {
         self.set_bit(DEAD, dead);
+        // The fate is set first: a worker that reads the new generation sees it too.
+        self.stats.bump_gen();
     }
 
     pub fn is_dead(&self) -> bool {
@@ -167,6 +169,7 @@ impl DestRt {
     /// (`false`, `ip_vs_trash_get_dest`); IPVS's `IP_VS_DEST_F_AVAILABLE` cleared or set.
     pub fn set_removed(&self, removed: bool) {
         self.set_bit(REMOVED, removed);
+        self.stats.bump_gen();
     }
 
     pub fn is_removed(&self) -> bool {
@@ -181,9 +184,12 @@ impl DestRt {
             OnDead::Reassign => 2,
         }) << POLICY_SHIFT;
         let mask = 3 << POLICY_SHIFT;
-        let _ = self
+        let old = self
             .fate
             .fetch_update(Relaxed, Relaxed, |f| Some((f & !mask) | bits));
+        if old.is_ok_and(|f| f & mask != bits) {
+            self.stats.bump_gen();
+        }
     }
 
     pub fn on_dead(&self) -> OnDead {
@@ -293,6 +299,16 @@ impl DestRt {
         }
         let b = v.to_be_bytes();
         Some([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+
+    /// What a fast-path entry copies from the server's route: egress port, TUN source and
+    /// next-hop MAC (a change bumps the server's generation).
+    pub fn fast_route(&self) -> (u32, u32, Option<[u8; 6]>) {
+        (
+            self.egress.load(Relaxed),
+            self.tun_src.load(Relaxed),
+            self.mac(),
+        )
     }
 
     pub fn set_mac(&self, mac: Option<[u8; 6]>) {

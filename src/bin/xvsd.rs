@@ -54,6 +54,7 @@ fn main() {
         conn_max: a.conn_max,
         reflect: a.reflect,
         busy_poll: a.busy_poll,
+        fast_path: !a.no_fast_path,
         templates_max: a.templates_max.unwrap_or(a.conn_max.saturating_mul(2)),
         table_full: a.table_full,
         config: a.config,

@@ -45,6 +45,11 @@ pub struct Args {
     /// core busy (the usual choice on a dedicated director).
     #[arg(long)]
     pub busy_poll: bool,
+    /// Turn the XDP fast path off: every service frame goes to the workers, as before it
+    /// existed. By default established DR and TUN connections are forwarded by the XDP
+    /// program itself once a worker has installed them (docs/architecture.md, "Fast path").
+    #[arg(long)]
+    pub no_fast_path: bool,
     /// Persistence templates each persistent (-p) service can hold (default: twice
     /// --conn-max, so a template is free whenever a connection fits). Beyond it the
     /// longest-unused template is reused; with none unused the client is refused
