@@ -143,11 +143,18 @@ impl DestRt {
         self.weight() > 0 && !self.overloaded() && !self.is_dead()
     }
 
+    /// Sets or clears `bit`; a change cuts the server's fast-path flows off (they go to the
+    /// workers, which apply the new fate and reinstall what is still forwarded). The fate
+    /// is written first: a worker that reads the new generation sees it too. Unchanged
+    /// (a health check confirming what is known): nothing is bumped.
     fn set_bit(&self, bit: u8, on: bool) {
-        if on {
-            self.fate.fetch_or(bit, Relaxed);
+        let old = if on {
+            self.fate.fetch_or(bit, Relaxed)
         } else {
-            self.fate.fetch_and(!bit, Relaxed);
+            self.fate.fetch_and(!bit, Relaxed)
+        };
+        if (old & bit != 0) != on {
+            self.stats.bump_gen();
         }
     }
 
@@ -157,8 +164,6 @@ impl DestRt {
     /// `OnDead` policy (`on_unavailable`).
     pub fn set_dead(&self, dead: bool) {
         self.set_bit(DEAD, dead);
-        // The fate is set first: a worker that reads the new generation sees it too.
-        self.stats.bump_gen();
     }
 
     pub fn is_dead(&self) -> bool {
@@ -169,7 +174,6 @@ impl DestRt {
     /// (`false`, `ip_vs_trash_get_dest`); IPVS's `IP_VS_DEST_F_AVAILABLE` cleared or set.
     pub fn set_removed(&self, removed: bool) {
         self.set_bit(REMOVED, removed);
-        self.stats.bump_gen();
     }
 
     pub fn is_removed(&self) -> bool {

@@ -1097,7 +1097,12 @@ impl Cx<'_> {
         xmit::set_macs(self.buf, mac, pinfo.mac);
         conn.svc.stats.add_in(self.worker_id, flow.ip_len as u64);
         dest.stats.add_in(self.worker_id, flow.ip_len as u64);
-        if fast_eligible(conn) {
+        // Not for a fragment or a SYN/FIN/RST, which the fast path never takes: those
+        // would otherwise reinstall an installed flow at every such packet.
+        if fast_eligible(conn)
+            && !xmit::is_fragment(self.buf, flow.l3_offset)
+            && flow.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0
+        {
             fast_install(conn, port, mac, pinfo);
         }
         Verdict::Tx(port)

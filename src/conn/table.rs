@@ -579,6 +579,33 @@ mod tests {
     }
 
     #[test]
+    fn expire_with_asks_only_about_installed_entries_whose_time_is_up() {
+        let (s, d) = (svc(), dest());
+        let mut t = ConnTable::with_capacity(4);
+        let a = t.insert(entry(&s, &d, 1, Established, 100)).unwrap();
+        let b = t.insert(entry(&s, &d, 2, Established, 100)).unwrap();
+        let c = t.insert(entry(&s, &d, 3, Established, 500)).unwrap();
+        for slot in [a, c] {
+            t.get_mut(slot).unwrap().fast = true;
+        }
+        let mut asked = Vec::new();
+        // a: installed, expired, re-armed by the fast path; b: not installed, expires;
+        // c: installed but not due, never asked.
+        let removed = t.expire_with(100, 8, |conn| {
+            asked.push(conn.key.sport);
+            conn.expires_ms = 900;
+            true
+        });
+        assert_eq!(removed, 1);
+        assert_eq!(asked, vec![1]);
+        assert_eq!(t.get(a).map(|x| x.expires_ms), Some(900));
+        assert!(t.get(b).is_none());
+        // The fast path saw nothing: installed entries expire like any other.
+        assert_eq!(t.expire_with(900, 8, |_| false), 2);
+        assert!(t.is_empty());
+    }
+
+    #[test]
     fn deleted_service_entries_are_swept() {
         let (s, d) = (svc(), dest());
         let mut t = ConnTable::with_capacity(2);
