@@ -150,3 +150,32 @@ fn no_fast_path_sends_everything_to_the_workers() {
     drop(ka);
     assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
 }
+
+#[test]
+fn established_tun_traffic_is_encapsulated_by_the_fast_path() {
+    let mut lab = Lab::up_topology("e2efastt", "tun", 1, 1);
+    lab.start_xvsd(&[]);
+    lab.adm_ok(&["-A", "-t", SVC, "-s", "rr"]);
+    lab.adm_ok(&["-a", "-t", SVC, "-r", "10.0.1.10", "-i"]);
+    let mut ka = KeepAlive::open(&lab);
+    for _ in 0..30 {
+        assert_eq!(ka.get(), "rs1", "xvsd log:\n{}", lab.xvsd_log());
+    }
+    let dp = lab.datapath();
+    let fast = counter_in(&dp, "fast_packets");
+    // The real server answered requests that only the fast path's IPIP packets carried.
+    assert!(
+        fast >= 15,
+        "fast path forwarded only {fast} packets: {dp:?}"
+    );
+    let l = lab.adm_ok(&["-L", "-n", "--stats", "--exact"]);
+    let svc: u64 = l
+        .lines()
+        .find(|x| x.contains("TCP  10.0.0.88:80"))
+        .and_then(|x| x.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{l}"));
+    assert_eq!(svc, lab.counter("tx_frames") + fast, "{dp:?}");
+    drop(ka);
+    assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
+}
