@@ -1103,7 +1103,15 @@ impl Cx<'_> {
             && !xmit::is_fragment(self.buf, flow.l3_offset)
             && flow.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0
         {
+            let first = !conn.fast;
             fast_install(conn, port, mac, pinfo);
+            // IPVS syncs an established connection at its third client packet
+            // (sync_threshold), which the workers no longer see once the fast path carries
+            // the flow: it is synced when handed over instead, in the state IPVS would send.
+            if first && conn.fast && conn.sync_state != conn.state && self.sync.enabled() {
+                conn.sync_state = conn.state;
+                push_sync(self.sync, self.worker_id, conn, self.snap);
+            }
         }
         Verdict::Tx(port)
     }
