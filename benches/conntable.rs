@@ -87,6 +87,7 @@ impl Fixture {
             worker: 0,
             sync_pkts: 0,
             sync_state: xvs::conn::ConnState::None,
+            fast: false,
         }
     }
 }

@@ -83,6 +83,40 @@ struct {
 	__type(value, struct xvs_config);
 } xvs_config SEC(".maps");
 
+/*
+ * The fast path's flow cache (docs/architecture.md, "Fast path"): established connections'
+ * forwarding decisions, installed and removed by the workers. LRU: when full, the least
+ * recently used entry goes, and its flow simply takes the workers' path again. xvsd sizes
+ * it from --conn-max before loading.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct xvs_flow_key);
+	__type(value, struct xvs_flow);
+} xvs_flows SEC(".maps");
+
+/* Per-CPU packets and bytes the fast path forwarded, per stat slot (services, servers). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XVS_MAX_STAT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xvs_fast_ctr);
+} xvs_fast_ctr SEC(".maps");
+
+/*
+ * Generation of each real server's stat slot. xvsd bumps it when a server is removed, dies
+ * or changes policy, and when a slot is reused: entries installed before no longer match and
+ * their frames go to the workers, which apply the server's fate (and reinstall if it is
+ * still forwarded).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, XVS_MAX_STAT_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} xvs_fast_gen SEC(".maps");
+
 static __always_inline struct xvs_xdp_stats *stats(void)
 {
 	__u32 zero = 0;
@@ -182,6 +216,168 @@ static __always_inline int icmp_error_is_ours(struct iphdr *iph, void *data_end,
 	       !bpf_map_lookup_elem(&xvs_local, &iph->daddr);
 }
 
+#define XVS_TCP_FIN 0x01
+#define XVS_TCP_SYN 0x02
+#define XVS_TCP_RST 0x04
+#define XVS_IPIP_HLEN 20
+
+/* One's complement sum folded to 16 bits. */
+static __always_inline __u16 csum_fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+static __always_inline void count(__u32 slot, __u64 bytes)
+{
+	struct xvs_fast_ctr *c = bpf_map_lookup_elem(&xvs_fast_ctr, &slot);
+
+	if (c) {
+		c->pkts++;
+		c->bytes += bytes;
+	}
+}
+
+/*
+ * The fast path for an established flow. Returns -1 when the frame is not (or no longer) the
+ * fast path's: the caller then steers it to the workers exactly as without the fast path.
+ * Otherwise the verdict (XDP_TX or the redirect's). Conditions mirror the workers'
+ * forward_local (src/forward.rs): a state-changing TCP segment (SYN, FIN, RST), a fragment,
+ * TTL <= 1 (time exceeded is theirs to send) and a frame too big for the egress (frag-needed,
+ * theirs too) all go to the workers.
+ */
+static __always_inline int fast_path(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *iph,
+				     __u16 *ports, void *data_end, struct xvs_xdp_stats *st)
+{
+	struct xvs_flow_key k = {};
+	struct xvs_flow *f;
+	struct xvs_iface *iface;
+	__u32 ifindex = ctx->ingress_ifindex, *gen, sum;
+	__u16 tot_len, old, new;
+	__u8 tos, ttl;
+
+	k.saddr = iph->saddr;
+	k.daddr = iph->daddr;
+	k.sport = ports[0];
+	k.dport = ports[1];
+	k.proto = iph->protocol;
+	f = bpf_map_lookup_elem(&xvs_flows, &k);
+	if (!f)
+		return -1;
+	gen = bpf_map_lookup_elem(&xvs_fast_gen, &f->dest_slot);
+	if (!gen || *gen != f->gen) {
+		st->fast_stale++;
+		return -1;
+	}
+	if (iph->frag_off & bpf_htons(XVS_IP_OFFSET | XVS_IP_MF))
+		goto punt;
+	if (iph->protocol == IPPROTO_TCP) {
+		__u8 *tcp = (void *)ports;
+
+		if ((void *)(tcp + 14) > data_end)
+			goto punt;
+		if (tcp[13] & (XVS_TCP_FIN | XVS_TCP_SYN | XVS_TCP_RST))
+			goto punt;
+	}
+	if (iph->ttl <= 1)
+		goto punt;
+	/* As the workers: only frames addressed to this interface's MAC are forwarded. */
+	iface = bpf_map_lookup_elem(&xvs_ifaces, &ifindex);
+	if (!iface || *(__u32 *)eth->h_dest != *(__u32 *)iface->mac ||
+	    *(__u16 *)(eth->h_dest + 4) != *(__u16 *)(iface->mac + 4))
+		return -1;
+	tot_len = bpf_ntohs(iph->tot_len);
+	if (tot_len < 20 || (void *)iph + tot_len > data_end)
+		goto punt;
+	if (f->method == XVS_FAST_TUN) {
+		if (tot_len + XVS_IPIP_HLEN > f->mtu)
+			goto punt;
+	} else if (f->method == XVS_FAST_DR) {
+		if (tot_len > f->mtu)
+			goto punt;
+	} else {
+		goto punt;
+	}
+
+	/* decrement_ttl (src/xmit.rs): RFC 1624 update of the TTL/protocol word. */
+	old = *(__u16 *)&iph->ttl;
+	iph->ttl--;
+	new = *(__u16 *)&iph->ttl;
+	sum = (__u16)~iph->check + (__u16)~old + new;
+	iph->check = ~csum_fold(sum);
+
+	f->last_seen_ns = bpf_ktime_get_ns();
+	count(f->dest_slot, tot_len);
+	count(f->svc_slot, tot_len);
+	count(0, tot_len); /* slot 0: the fast path's total */
+
+	if (f->method == XVS_FAST_TUN) {
+		/* tun_encap_packet (src/xmit.rs): IPIP, DF copied, TTL copied (decremented), DSCP
+		 * copied and ECN encapsulated per RFC 6040 (CE becomes ECT(0) outside). */
+		struct iphdr *o;
+		__u16 df = iph->frag_off & bpf_htons(0x4000);
+		__u16 *w;
+		void *data;
+		int i;
+
+		tos = iph->tos;
+		ttl = iph->ttl;
+		if ((tos & 3) == 3)
+			tos = (tos & ~3) | 2;
+		/* Ethernet padding after the IP packet: trim it so the outer length is exact. */
+		if ((void *)iph + tot_len < data_end &&
+		    bpf_xdp_adjust_tail(ctx, (int)((void *)iph + tot_len - data_end)))
+			goto punt_late;
+		if (bpf_xdp_adjust_head(ctx, -XVS_IPIP_HLEN))
+			goto punt_late;
+		data = (void *)(long)ctx->data;
+		data_end = (void *)(long)ctx->data_end;
+		eth = data;
+		o = (void *)(eth + 1);
+		if ((void *)(o + 1) > data_end)
+			return XDP_DROP;
+		/* The re-read entry: its pointer stays valid (map value), but re-check. */
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		o->version = 4;
+		o->ihl = 5;
+		o->tos = tos;
+		o->tot_len = bpf_htons(tot_len + XVS_IPIP_HLEN);
+		/* Any ID for an atomic (DF) datagram; otherwise a random one (RFC 6864 4.1). */
+		o->id = df ? 0 : (__u16)bpf_get_prandom_u32();
+		o->frag_off = df;
+		o->ttl = ttl;
+		o->protocol = IPPROTO_IPIP;
+		o->check = 0;
+		o->saddr = f->tun_saddr;
+		o->daddr = f->tun_daddr;
+		w = (void *)o;
+		sum = 0;
+#pragma unroll
+		for (i = 0; i < 10; i++)
+			sum += w[i];
+		o->check = ~csum_fold(sum);
+	}
+	__builtin_memcpy(eth->h_dest, f->dmac, 6);
+	__builtin_memcpy(eth->h_source, f->smac, 6);
+	st->fast++;
+	if (f->ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	/* Constant verdicts only: the caller tells "not mine" (-1) apart from them, and after
+	 * bpf_xdp_adjust_head the verifier must know that no path falls back to the caller's
+	 * (now invalid) packet pointers. */
+	return bpf_redirect(f->ifindex, 0) == XDP_REDIRECT ? XDP_REDIRECT : XDP_ABORTED;
+
+punt_late:
+	/* The TTL is already decremented and counted: undo neither, drop (cannot happen on a
+	 * frame the kernel gave us with headroom). */
+	st->fast_punt++;
+	return XDP_DROP;
+punt:
+	st->fast_punt++;
+	return -1;
+}
+
 SEC("xdp")
 int xvs_steer(struct xdp_md *ctx)
 {
@@ -240,6 +436,18 @@ int xvs_steer(struct xdp_md *ctx)
 	if ((void *)(ports + 2) > data_end) {
 		st->malformed++;
 		return XDP_PASS;
+	}
+
+	{
+		__u32 zero = 0;
+		struct xvs_config *cfg = bpf_map_lookup_elem(&xvs_config, &zero);
+
+		if (cfg && cfg->fast_path) {
+			int v = fast_path(ctx, eth, iph, ports, data_end, st);
+
+			if (v >= 0)
+				return v;
+		}
 	}
 
 	key.addr = iph->daddr;

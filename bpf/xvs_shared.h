@@ -63,6 +63,9 @@ struct xvs_xdp_stats {
 	__u64 no_socket;   /* service frames on a queue without a socket, left to the kernel */
 	__u64 fragments;   /* non-first IPv4 fragments, left to the kernel (they carry no ports) */
 	__u64 held;        /* service frames dropped while xvsd restarts (no socket, hold set) */
+	__u64 fast;        /* frames forwarded by the fast path itself (XDP_TX or redirect) */
+	__u64 fast_punt;   /* flow-map hits that went to the workers (SYN/FIN/RST, TTL, MTU, ...) */
+	__u64 fast_stale;  /* flow-map hits whose generation no longer matches: to the workers */
 };
 
 /*
@@ -76,6 +79,62 @@ struct xvs_xdp_stats {
  */
 struct xvs_config {
 	__u64 hold_until_ns;
+	/* Non-zero: flow-map hits are forwarded by the program (xvsd without --no-fast-path). */
+	__u32 fast_path;
+	__u32 pad;
+};
+
+
+/*
+ * The fast path (see docs/architecture.md, "Fast path").
+ *
+ * XVS_MAX_STAT_SLOTS: counter slots of services and real servers (struct xvs_fast_ctr per
+ * CPU, and one generation per slot). Slot 0 is never handed out: it counts everything the
+ * fast path forwarded (the `--datapath` total).
+ */
+#define XVS_MAX_STAT_SLOTS 65536
+
+/* Forwarding methods of a flow entry. */
+#define XVS_FAST_DR 1
+#define XVS_FAST_TUN 2
+
+/*
+ * Key of the flow map: the 5-tuple exactly as the steering program sees it in the frame
+ * (network byte order), the client's side for DR and TUN.
+ */
+struct xvs_flow_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3]; /* must be zero: the hash map compares all key bytes */
+};
+
+/*
+ * Value of the flow map: the worker's forwarding decision for an established connection.
+ * Written by the worker at state changes only; the program writes last_seen_ns.
+ */
+struct xvs_flow {
+	__u8 method;       /* XVS_FAST_DR or XVS_FAST_TUN; anything else: to the workers */
+	__u8 pad0;
+	__u16 mtu;         /* IP MTU of the egress interface (TUN: the inner packet may be 20 less) */
+	__u32 ifindex;     /* egress interface; the ingress one means XDP_TX, another bpf_redirect */
+	__u8 dmac[6];      /* next hop (the real server or the router towards it) */
+	__u8 smac[6];      /* the egress interface's own MAC */
+	__u32 tun_saddr;   /* TUN outer source address, network order */
+	__u32 tun_daddr;   /* TUN outer destination (the real server), network order */
+	__u32 dest_slot;   /* stat slot of the real server (counters and generation) */
+	__u32 svc_slot;    /* stat slot of the service (counters) */
+	__u32 gen;         /* the real server's generation when installed */
+	__u32 pad1;
+	__u64 last_seen_ns; /* bpf_ktime_get_ns of the last frame forwarded by the fast path */
+};
+
+/* Per-CPU fast-path counters of one stat slot: what the fast path forwarded. */
+struct xvs_fast_ctr {
+	__u64 pkts;
+	__u64 bytes; /* IP length, as the workers count it */
 };
 
 #endif

@@ -400,6 +400,13 @@ add_port() {
     ip -n "$sw" link add "$port" numrxqueues "$q" numtxqueues "$q" type veth \
         peer name "$ifname" netns "$ns" numrxqueues "$q" numtxqueues "$q" address "$mac"
     ip -n "$sw" link set "$port" master br0
+    # A frame a veth end sends with XDP_TX or bpf_redirect (xvs's fast path) is dropped
+    # unless the other end runs NAPI, which a veth does only with an XDP program on it
+    # (bpf/xvs_veth_pass.bpf.c; docs/architecture.md, "Fast path"). A real NIC needs
+    # nothing of the kind.
+    case $port in
+        dir | dir2) ip -n "$sw" link set dev "$port" xdp obj "$PASS_OBJ" sec xdp ;;
+    esac
     ip -n "$sw" link set "$port" up
 }
 
@@ -730,7 +737,7 @@ do_up() {
     [[ $TOPOLOGY == dr ]] || tools+=(ping)
     [[ $extras == 1 ]] && tools+=(iperf3)
     [[ $TOPOLOGY == tun ]] && tools+=(tc)
-    [[ $TOPOLOGY == tun && -z ${XVS_DECAP_OBJ:-} ]] && tools+=(clang)
+    tools+=(clang)
     for tool in "${tools[@]}"; do
         command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/deps.sh)"
     done
@@ -747,6 +754,11 @@ do_up() {
     trap 'if [[ $UP_DONE != 1 ]]; then log "up failed; tearing down"; do_down; fi' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+
+    # The director ports' pass-all XDP program (see add_port).
+    PASS_OBJ="$STATE/xvs_veth_pass.o"
+    clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+        -c "$ROOT/bpf/xvs_veth_pass.bpf.c" -o "$PASS_OBJ" || die "clang failed to build bpf/xvs_veth_pass.bpf.c"
 
     DECAP_OBJ=""
     if [[ $TOPOLOGY == tun ]]; then

@@ -143,11 +143,18 @@ impl DestRt {
         self.weight() > 0 && !self.overloaded() && !self.is_dead()
     }
 
+    /// Sets or clears `bit`; a change cuts the server's fast-path flows off (they go to the
+    /// workers, which apply the new fate and reinstall what is still forwarded). The fate
+    /// is written first: a worker that reads the new generation sees it too. Unchanged
+    /// (a health check confirming what is known): nothing is bumped.
     fn set_bit(&self, bit: u8, on: bool) {
-        if on {
-            self.fate.fetch_or(bit, Relaxed);
+        let old = if on {
+            self.fate.fetch_or(bit, Relaxed)
         } else {
-            self.fate.fetch_and(!bit, Relaxed);
+            self.fate.fetch_and(!bit, Relaxed)
+        };
+        if (old & bit != 0) != on {
+            self.stats.bump_gen();
         }
     }
 
@@ -181,9 +188,12 @@ impl DestRt {
             OnDead::Reassign => 2,
         }) << POLICY_SHIFT;
         let mask = 3 << POLICY_SHIFT;
-        let _ = self
+        let old = self
             .fate
             .fetch_update(Relaxed, Relaxed, |f| Some((f & !mask) | bits));
+        if old.is_ok_and(|f| f & mask != bits) {
+            self.stats.bump_gen();
+        }
     }
 
     pub fn on_dead(&self) -> OnDead {
@@ -293,6 +303,16 @@ impl DestRt {
         }
         let b = v.to_be_bytes();
         Some([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+
+    /// What a fast-path entry copies from the server's route: egress port, TUN source and
+    /// next-hop MAC (a change bumps the server's generation).
+    pub fn fast_route(&self) -> (u32, u32, Option<[u8; 6]>) {
+        (
+            self.egress.load(Relaxed),
+            self.tun_src.load(Relaxed),
+            self.mac(),
+        )
     }
 
     pub fn set_mac(&self, mac: Option<[u8; 6]>) {

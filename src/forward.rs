@@ -117,6 +117,147 @@ fn next_hop(ports: &[PortInfo; MAX_PORTS], dest: &DestRt) -> Option<(u8, [u8; 6]
     Some((port as u8, mac, ports[port as usize]))
 }
 
+/// May the fast path carry this connection's client packets now? TCP once established, UDP
+/// from the first datagram; DR and TUN (NAT stays on the workers' path, see
+/// docs/architecture.md).
+fn fast_eligible(conn: &Conn) -> bool {
+    matches!(conn.dest.forward, Forward::Route | Forward::Tunnel)
+        && matches!(conn.state, ConnState::Established | ConnState::Udp)
+}
+
+/// Installs `conn`'s forwarding decision (to `mac` out of `pinfo`) into the fast path's flow
+/// map. Called after a client packet was forwarded on the workers' path in an eligible
+/// state: the first time (the handshake's last ACK, a UDP flow's first datagram) and again
+/// whenever such a packet reaches the workers anyway, which means the entry was evicted or
+/// went stale (a frame the fast path refuses for its size or TTL never gets here: those
+/// return earlier). A state change, so one syscall, never a per-packet cost.
+fn fast_install(conn: &mut Conn, port: u8, mac: [u8; 6], pinfo: PortInfo) {
+    let Some(f) = crate::fastpath::get() else {
+        return;
+    };
+    let dest = &*conn.dest;
+    let (dest_slot, svc_slot) = (dest.stats.fast_slot(), conn.svc.stats.fast_slot());
+    let ifindex = f.ifindex(port);
+    if dest_slot == 0 || svc_slot == 0 || ifindex == 0 {
+        return;
+    }
+    // The generation first, then the fate: the control thread sets the fate before it
+    // bumps the generation, so an entry with the new generation never forwards for a server
+    // whose new fate this check missed.
+    let gen = dest.stats.fast_gen();
+    if conn.svc.deleted.load(Relaxed)
+        || dest
+            .on_unavailable()
+            .is_some_and(|a| a != DeadAction::Forward)
+    {
+        return;
+    }
+    let (method, tun_src) = match dest.forward {
+        Forward::Route => (crate::bpf::maps::FAST_DR, 0),
+        Forward::Tunnel => match dest.tun_src.load(Relaxed) {
+            0 => return,
+            a => (crate::bpf::maps::FAST_TUN, a),
+        },
+        _ => return,
+    };
+    let v = crate::bpf::maps::FlowVal {
+        method,
+        mtu: pinfo.mtu,
+        ifindex,
+        dmac: mac,
+        smac: pinfo.mac,
+        tun_saddr: tun_src.to_be(),
+        tun_daddr: u32::from(dest.addr).to_be(),
+        dest_slot,
+        svc_slot,
+        gen,
+        // "Seen" now, by the workers: expiry and listings count from the later of this
+        // and the fast path's own last frame.
+        last_seen_ns: crate::bpf::monotonic_ns(),
+        ..Default::default()
+    };
+    let again = conn.fast;
+    // A failed replace may leave the old entry: still ours to remove later.
+    conn.fast = f.install(&conn.key, &v, again) || again;
+}
+
+/// The timer of an installed connection ran out (`ConnTable::expire_with`): if the fast path
+/// forwarded its packets meanwhile, re-arm it from the last one instead of expiring a flow
+/// that is alive. The new timer is at most half a timeout away: each re-arm also sends the
+/// connection to the sync backup (`sync_refresh`), so a backup's copy, which times out a
+/// full timeout after its last record, never lapses while the flow is alive.
+fn fast_refresh(
+    c: &mut Conn,
+    now_ms: u64,
+    snap: &Snapshot,
+    sync: &SyncQueues,
+    worker_id: usize,
+) -> bool {
+    let Some(f) = crate::fastpath::get() else {
+        return false;
+    };
+    let t = snap.timeouts.get(c.state);
+    let Some(seen) = f.last_seen_ms(&c.key) else {
+        return false;
+    };
+    if seen + t <= now_ms {
+        return false;
+    }
+    c.expires_ms = (seen + t).min(now_ms + t / 2).max(now_ms + 1);
+    f.note_refreshed();
+    if sync.enabled() {
+        push_sync(sync, worker_id, c, snap);
+    }
+    true
+}
+
+/// Queues `conn` (and its persistence template) for the sync backup, as IPVS's
+/// `ip_vs_sync_conn` would at a sync point.
+fn push_sync(sync: &SyncQueues, worker_id: usize, conn: &Conn, snap: &Snapshot) {
+    let (proto, state) = (conn.key.proto, conn.state);
+    sync.push(
+        worker_id,
+        SyncRec {
+            key: conn.key,
+            dest_addr: u32::from(conn.dest.addr),
+            dest_port: if conn.rport != 0 {
+                conn.rport
+            } else {
+                conn.dest.port
+            },
+            forward: conn.dest.forward,
+            state,
+            timeout_s: (snap.timeouts.get(state) / 1000) as u32,
+            template: false,
+        },
+    );
+    // "synchronize its controller": the template goes with its connection (IPVS
+    // sends it at every packet of every connection it controls; xvs at the
+    // connection's own sync points, which keeps the peer's copy as fresh).
+    if conn.tpl != NO_TEMPLATE {
+        if let Some(p) = conn.svc.persistence() {
+            sync.push(
+                worker_id,
+                SyncRec {
+                    key: FlowKey {
+                        saddr: conn.key.saddr & p.netmask,
+                        daddr: u32::from(conn.svc.key.addr),
+                        sport: 0,
+                        dport: conn.svc.key.port,
+                        proto,
+                    },
+                    dest_addr: u32::from(conn.dest.addr),
+                    dest_port: conn.dest.port,
+                    forward: conn.dest.forward,
+                    state: ConnState::None,
+                    timeout_s: (p.timeout_ms / 1000) as u32,
+                    template: true,
+                },
+            );
+        }
+    }
+}
+
 /// Swaps source and destination MAC and sends the frame back.
 fn reflect(buf: &mut [u8], len: usize, in_port: u8) -> Verdict {
     if len < 12 {
@@ -246,7 +387,9 @@ impl Forwarder {
     /// some service has NAT servers, of one NAT shard (workers take turns over the shards).
     /// Without NAT no shard lock is taken at all.
     pub fn expire(&mut self, now_ms: u64, budget: usize, snap: &Snapshot) {
-        self.conns.expire(now_ms, budget);
+        let (sync, wid) = (&*self.sync, self.worker_id);
+        self.conns
+            .expire_with(now_ms, budget, |c| fast_refresh(c, now_ms, snap, sync, wid));
         if snap.has_nat {
             self.sweep_shard = (self.sweep_shard + 1) % self.nat.shards();
             self.nat.shard(self.sweep_shard).expire(now_ms, budget);
@@ -554,6 +697,7 @@ impl Cx<'_> {
             // As ip_vs_proc_conn: in_pkts = sync_threshold, old_state = the state.
             sync_pkts: sync_out::SYNC_THRESHOLD as u16,
             sync_state: p.state,
+            fast: false,
         };
         self.counters.imported += 1;
         if masq {
@@ -621,6 +765,7 @@ impl Cx<'_> {
                 worker: self.worker_id as u16,
                 sync_pkts: sync_out::SYNC_THRESHOLD as u16,
                 sync_state: p.state,
+                fast: false,
             };
             self.counters.imported += 1;
             if !self.make_room(shard) {
@@ -705,6 +850,7 @@ impl Cx<'_> {
             worker: self.worker_id as u16,
             sync_pkts: 0,
             sync_state: ConnState::None,
+            fast: false,
         };
         // A refused connection is dropped here, which also releases its template. Room
         // was made above, before scheduling.
@@ -852,47 +998,7 @@ impl Cx<'_> {
         }
         let (proto, state) = (conn.key.proto, conn.state);
         if sync_out::needed(proto, state, &mut conn.sync_state, conn.sync_pkts as u32) {
-            self.sync.push(
-                self.worker_id,
-                SyncRec {
-                    key: conn.key,
-                    dest_addr: u32::from(conn.dest.addr),
-                    dest_port: if conn.rport != 0 {
-                        conn.rport
-                    } else {
-                        conn.dest.port
-                    },
-                    forward: conn.dest.forward,
-                    state,
-                    timeout_s: (self.snap.timeouts.get(state) / 1000) as u32,
-                    template: false,
-                },
-            );
-            // "synchronize its controller": the template goes with its connection (IPVS
-            // sends it at every packet of every connection it controls; xvs at the
-            // connection's own sync points, which keeps the peer's copy as fresh).
-            if conn.tpl != NO_TEMPLATE {
-                if let Some(p) = conn.svc.persistence() {
-                    self.sync.push(
-                        self.worker_id,
-                        SyncRec {
-                            key: FlowKey {
-                                saddr: conn.key.saddr & p.netmask,
-                                daddr: u32::from(conn.svc.key.addr),
-                                sport: 0,
-                                dport: conn.svc.key.port,
-                                proto,
-                            },
-                            dest_addr: u32::from(conn.dest.addr),
-                            dest_port: conn.dest.port,
-                            forward: conn.dest.forward,
-                            state: ConnState::None,
-                            timeout_s: (p.timeout_ms / 1000) as u32,
-                            template: true,
-                        },
-                    );
-                }
-            }
+            push_sync(self.sync, self.worker_id, conn, self.snap);
         }
     }
 
@@ -952,6 +1058,14 @@ impl Cx<'_> {
     /// DR and TUN: client-to-server packets only (IPVS's input-only state table).
     fn forward_local(&mut self, conn: &mut Conn, len: &mut usize) -> Verdict {
         self.track(conn, Direction::InputOnly);
+        if conn.fast && !fast_eligible(conn) {
+            // FIN or RST seen (by the workers: the fast path never takes them): the rest
+            // of the connection's life is the workers' again, packet by packet.
+            if let Some(f) = crate::fastpath::get() {
+                f.remove(&conn.key);
+            }
+            conn.fast = false;
+        }
         let flow = self.flow;
         let dest = &*conn.dest;
         let Some((port, mac, pinfo)) = self.next_hop(dest) else {
@@ -983,6 +1097,22 @@ impl Cx<'_> {
         xmit::set_macs(self.buf, mac, pinfo.mac);
         conn.svc.stats.add_in(self.worker_id, flow.ip_len as u64);
         dest.stats.add_in(self.worker_id, flow.ip_len as u64);
+        // Not for a fragment or a SYN/FIN/RST, which the fast path never takes: those
+        // would otherwise reinstall an installed flow at every such packet.
+        if fast_eligible(conn)
+            && !xmit::is_fragment(self.buf, flow.l3_offset)
+            && flow.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0
+        {
+            let first = !conn.fast;
+            fast_install(conn, port, mac, pinfo);
+            // IPVS syncs an established connection at its third client packet
+            // (sync_threshold), which the workers no longer see once the fast path carries
+            // the flow: it is synced when handed over instead, in the state IPVS would send.
+            if first && conn.fast && conn.sync_state != conn.state && self.sync.enabled() {
+                conn.sync_state = conn.state;
+                push_sync(self.sync, self.worker_id, conn, self.snap);
+            }
+        }
         Verdict::Tx(port)
     }
 

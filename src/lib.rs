@@ -10,6 +10,7 @@ pub mod conn;
 pub mod control;
 pub mod daemon;
 pub mod dest;
+pub mod fastpath;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -462,6 +462,10 @@ pub struct DataPathStats {
     /// The connection-sync counters (`SyncCounters::pairs`).
     #[serde(default)]
     pub sync: Vec<(String, u64)>,
+    /// The XDP fast path's counters (`fast_*`, see src/fastpath.rs); empty from an xvsd
+    /// without one.
+    #[serde(default)]
+    pub fast: Vec<(String, u64)>,
 }
 
 #[cfg(test)]

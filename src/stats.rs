@@ -6,7 +6,7 @@
 
 use crate::model::{Counters, Rates};
 use crossbeam::utils::CachePadded;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Mutex;
 
 /// Most workers (RX queues) a daemon runs: real NICs have up to 256 queues per port, and
@@ -57,11 +57,28 @@ pub struct StatSlots {
     /// Counter values at the last `-Z`: reported counters are relative to it.
     base: Mutex<Counters>,
     est: Mutex<Est>,
+    /// The fast path's counter slot of this set (0: none), and the generation its flows are
+    /// installed with (src/fastpath.rs): the program counts fast-path packets there, and
+    /// `raw` adds them, so `--stats` and `--rate` see every packet once.
+    fast_slot: u32,
+    fast_gen: AtomicU32,
+}
+
+impl Drop for StatSlots {
+    fn drop(&mut self) {
+        if self.fast_slot != 0 {
+            let g = self.bump_gen();
+            crate::fastpath::free_slot(self.fast_slot, g);
+        }
+    }
 }
 
 impl Default for StatSlots {
     fn default() -> Self {
+        let (fast_slot, gen) = crate::fastpath::alloc_slot();
         StatSlots {
+            fast_slot,
+            fast_gen: AtomicU32::new(gen),
             slots: (0..SLOTS.load(Relaxed))
                 .map(|_| CachePadded::new(Slot::default()))
                 .collect(),
@@ -108,8 +125,36 @@ impl StatSlots {
         bump(&s.outbytes, bytes);
     }
 
+    /// The fast path's stat slot (0: none).
+    pub fn fast_slot(&self) -> u32 {
+        self.fast_slot
+    }
+
+    /// The generation flows are installed with now.
+    pub fn fast_gen(&self) -> u32 {
+        self.fast_gen.load(SeqCst)
+    }
+
+    /// Cuts the fast path off for every flow installed under this set (a server removed,
+    /// declared dead, its policy changed; its service deleted): their frames go to the
+    /// workers from now on, which apply the server's fate. Returns the new generation.
+    pub fn bump_gen(&self) -> u32 {
+        let g = self.fast_gen.fetch_add(1, SeqCst).wrapping_add(1);
+        if let (Some(f), true) = (crate::fastpath::get(), self.fast_slot != 0) {
+            f.maps.set_gen(self.fast_slot, g);
+        }
+        g
+    }
+
     fn raw(&self) -> Counters {
         let mut c = Counters::default();
+        if let (Some(f), true) = (crate::fastpath::get(), self.fast_slot != 0) {
+            // Packets the XDP fast path forwarded (client to server): one map read, on
+            // the control thread only (listings, the 2 s estimator).
+            let fc = f.maps.counters(self.fast_slot);
+            c.inpkts += fc.pkts;
+            c.inbytes += fc.bytes;
+        }
         for s in self.slots.iter() {
             c.conns += s.conns.load(Relaxed);
             c.inpkts += s.inpkts.load(Relaxed);

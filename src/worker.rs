@@ -158,6 +158,9 @@ pub struct ConnRow {
     pub dest_port: u16,
     /// The real server's method (connection sync sends it).
     pub forward: crate::model::Forward,
+    /// Installed in the fast path: `expires_ms` is the worker's timer, the listing
+    /// corrects it from the fast path's last-seen time (`fast_expiry`).
+    pub fast: bool,
 }
 
 impl ConnRow {
@@ -169,6 +172,15 @@ impl ConnRow {
             dest_addr: c.dest.addr,
             dest_port: c.dest.port,
             forward: c.dest.forward,
+            fast: c.fast,
+        }
+    }
+
+    /// For an installed connection: the expiry counted from the fast path's last frame
+    /// (one map lookup, on the control thread that lists, never on a worker).
+    pub fn fast_expiry(&mut self) {
+        if let (true, Some(f)) = (self.fast, crate::fastpath::get()) {
+            self.expires_ms = f.listed_expiry(&self.key, self.state, self.expires_ms);
         }
     }
 

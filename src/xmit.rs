@@ -113,6 +113,11 @@ pub fn dont_fragment(frame: &[u8], flow: &Flow) -> bool {
     be16(frame, flow.l3_offset + 6) & DF != 0
 }
 
+/// Whether the IPv4 packet at `l3` is a fragment (MF set or a non-zero offset).
+pub fn is_fragment(frame: &[u8], l3: usize) -> bool {
+    be16(frame, l3 + 6) & 0x3fff != 0
+}
+
 /// IPIP encapsulation in place: the IP packet moves 20 bytes up and an outer header
 /// `outer_src -> outer_dst` goes in front, as `ip_vs_tunnel_xmit` builds it: protocol 4, DF
 /// copied, TTL copied from the inner header (which the caller has already decremented,

@@ -398,6 +398,7 @@ fn churn_at_capacity_does_not_allocate() {
         worker: 0,
         sync_pkts: 0,
         sync_state: xvs::conn::ConnState::None,
+        fast: false,
     };
     let mut t = ConnTable::with_capacity(CAP);
     let mut live = VecDeque::with_capacity(CAP);

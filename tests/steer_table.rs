@@ -737,7 +737,7 @@ fn restart_hold_table() {
     ];
     let mut failures = Vec::new();
     for (desc, frame, setup, hold, verdict, counter) in &cases {
-        let s = load(*setup, &xsk);
+        let mut s = load(*setup, &xsk);
         if let Some(h) = hold {
             s.set_hold(*h).expect("config map");
         }

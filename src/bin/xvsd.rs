@@ -55,6 +55,7 @@ fn main() {
         reflect: a.reflect,
         busy_poll: a.busy_poll,
         worker_nice: a.worker_nice,
+        fast_path: !a.no_fast_path,
         templates_max: a.templates_max.unwrap_or(a.conn_max.saturating_mul(2)),
         table_full: a.table_full,
         config: a.config,

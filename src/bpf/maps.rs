@@ -74,6 +74,15 @@ pub struct XdpStats {
     pub no_socket: u64,
     pub fragments: u64,
     pub held: u64,
+    /// Frames the fast path forwarded itself.
+    #[serde(default)]
+    pub fast: u64,
+    /// Flow-map hits sent to the workers (SYN/FIN/RST, fragment, TTL, MTU).
+    #[serde(default)]
+    pub fast_punt: u64,
+    /// Flow-map hits of an older generation (server removed, dead, ...): to the workers.
+    #[serde(default)]
+    pub fast_stale: u64,
 }
 
 /// `struct xvs_config`.
@@ -82,11 +91,120 @@ pub struct XdpStats {
 pub struct XdpConfig {
     /// CLOCK_MONOTONIC nanoseconds; see `bpf/xvs_shared.h`.
     pub hold_until_ns: u64,
+    /// Non-zero: the fast path is on.
+    pub fast_path: u32,
+    pub pad: u32,
 }
 
 impl XdpConfig {
-    pub fn to_bytes(self) -> [u8; 8] {
-        self.hold_until_ns.to_ne_bytes()
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.hold_until_ns.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.fast_path.to_ne_bytes());
+        b
+    }
+}
+
+/// Views a plain-old-data `#[repr(C)]` value as its bytes.
+fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: only used on the repr(C) structs below, whose fields are integers and byte
+    // arrays laid out without padding holes (explicit pad fields; checked by the BTF test).
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+}
+
+/// `XVS_MAX_STAT_SLOTS`: counter slots (and generations) of services and servers.
+pub const MAX_STAT_SLOTS: u32 = 65536;
+/// `XVS_FAST_DR`, `XVS_FAST_TUN`.
+pub const FAST_DR: u8 = 1;
+pub const FAST_TUN: u8 = 2;
+
+/// `struct xvs_flow_key`: the client's 5-tuple in network byte order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowKeyC {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+impl FlowKeyC {
+    /// From the workers' host-order key (`packet::FlowKey`).
+    pub fn of(k: &crate::packet::FlowKey) -> Self {
+        FlowKeyC {
+            saddr: k.saddr.to_be(),
+            daddr: k.daddr.to_be(),
+            sport: k.sport.to_be(),
+            dport: k.dport.to_be(),
+            proto: k.proto,
+            pad: [0; 3],
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+}
+
+/// `struct xvs_flow`: one established flow's forwarding decision.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowVal {
+    pub method: u8,
+    pub pad0: u8,
+    pub mtu: u16,
+    pub ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    /// Network order.
+    pub tun_saddr: u32,
+    /// Network order.
+    pub tun_daddr: u32,
+    pub dest_slot: u32,
+    pub svc_slot: u32,
+    pub gen: u32,
+    pub pad1: u32,
+    pub last_seen_ns: u64,
+}
+
+impl FlowVal {
+    pub fn as_bytes(&self) -> &[u8] {
+        pod_bytes(self)
+    }
+
+    /// Decodes a value read from the map (zeros for a short read).
+    pub fn from_bytes(b: &[u8]) -> Self {
+        let mut v = FlowVal::default();
+        let n = b.len().min(std::mem::size_of::<Self>());
+        // SAFETY: FlowVal is plain old data (every bit pattern valid); at most its size is
+        // copied.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.as_ptr(), &mut v as *mut Self as *mut u8, n);
+        }
+        v
+    }
+}
+
+/// `struct xvs_fast_ctr`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FastCtr {
+    pub pkts: u64,
+    pub bytes: u64,
+}
+
+impl FastCtr {
+    pub fn from_bytes(b: &[u8]) -> Self {
+        let f = |i: usize| {
+            b.get(i * 8..i * 8 + 8)
+                .map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
+        };
+        FastCtr {
+            pkts: f(0),
+            bytes: f(1),
+        }
     }
 }
 
@@ -104,6 +222,9 @@ impl XdpStats {
             no_socket: f(3),
             fragments: f(4),
             held: f(5),
+            fast: f(6),
+            fast_punt: f(7),
+            fast_stale: f(8),
         }
     }
 
@@ -114,5 +235,8 @@ impl XdpStats {
         self.no_socket += o.no_socket;
         self.fragments += o.fragments;
         self.held += o.held;
+        self.fast += o.fast;
+        self.fast_punt += o.fast_punt;
+        self.fast_stale += o.fast_stale;
     }
 }

@@ -71,6 +71,9 @@ pub const MAX_IFACES: u32 = 4;
 /// The loaded program and its maps, attached to one or more interfaces.
 pub struct Steering {
     skel: skel::XvsSkel<'static>,
+    /// What `xvs_config` holds (the restart hold and the fast-path switch are written
+    /// together).
+    config: maps::XdpConfig,
     /// The BPF links: closing them (also when the process dies) detaches the program.
     links: Vec<OwnedFd>,
 }
@@ -78,19 +81,32 @@ pub struct Steering {
 impl Steering {
     /// Loads the program into the kernel (not yet attached).
     pub fn load() -> Result<Self> {
+        Self::load_with(0)
+    }
+
+    /// Loads the program with a flow map (the fast path's cache) of `flow_max` entries
+    /// (0: the program's default, 65536). The fast path starts off: `set_fast_path`.
+    pub fn load_with(flow_max: u32) -> Result<Self> {
         // The skeleton borrows its object storage for its whole life; the daemon keeps one
         // Steering for its lifetime, so leaking this small allocation once is the simple,
         // sound way to get the 'static borrow.
         let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
             Box::leak(Box::new(MaybeUninit::uninit()));
-        let open = skel::XvsSkelBuilder::default()
+        let mut open = skel::XvsSkelBuilder::default()
             .open(storage)
             .context("opening the XDP steering object")?;
+        if flow_max > 0 {
+            open.maps
+                .xvs_flows
+                .set_max_entries(flow_max)
+                .context("sizing the fast path's flow map")?;
+        }
         let skel = open
             .load()
             .context("loading the XDP steering program (is BPF available, are we root?)")?;
         Ok(Steering {
             skel,
+            config: maps::XdpConfig::default(),
             links: Vec::new(),
         })
     }
@@ -187,15 +203,77 @@ impl Steering {
 
     /// Sets the restart hold (see `struct xvs_config`): until CLOCK_MONOTONIC `until_ns`
     /// (0: none) service frames without a socket are dropped rather than passed.
-    pub fn set_hold(&self, until_ns: u64) -> Result<()> {
-        let cfg = maps::XdpConfig {
-            hold_until_ns: until_ns,
-        };
-        self.skel
-            .maps
-            .xvs_config
-            .update(&0u32.to_ne_bytes(), &cfg.to_bytes(), MapFlags::ANY)
+    pub fn set_hold(&mut self, until_ns: u64) -> Result<()> {
+        self.config.hold_until_ns = until_ns;
+        self.write_config()
             .context("setting the restart hold in the steering program's config map")
+    }
+
+    /// Turns the fast path (flow-map hits forwarded by the program) on or off.
+    pub fn set_fast_path(&mut self, on: bool) -> Result<()> {
+        self.config.fast_path = on as u32;
+        self.write_config()
+            .context("switching the fast path in the steering program's config map")
+    }
+
+    fn write_config(&self) -> Result<()> {
+        Ok(self.skel.maps.xvs_config.update(
+            &0u32.to_ne_bytes(),
+            &self.config.to_bytes(),
+            MapFlags::ANY,
+        )?)
+    }
+
+    /// The fast path's maps (flows, counters, generations), as duplicated fds that outlive
+    /// no kernel object: the maps live while any fd or the program holds them.
+    pub fn fast_maps(&self) -> Result<crate::fastpath::FastMaps> {
+        let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned();
+        Ok(crate::fastpath::FastMaps {
+            flows: dup(self.skel.maps.xvs_flows.as_fd())?,
+            ctr: dup(self.skel.maps.xvs_fast_ctr.as_fd())?,
+            gen: dup(self.skel.maps.xvs_fast_gen.as_fd())?,
+        })
+    }
+
+    /// `test_run` that also returns the frame as the program left it (rewritten,
+    /// encapsulated), for the fast-path packet tables.
+    pub fn test_run_frame(
+        &self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        rx_queue: u32,
+    ) -> Result<(u32, Vec<u8>)> {
+        let mut ctx = libbpf_sys::xdp_md {
+            data: 0,
+            data_end: frame.len() as u32,
+            data_meta: 0,
+            ingress_ifindex,
+            rx_queue_index: rx_queue,
+            egress_ifindex: 0,
+        };
+        // SAFETY: as in `test_run`.
+        let ctx_bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                (&mut ctx as *mut libbpf_sys::xdp_md).cast::<u8>(),
+                std::mem::size_of::<libbpf_sys::xdp_md>(),
+            )
+        };
+        let mut out = vec![0u8; frame.len() + 256];
+        let input = libbpf_rs::ProgramInput {
+            data_in: Some(frame),
+            context_in: Some(ctx_bytes),
+            data_out: Some(&mut out),
+            ..Default::default()
+        };
+        let r = self
+            .skel
+            .progs
+            .xvs_steer
+            .test_run(input)
+            .context("BPF_PROG_RUN of the steering program")?;
+        let v = r.return_value;
+        let data = r.data.map(|d| d.to_vec()).unwrap_or_default();
+        Ok((v, data))
     }
 
     /// The links are pinned (`attach_pinned`): dropping them leaves the program attached.
@@ -435,6 +513,79 @@ mod tests {
         assert_eq!(
             offset_of!(XdpStats, held),
             offset_of!(types::xvs_xdp_stats, held)
+        );
+        for (a, b) in [
+            (
+                offset_of!(XdpStats, fast),
+                offset_of!(types::xvs_xdp_stats, fast),
+            ),
+            (
+                offset_of!(XdpStats, fast_punt),
+                offset_of!(types::xvs_xdp_stats, fast_punt),
+            ),
+            (
+                offset_of!(XdpStats, fast_stale),
+                offset_of!(types::xvs_xdp_stats, fast_stale),
+            ),
+            (
+                offset_of!(XdpConfig, fast_path),
+                offset_of!(types::xvs_config, fast_path),
+            ),
+        ] {
+            assert_eq!(a, b);
+        }
+        assert_eq!(size_of::<FlowKeyC>(), size_of::<types::xvs_flow_key>());
+        assert_eq!(
+            [
+                offset_of!(FlowKeyC, saddr),
+                offset_of!(FlowKeyC, daddr),
+                offset_of!(FlowKeyC, sport),
+                offset_of!(FlowKeyC, dport),
+                offset_of!(FlowKeyC, proto),
+                offset_of!(FlowKeyC, pad),
+            ],
+            [
+                offset_of!(types::xvs_flow_key, saddr),
+                offset_of!(types::xvs_flow_key, daddr),
+                offset_of!(types::xvs_flow_key, sport),
+                offset_of!(types::xvs_flow_key, dport),
+                offset_of!(types::xvs_flow_key, proto),
+                offset_of!(types::xvs_flow_key, pad),
+            ]
+        );
+        assert_eq!(size_of::<FlowVal>(), size_of::<types::xvs_flow>());
+        assert_eq!(
+            [
+                offset_of!(FlowVal, method),
+                offset_of!(FlowVal, mtu),
+                offset_of!(FlowVal, ifindex),
+                offset_of!(FlowVal, dmac),
+                offset_of!(FlowVal, smac),
+                offset_of!(FlowVal, tun_saddr),
+                offset_of!(FlowVal, tun_daddr),
+                offset_of!(FlowVal, dest_slot),
+                offset_of!(FlowVal, svc_slot),
+                offset_of!(FlowVal, gen),
+                offset_of!(FlowVal, last_seen_ns),
+            ],
+            [
+                offset_of!(types::xvs_flow, method),
+                offset_of!(types::xvs_flow, mtu),
+                offset_of!(types::xvs_flow, ifindex),
+                offset_of!(types::xvs_flow, dmac),
+                offset_of!(types::xvs_flow, smac),
+                offset_of!(types::xvs_flow, tun_saddr),
+                offset_of!(types::xvs_flow, tun_daddr),
+                offset_of!(types::xvs_flow, dest_slot),
+                offset_of!(types::xvs_flow, svc_slot),
+                offset_of!(types::xvs_flow, gen),
+                offset_of!(types::xvs_flow, last_seen_ns),
+            ]
+        );
+        assert_eq!(size_of::<FastCtr>(), size_of::<types::xvs_fast_ctr>());
+        assert_eq!(
+            offset_of!(FastCtr, bytes),
+            offset_of!(types::xvs_fast_ctr, bytes)
         );
         assert_eq!(size_of::<XdpConfig>(), size_of::<types::xvs_config>());
         assert_eq!(

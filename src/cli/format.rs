@@ -453,7 +453,7 @@ pub fn format_datapath(d: &DataPathStats) -> String {
     ] {
         let _ = writeln!(out, "{name}: {v}");
     }
-    for (name, v) in &d.sync {
+    for (name, v) in d.sync.iter().chain(&d.fast) {
         let _ = writeln!(out, "{name}: {v}");
     }
     for w in &d.workers {
@@ -1239,6 +1239,7 @@ TCP  10.0.0.88:80 wrr persistent 600
             xdp_held: 2,
             nat_conns: 5,
             sync: vec![("sync_applied".into(), 12)],
+            fast: vec![("fast_path".into(), 1), ("fast_packets".into(), 40)],
             workers: vec![WorkerCounters {
                 queue: 0,
                 bind_mode: "zero-copy".into(),
@@ -1279,6 +1280,8 @@ xdp_fragments: 1
 xdp_held: 2
 nat_conns: 5
 sync_applied: 12
+fast_path: 1
+fast_packets: 40
 queue 0 (zero-copy):
   rx_frames: 10
   tx_frames: 9

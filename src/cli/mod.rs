@@ -868,6 +868,7 @@ mod tests {
                 xdp_held: 0,
                 workers: vec![],
                 sync: vec![("sync_sent_msgs".into(), 4)],
+                fast: vec![],
             })))
         });
         assert_eq!(o.code, 0, "{}", o.stderr);

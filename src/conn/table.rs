@@ -47,6 +47,10 @@ pub struct Conn {
     /// Small so that an entry stays 64 bytes.
     pub sync_pkts: u16,
     pub sync_state: ConnState,
+    /// Installed in the XDP fast path's flow map (src/fastpath.rs): its entry is removed
+    /// with the connection, and its expiry consults the fast path's last-seen time. Fills
+    /// the entry's last spare byte (64 bytes).
+    pub fast: bool,
 }
 
 impl Conn {
@@ -73,6 +77,7 @@ impl Conn {
             worker: 0,
             sync_pkts: 0,
             sync_state: ConnState::None,
+            fast: false,
         }
     }
 
@@ -312,6 +317,14 @@ impl ConnTable {
             return;
         };
         conn.uncount();
+        if conn.fast {
+            // Whatever ends the connection (expiry, FIN/RST, its server's removal, an
+            // eviction, a move to another queue) ends its fast-path entry: from now on
+            // its frames go to the workers, which decide afresh.
+            if let Some(f) = crate::fastpath::get() {
+                f.remove(&conn.key);
+            }
+        }
         self.half_open.unlink(slot);
         let h = self.hash(&conn.key);
         if let Ok(e) = self.index.find_entry(h, |&i| i == slot) {
@@ -330,6 +343,18 @@ impl ConnTable {
     /// Examines up to `budget` slots from the sweep cursor and removes expired entries
     /// (and entries of deleted services). Returns how many were removed.
     pub fn expire(&mut self, now_ms: u64, budget: usize) -> usize {
+        self.expire_with(now_ms, budget, |_| false)
+    }
+
+    /// `expire`, but an entry installed in the fast path (`Conn::fast`) whose time is up is
+    /// first shown to `refresh`, which re-arms it (returns true, having moved
+    /// `expires_ms` on) when the fast path forwarded its packets meanwhile.
+    pub fn expire_with(
+        &mut self,
+        now_ms: u64,
+        budget: usize,
+        mut refresh: impl FnMut(&mut Conn) -> bool,
+    ) -> usize {
         let n = self.slots.len();
         if n == 0 {
             return 0;
@@ -341,9 +366,10 @@ impl ConnTable {
             }
             let slot = self.cursor as u32;
             self.cursor += 1;
-            let dead = match &self.slots[slot as usize] {
-                Some(c) => c.expires_ms <= now_ms || c.svc.deleted.load(Relaxed),
-                None => false,
+            let dead = match &mut self.slots[slot as usize] {
+                Some(c) if c.svc.deleted.load(Relaxed) => true,
+                Some(c) if c.expires_ms <= now_ms => !(c.fast && refresh(c)),
+                _ => false,
             };
             if dead {
                 self.remove(slot);
@@ -553,6 +579,33 @@ mod tests {
     }
 
     #[test]
+    fn expire_with_asks_only_about_installed_entries_whose_time_is_up() {
+        let (s, d) = (svc(), dest());
+        let mut t = ConnTable::with_capacity(4);
+        let a = t.insert(entry(&s, &d, 1, Established, 100)).unwrap();
+        let b = t.insert(entry(&s, &d, 2, Established, 100)).unwrap();
+        let c = t.insert(entry(&s, &d, 3, Established, 500)).unwrap();
+        for slot in [a, c] {
+            t.get_mut(slot).unwrap().fast = true;
+        }
+        let mut asked = Vec::new();
+        // a: installed, expired, re-armed by the fast path; b: not installed, expires;
+        // c: installed but not due, never asked.
+        let removed = t.expire_with(100, 8, |conn| {
+            asked.push(conn.key.sport);
+            conn.expires_ms = 900;
+            true
+        });
+        assert_eq!(removed, 1);
+        assert_eq!(asked, vec![1]);
+        assert_eq!(t.get(a).map(|x| x.expires_ms), Some(900));
+        assert!(t.get(b).is_none());
+        // The fast path saw nothing: installed entries expire like any other.
+        assert_eq!(t.expire_with(900, 8, |_| false), 2);
+        assert!(t.is_empty());
+    }
+
+    #[test]
     fn deleted_service_entries_are_swept() {
         let (s, d) = (svc(), dest());
         let mut t = ConnTable::with_capacity(2);
@@ -649,6 +702,7 @@ mod tests {
                 worker: 0,
                 sync_pkts: 0,
                 sync_state: ConnState::None,
+                fast: false,
             })
             .unwrap();
         assert_eq!(t.find(&req), Some((s, false)));

@@ -203,6 +203,10 @@ fn worker_rows(h: &WorkerHandle, f: &mut impl FnMut(&[ConnRow]) -> Result<()>) -
                 reply: tx.clone(),
             });
         }
+        let mut rows = rows;
+        for r in rows.iter_mut() {
+            r.fast_expiry();
+        }
         f(&rows)?;
         spare = rows;
         if next.is_none() {

@@ -53,6 +53,8 @@ pub struct DaemonOpts {
     pub busy_poll: bool,
     /// Nice value of the worker threads (0: unchanged).
     pub worker_nice: i32,
+    /// The XDP fast path for established flows (`--no-fast-path` turns it off).
+    pub fast_path: bool,
     /// Template capacity of each persistent service.
     pub templates_max: usize,
     /// What a full connection table does with a new connection.
@@ -170,6 +172,10 @@ pub type ReloadReply = std::sync::mpsc::Sender<Result<String, String>>;
 
 impl DataPathView {
     pub fn stats(&self) -> DataPathStats {
+        self.stats_inner()
+    }
+
+    fn stats_inner(&self) -> DataPathStats {
         let xdp = self
             .steering
             .lock()
@@ -202,6 +208,7 @@ impl DataPathView {
                 .map(|(n, v)| (n.to_string(), v))
                 .collect(),
             xdp_held: xdp.held,
+            fast: fast_pairs(&xdp),
             workers: self
                 .workers
                 .iter()
@@ -370,6 +377,22 @@ impl Resolver {
                 return;
             }
         };
+        // A server whose next hop changes must not keep its fast-path flows on the old
+        // one: their entries hold the MACs and the egress (see fastpath).
+        let before: Vec<_> = dests.iter().map(|d| d.fast_route()).collect();
+        self.refresh_routes(dests, &table);
+        for (d, b) in dests.iter().zip(before) {
+            if d.fast_route() != b {
+                d.stats.bump_gen();
+            }
+        }
+    }
+
+    fn refresh_routes(
+        &mut self,
+        dests: &[Arc<DestRt>],
+        table: &std::collections::HashMap<(u32, std::net::Ipv4Addr), [u8; 6]>,
+    ) {
         for d in dests {
             d.load.wants_resolution.store(false, Relaxed);
             let Some(r) = self.route(d.addr) else {
@@ -642,7 +665,16 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     } else {
         None
     };
-    let mut steering = Steering::load()?;
+    // The fast path's flow map holds at most one entry per connection the tables can hold.
+    let mut steering = Steering::load_with(opts.conn_max.clamp(1, u32::MAX as usize) as u32)?;
+    // Before any service or server exists: their counter sets take fast-path slots.
+    let fast = opts.fast_path && !opts.reflect;
+    if fast {
+        let ifindexes: Vec<u32> = ifaces.iter().map(|i| i.index).collect();
+        crate::fastpath::init(steering.fast_maps()?, &ifindexes);
+    }
+    steering.set_fast_path(fast)?;
+    tracing::info!(fast_path = fast, "XDP fast path for established flows");
     let mut modes = Vec::new();
     for (slot, i) in ifaces.iter().enumerate() {
         if opts.state_dir.is_some() {
@@ -1118,7 +1150,7 @@ fn hand_over(
     (slots, queues): (u32, u32),
 ) {
     {
-        let st = steering.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = steering.lock().unwrap_or_else(|e| e.into_inner());
         let until = crate::bpf::monotonic_ns() + opts.restart_hold.as_nanos() as u64;
         if let Err(e) = st.set_hold(until) {
             tracing::error!("{e:#}: the kernel will answer service traffic until the next xvsd");
@@ -1143,6 +1175,33 @@ fn hand_over(
         ),
         Err(e) => tracing::error!("saving the connections: {e:#}"),
     }
+}
+
+/// The fast path's `--datapath` counters: what the program forwarded (all of it, from the
+/// total slot 0) and decided, and the workers' installs and removals.
+fn fast_pairs(xdp: &crate::bpf::maps::XdpStats) -> Vec<(String, u64)> {
+    let Some(f) = crate::fastpath::get() else {
+        return vec![("fast_path".to_string(), 0)];
+    };
+    let total = f.maps.counters(0);
+    let s = f.stats();
+    [
+        ("fast_path", 1),
+        ("fast_packets", total.pkts),
+        ("fast_bytes", total.bytes),
+        ("fast_forwarded", xdp.fast),
+        ("fast_punted", xdp.fast_punt),
+        ("fast_stale", xdp.fast_stale),
+        ("fast_installs", s.installs),
+        ("fast_reinstalls", s.reinstalls),
+        ("fast_install_failed", s.install_failed),
+        ("fast_removes", s.removes),
+        ("fast_refreshed", s.refreshed),
+        ("fast_no_slot", s.no_slot),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v))
+    .collect()
 }
 
 #[cfg(test)]

@@ -361,6 +361,11 @@ impl DaemonState {
             if !next.contains_key(k) {
                 self.steer.remove(k)?;
                 rt.deleted.store(true, Relaxed);
+                // Its fast-path flows stop at once (their frames go to the workers, which
+                // see the deleted service), not when the entries would be swept.
+                for d in rt.sched_set().dests.iter() {
+                    d.stats.bump_gen();
+                }
             }
         }
         self.rt = next;
@@ -369,6 +374,9 @@ impl DaemonState {
     }
 
     fn publish(&self) {
+        if let Some(f) = crate::fastpath::get() {
+            f.set_timeouts(StateTimeouts::new(&self.model.timeouts));
+        }
         let mut snap = Snapshot {
             timeouts: StateTimeouts::new(&self.model.timeouts),
             // Deleted services' NAT entries may outlive them until swept: stay on once set.

@@ -583,6 +583,24 @@ impl Collector for SampleCollector {
                 )?;
             }
         }
+        // xvs: the XDP fast path. fast_path is a level (1: on); the others count.
+        for (name, v) in &dp.fast {
+            if name == "fast_path" {
+                gauge(
+                    &mut enc,
+                    "xvs_fast_path",
+                    "1 when the XDP fast path for established flows is on (xvsd without --no-fast-path).",
+                    [(none(), *v)],
+                )?;
+            } else {
+                counter(
+                    &mut enc,
+                    &format!("xvs_{name}"),
+                    fast_help(name),
+                    [(none(), *v)],
+                )?;
+            }
+        }
         gauge(
             &mut enc,
             "xvs_sync_daemon_info",
@@ -597,6 +615,32 @@ impl Collector for SampleCollector {
             }),
         )?;
         Ok(())
+    }
+}
+
+/// Help texts of the fast-path counters (`xvsadm --datapath`, `fast_*`).
+fn fast_help(name: &str) -> &'static str {
+    match name {
+        "fast_packets" => "Packets the XDP fast path forwarded itself (established flows).",
+        "fast_bytes" => "Bytes (IP length) the XDP fast path forwarded itself.",
+        "fast_forwarded" => {
+            "Frames the XDP program forwarded by the fast path (XDP_TX or redirect)."
+        }
+        "fast_punted" => {
+            "Fast-path flow hits sent to the workers (SYN/FIN/RST, TTL, MTU, fragment)."
+        }
+        "fast_stale" => "Fast-path flow hits of an older server generation, sent to the workers.",
+        "fast_installs" => "Connections installed in the fast path by the workers.",
+        "fast_reinstalls" => {
+            "Connections installed again after their entry was evicted or went stale."
+        }
+        "fast_install_failed" => {
+            "Fast-path installs the kernel refused (the flow stays on the workers)."
+        }
+        "fast_removes" => "Connections removed from the fast path (FIN/RST, expiry, removal).",
+        "fast_refreshed" => "Expiry checks re-armed by fast-path traffic (last-seen).",
+        "fast_no_slot" => "Services or servers without a fast-path counter slot (not fast-pathed).",
+        _ => "XDP fast-path counter (xvsadm --datapath).",
     }
 }
 

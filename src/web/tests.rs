@@ -132,6 +132,7 @@ fn sample() -> Sample {
                 ("sync_refused".into(), 1),
                 ("sync_parked".into(), 4),
             ],
+            fast: vec![("fast_path".into(), 1), ("fast_packets".into(), 77)],
         },
         health: Some(vec![HealthRow {
             service: key,
