@@ -335,16 +335,7 @@ impl Resolver {
                         mac: *mac,
                     }),
                     None => {
-                        let due = self
-                            .last_trigger
-                            .get(&(r.oif, hop))
-                            .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
-                        if due {
-                            self.last_trigger.insert((r.oif, hop), Instant::now());
-                            if let Err(e) = self.neigh.trigger(r.oif, hop) {
-                                tracing::warn!(client = %cip, next_hop = %hop, "neighbour resolution: {e:#}");
-                            }
-                        }
+                        self.ask_neighbour(r.oif, hop, cip);
                         None
                     }
                 }
@@ -363,6 +354,21 @@ impl Resolver {
             }
         });
         self.clients_pending = pending;
+    }
+
+    /// Asks the kernel to resolve `hop` on `oif` (`NTF_USE`), at most every 500 ms per
+    /// next hop; `for_addr` (a real server or a client) is only for the log line.
+    fn ask_neighbour(&mut self, oif: u32, hop: Ipv4Addr, for_addr: Ipv4Addr) {
+        let due = self
+            .last_trigger
+            .get(&(oif, hop))
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
+        if due {
+            self.last_trigger.insert((oif, hop), Instant::now());
+            if let Err(e) = self.neigh.trigger(oif, hop) {
+                tracing::warn!(addr = %for_addr, next_hop = %hop, "neighbour resolution: {e:#}");
+            }
+        }
     }
 
     fn has_pending_clients(&self) -> bool {
@@ -414,16 +420,7 @@ impl Resolver {
                 Some(mac) => d.set_mac(Some(*mac)),
                 None => {
                     d.set_mac(None);
-                    let due = self
-                        .last_trigger
-                        .get(&(r.oif, hop))
-                        .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
-                    if due {
-                        self.last_trigger.insert((r.oif, hop), Instant::now());
-                        if let Err(e) = self.neigh.trigger(r.oif, hop) {
-                            tracing::warn!(rs = %d.addr, next_hop = %hop, "neighbour resolution: {e:#}");
-                        }
-                    }
+                    self.ask_neighbour(r.oif, hop, d.addr);
                 }
             }
         }
