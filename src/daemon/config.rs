@@ -40,9 +40,6 @@ fn check_service_opts(key: &ServiceKey, o: &ServiceOpts) -> Result<(), String> {
         Err(SchedError::Unknown(n)) => {
             return Err(format!("Scheduler not found: ip_vs_{n}.ko"));
         }
-        Err(SchedError::NotImplemented(n)) => {
-            return Err(format!("Scheduler '{n}' is not implemented in xvs yet"));
-        }
     }
     if let Some(m) = o.netmask {
         // A netmask must be contiguous ones then zeros.

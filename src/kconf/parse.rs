@@ -744,12 +744,6 @@ fn parse_vs(
                 let s = arg(c, 1)?;
                 match crate::sched::by_name(s) {
                     Ok(_) => vs.scheduler = Some(s.to_string()),
-                    Err(crate::sched::SchedError::NotImplemented(_)) => {
-                        return Err(err(
-                            c.loc(),
-                            format!("scheduler '{s}' is not implemented by xvs yet"),
-                        ))
-                    }
                     Err(crate::sched::SchedError::Unknown(_)) => {
                         return Err(err(c.loc(), format!("Invalid lvs_scheduler '{s}'")))
                     }
