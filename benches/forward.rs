@@ -12,6 +12,9 @@
 //! - `dr_new/65536`: SYNs of flows the table has never seen (lookup miss, service lookup,
 //!   wrr under the service lock, insert, counters, rewrite). When all 65536 have been sent,
 //!   the table is cleared outside the timed region so that every SYN is new again.
+//! - `dr_new_8m/1048576`: the same SYNs, 1M per pass, into a table of 8M capacity (what
+//!   `scripts/bench.sh`'s `new` row gives xvsd: `--conn-max 8388608`): the index is then
+//!   80 MiB and every SYN's lookup and insert land on a cold, random part of it.
 //! - `tun_established/4096`: as `dr_established`, plus IPIP encapsulation (the packet moves
 //!   20 bytes, a new outer header and its checksum).
 //! - `nat_request/4096`, `nat_reply/4096`: client-to-server and server-to-client segments
@@ -55,6 +58,9 @@ const FLOWS: usize = 4096;
 const MANY_FLOWS: usize = 1 << 20;
 /// SYNs per pass of the new-flow case (and the table's capacity there).
 const NEW_FLOWS: usize = 65_536;
+/// The big new-flow case: table capacity (bench.sh's --conn-max) and SYNs per pass.
+const BIG_CAPACITY: usize = 8 << 20;
+const BIG_NEW_FLOWS: usize = 1 << 20;
 
 type Frame = [u8; FRAME_LEN];
 
@@ -229,6 +235,16 @@ fn bench_forward(c: &mut Criterion) {
     bench_frames(c, "dr_new", NEW_FLOWS, &mut fwd, &snap, &syns, |f| {
         f.conns.clear()
     });
+    drop(fwd);
+
+    let mut fwd = forwarder(BIG_CAPACITY);
+    let syns: Vec<Frame> = (0..BIG_NEW_FLOWS)
+        .map(|k| to_vip(k, DR_VIP, true))
+        .collect();
+    bench_frames(c, "dr_new_8m", BIG_NEW_FLOWS, &mut fwd, &snap, &syns, |f| {
+        f.conns.clear()
+    });
+    drop(fwd);
 
     let mut fwd = forwarder(FLOWS);
     establish(&mut fwd, &snap, TUN_VIP, FLOWS);

@@ -219,6 +219,7 @@ static __always_inline int icmp_error_is_ours(struct iphdr *iph, void *data_end,
 #define XVS_TCP_FIN 0x01
 #define XVS_TCP_SYN 0x02
 #define XVS_TCP_RST 0x04
+#define XVS_TCP_ACK 0x10
 #define XVS_IPIP_HLEN 20
 
 /* One's complement sum folded to 16 bits. */
@@ -257,6 +258,20 @@ static __always_inline int fast_path(struct xdp_md *ctx, struct ethhdr *eth, str
 	__u16 tot_len, old, new;
 	__u8 tos, ttl;
 
+	/*
+	 * A client's SYN (SYN without ACK) opens a connection: always the workers', so it skips
+	 * the lookup. For a flow never seen that lookup is a miss into a random bucket of a map
+	 * sized from --conn-max, a cache and TLB miss that doubled the kernel's cost of a SYN
+	 * (docs/benchmarks.md, "The new-connection path"). A SYN reusing an installed tuple is
+	 * therefore not counted in fast_punt.
+	 */
+	if (iph->protocol == IPPROTO_TCP) {
+		__u8 *tcp = (void *)ports;
+
+		if ((void *)(tcp + 14) <= data_end &&
+		    (tcp[13] & (XVS_TCP_SYN | XVS_TCP_ACK)) == XVS_TCP_SYN)
+			return -1;
+	}
 	k.saddr = iph->saddr;
 	k.daddr = iph->daddr;
 	k.sport = ports[0];

@@ -14,10 +14,12 @@
 #               once, so the VM's fast and slow phases hit all rows alike. A
 #               round during which other load ran on the machine is repeated
 #               (at most 2N rounds in all) and left out of the table.
-#   --rows LIST comma-separated subset of: reflect,xdptx,dr,health,loss,nat,tun,new,nft,mq,lat
+#   --rows LIST comma-separated subset of: reflect,xdptx,dr,health,loss,nat,tun,new,mix,nft,mq,lat
 #               (default: all)
 #   --conns     also the connection-table rows: DR with 10M live entries vs
-#               1k (same table size), and bytes per entry (about 2 minutes)
+#               1k (same table size), bytes per entry, and the memory of xvsd
+#               (resident) plus its BPF maps (memlock of every map fd it holds)
+#               against issue 11's 2 GiB (about 2 minutes)
 #   --no-build  use the binaries in target/release as they are
 #   --no-docs   do not write docs/benchmarks.md
 #   --size B    frame size on the wire, FCS included (default 64)
@@ -43,6 +45,10 @@
 #   nat      two-armed -m (eth0 in, eth1 out), 4 real servers
 #   tun      -i (IPIP), 4 real servers
 #   new      dr, TCP, every frame a SYN of a new flow: new connections/s
+#   mix      dr, TCP, 20% new flows / 80% established: every 5th frame a SYN of a
+#            new flow, the others cycle over --flows established flows (xvs-bench
+#            --mode mix); reported against dr_slow (issue 11: >= 1.5x the slow
+#            path's DR rate of the issue's start, 0.32 Mpps)
 #   nft      xvsd stopped; kernel forwarding with nftables DNAT numgen inc mod 4
 #   mq       dr with a generator thread on each CPU: 1 queue/1 worker (mq1) and
 #            2 queues/2 workers (mq2, a second topology with --queues 2)
@@ -52,8 +58,8 @@
 #            that the VIP's only real server is, so both see the same responder,
 #            the same machine state and the same seconds; the difference is the
 #            director's hop
-# With an xvsd whose --help lists --no-fast-path, the xvsd rows dr, nat, tun and
-# new also run as dr_slow, nat_slow, tun_slow and new_slow with --no-fast-path
+# With an xvsd whose --help lists --no-fast-path, the xvsd rows dr, nat, tun, new
+# and mix also run as dr_slow, nat_slow, tun_slow, new_slow and mix_slow with --no-fast-path
 # (the AF_XDP slow path alone). XVSD_ARGS (environment, word-split) is passed
 # to every xvsd started, e.g. XVSD_ARGS=--busy-poll.
 # Each rate row is xvs-bench peak: one window flat out, then a search over
@@ -77,7 +83,7 @@ cd "$ROOT"
 
 SMOKE=0
 ROUNDS=5
-ROWS=reflect,xdptx,dr,health,loss,nat,tun,new,nft,mq,lat
+ROWS=reflect,xdptx,dr,health,loss,nat,tun,new,mix,nft,mq,lat
 CONNS=0
 BUILD=1
 DOCS=1
@@ -148,7 +154,8 @@ log() { echo "bench.sh: $*" | tee -a "$LOG" >&2; }
 
 BIN=$ROOT/target/release
 BENCH=$BIN/xvs-bench
-XVSD=$BIN/xvsd
+# XVSD_BIN=path: another xvsd binary (e.g. a saved build, to compare two in one sitting).
+XVSD=${XVSD_BIN:-$BIN/xvsd}
 XVSADM=$BIN/xvsadm
 P1=xb
 P2=xb2
@@ -273,7 +280,7 @@ HEALTH_CONF=$OUTDIR/health-storm.conf
     echo "}"
 } >"$HEALTH_CONF"
 
-# xvsd_start PREFIX MODE [XVSD ARGS...]: MODE reflect|dr|nat|tun|new|lat.
+# xvsd_start PREFIX MODE [XVSD ARGS...]: MODE reflect|dr|nat|tun|new|mix|lat.
 xvsd_start() {
     local p=$1 mode=$2 sock=$SOCK_DIR/$1.sock i
     shift 2
@@ -298,7 +305,7 @@ xvsd_start() {
             "${A[@]}" -A -u "$VIP:80" -s rr
             for rip in "${DR_RIPS[@]}"; do "${A[@]}" -a -u "$VIP:80" -r "$rip:80" -g; done
             ;;
-        new)
+        new | mix)
             "${A[@]}" -A -t "$VIP:80" -s rr
             for rip in "${DR_RIPS[@]}"; do "${A[@]}" -a -t "$VIP:80" -r "$rip:80" -g; done
             ;;
@@ -381,7 +388,7 @@ rate_row() {
         desc="$desc; $VARIANT"
     fi
     # Every frame a new connection: room for all of them (SYN_RECV entries live 60 s).
-    [[ $mode == new ]] && extra+=(--conn-max 8388608)
+    [[ $mode == new || $mode == mix ]] && extra+=(--conn-max 8388608)
     [[ $mode == health ]] && extra+=(--config "$HEALTH_CONF")
     xvsd_start "$p" "$mode" "${extra[@]}"
     peak "$row" "$round" "$p" "$sink" "$desc" "$@"
@@ -474,6 +481,27 @@ lat_row() {
     xvsd_stop "$PL"
 }
 
+# bpf_maps PID: "BYTES LARGEST" for the BPF maps process PID holds fds of: the sum of
+# their memlock (what the kernel charges for them: buckets, preallocated elements) and
+# the largest one (its name from bpftool when installed, else its map id).
+bpf_maps() {
+    local pid=$1 f total=0 big=0 bigid=0 mem id name
+    for f in /proc/"$pid"/fdinfo/*; do
+        grep -q '^map_type:' "$f" 2>/dev/null || continue
+        mem=$(awk '/^memlock:/ {print $2}' "$f")
+        id=$(awk '/^map_id:/ {print $2}' "$f")
+        [[ -n $mem ]] || continue
+        total=$((total + mem))
+        if ((mem > big)); then big=$mem; bigid=$id; fi
+    done
+    name="id$bigid"
+    if command -v bpftool >/dev/null 2>&1 && ((bigid > 0)); then
+        name=$(bpftool map show id "$bigid" 2>/dev/null | sed -n 's/.* name \([^ ]*\).*/\1/p' | head -1)
+        [[ -n $name ]] || name="id$bigid"
+    fi
+    echo "$total $name"
+}
+
 # conns_rows RATE: DR with 10M live connections (populated at RATE frames/s,
 # then the peak search cycles over all of them) and with 1k (same table size).
 conns_rows() {
@@ -496,8 +524,13 @@ conns_rows() {
     GEN_PID=""
     log "connection table: $conns entries after $((i / 2)) s"
     rss1=$(awk '/^VmRSS/ {print $2}' "/proc/$XVSD_PID/status")
-    printf '{"kind":"conns","row":"c10m","round":"0","entries":%s,"rss_before_kb":%s,"rss_after_kb":%s,"bytes_per_entry":%s}\n' \
-        "$conns" "$rss0" "$rss1" "$(awk -v a="$rss0" -v b="$rss1" -v n="$conns" 'BEGIN{printf "%.1f", (b-a)*1024/(n>0?n:1)}')" >>"$RESULTS"
+    local bpf bpf_bytes bpf_big
+    bpf=$(bpf_maps "$XVSD_PID")
+    read -r bpf_bytes bpf_big <<<"$bpf"
+    log "connection table: xvsd RSS $rss1 KiB, BPF maps $bpf_bytes bytes (largest: $bpf_big)"
+    printf '{"kind":"conns","row":"c10m","round":"0","entries":%s,"rss_before_kb":%s,"rss_after_kb":%s,"bytes_per_entry":%s,"bpf_map_bytes":%s,"bpf_largest_map":"%s"}\n' \
+        "$conns" "$rss0" "$rss1" "$(awk -v a="$rss0" -v b="$rss1" -v n="$conns" 'BEGIN{printf "%.1f", (b-a)*1024/(n>0?n:1)}')" \
+        "$bpf_bytes" "$bpf_big" >>"$RESULTS"
     peak c10m 0 "$P1" "$P1-gen:g0" "DR, 10M live connections (each frame another entry)" --flows "$target"
     xvsd_stop "$P1"
     xvsd_start "$P1" dr --conn-max 12000000
@@ -551,6 +584,12 @@ for ((r = 1; r <= MAX_ATTEMPTS && clean < ROUNDS; r++)); do
         if want new; then
             rate_row new "$r" "$P1" new "$P1-gen:g0" "DR, TCP, every frame a SYN of a new flow (new connections/s)" \
                 --proto tcp --mode new
+            xvsd_stop "$P1"
+        fi
+        if want mix; then
+            rate_row mix "$r" "$P1" mix "$P1-gen:g0" \
+                "DR, TCP, 20% new flows / 80% established (every 5th frame a SYN of a new flow, the others over $FLOWS flows)" \
+                --proto tcp --mode mix --flows "$FLOWS"
             xvsd_stop "$P1"
         fi
     done

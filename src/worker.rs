@@ -275,6 +275,10 @@ struct Port {
     cq: CompQueue,
     tx: TxQueue,
     rx: RxQueue,
+    /// Frames given to the fill ring and not yet taken back from the RX ring: the kernel
+    /// holds them (in the fill ring, its pool, or the RX ring). Kept at most `RING_SIZE`
+    /// so that the RX ring can never be full (see step 2 of `Worker::run`).
+    rx_owed: u32,
 }
 
 pub struct Worker {
@@ -451,7 +455,16 @@ fn bind(umem: &Umem, ifname: &str, queue: u32) -> Result<(Port, BindMode)> {
                     Some(false) => BindMode::Copy,
                     None => mode,
                 };
-                return Ok((Port { fq, cq, tx, rx }, actual));
+                return Ok((
+                    Port {
+                        fq,
+                        cq,
+                        tx,
+                        rx,
+                        rx_owed: 0,
+                    },
+                    actual,
+                ));
             }
             Ok(_) => {
                 return Err(anyhow::anyhow!(
@@ -617,6 +630,7 @@ impl Worker {
             let start = free.len() - give;
             // SAFETY: these frames belong to this UMEM and are not in use anywhere else.
             let n = unsafe { p.fq.produce(&free[start..]) };
+            p.rx_owed += n as u32;
             free.truncate(free.len() - n);
         }
 
@@ -745,13 +759,22 @@ impl Worker {
                 let n = unsafe { p.cq.consume(&mut comp) };
                 self.free.extend_from_slice(&comp[..n]);
 
-                // 2. Keep the fill ring topped up.
-                let want = p.fq.nb_free(self.free.len() as u32) as usize;
+                // 2. Keep the fill ring topped up, but never give the kernel more frames
+                // than the RX ring holds. Frames still waiting in the RX ring count: with
+                // the fill ring refilled regardless (the UMEM has twice RING_SIZE frames),
+                // a worker falling behind let the kernel take a frame, copy the packet into
+                // it and only then find the RX ring full (`xsk_rx_ring_full`), the copy
+                // wasted on the CPU the worker needs. Capped, the kernel finds the fill
+                // ring empty first and drops before copying (`xsk_rx_fill_ring_empty`).
+                // While the worker keeps up the RX ring is empty and the fill ring full.
+                let room = RING_SIZE.saturating_sub(p.rx_owed);
+                let want = p.fq.nb_free(self.free.len() as u32).min(room) as usize;
                 let k = want.min(self.free.len());
                 if k > 0 {
                     let start = self.free.len() - k;
                     // SAFETY: free frames are owned by us and not queued anywhere.
                     let done = unsafe { p.fq.produce(&self.free[start..]) };
+                    p.rx_owed += done as u32;
                     self.free.truncate(self.free.len() - done);
                 }
                 if p.fq.needs_wakeup() {
@@ -779,6 +802,7 @@ impl Worker {
                     // SAFETY: as above.
                     n = unsafe { p.rx.consume(&mut rx_descs) };
                 }
+                p.rx_owed = p.rx_owed.saturating_sub(n as u32);
                 if !napi_checked && n > 0 {
                     napi_checked = true;
                     if napi_id(p.rx.fd().as_raw_fd()) == 0 {

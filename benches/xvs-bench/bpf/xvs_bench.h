@@ -24,6 +24,7 @@
 
 #define XVS_GEN_MODE_ESTABLISHED 0 /* cycle over `flows` flows per CPU */
 #define XVS_GEN_MODE_NEW 1         /* every frame a flow never sent before */
+#define XVS_GEN_MODE_MIX 2         /* every 5th frame a new flow, the others cycle over `flows` */
 
 /*
  * Generator configuration (.rodata, written before load so the verifier sees constants).

@@ -93,7 +93,7 @@ int xvs_gen(struct xdp_md *ctx)
 	struct xvs_gen_state *st;
 	__u64 now, flow, g, l4_sum;
 	void *data, *data_end;
-	__u8 flags = 0;
+	__u8 flags = 0, opening = 1;
 
 	st = bpf_map_lookup_elem(&xvs_gen_state, &zero);
 	if (!st)
@@ -119,12 +119,27 @@ int xvs_gen(struct xdp_md *ctx)
 	/*
 	 * The flow number: CPUs use disjoint flows (g = f * stride + cpu). Established mode
 	 * cycles over `flows` per CPU; new mode never repeats (65534 hosts x 64512 ports per
-	 * CPU before it wraps: about 4e9 frames).
+	 * CPU before it wraps: about 4e9 frames). Mix mode: of every 5 frames, 4 cycle over
+	 * `flows` established flows (numbers 0..flows-1) and the 5th opens a new one (numbers
+	 * from `flows` on, never repeated). `opening`: the flow's first frame (TCP: a SYN).
+	 * Mirrored by flow_number and opening in src/frame.rs.
 	 */
 	cpu = bpf_get_smp_processor_id();
 	flow = st->sent;
-	if (xvs_gen_cfg.mode == XVS_GEN_MODE_ESTABLISHED)
+	if (xvs_gen_cfg.mode == XVS_GEN_MODE_ESTABLISHED) {
+		opening = flow < xvs_gen_cfg.flows;
 		flow = flow % xvs_gen_cfg.flows;
+	} else if (xvs_gen_cfg.mode == XVS_GEN_MODE_MIX) {
+		__u64 k = flow / 5, r = flow % 5;
+
+		if (r == 4) {
+			flow = xvs_gen_cfg.flows + k;
+		} else {
+			flow = k * 4 + r;
+			opening = flow < xvs_gen_cfg.flows;
+			flow = flow % xvs_gen_cfg.flows;
+		}
+	}
 	g = flow * xvs_gen_cfg.cpu_stride + cpu;
 	host = g % XVS_GEN_HOSTS + 1;
 	port = XVS_GEN_PORT_BASE + (g / XVS_GEN_HOSTS) % XVS_GEN_PORTS;
@@ -134,7 +149,7 @@ int xvs_gen(struct xdp_md *ctx)
 	*(__u16 *)(data + OFF_SPORT) = bpf_htons(port);
 	if (xvs_gen_cfg.proto == IPPROTO_TCP) {
 		/* SYN opens the flow (new mode: every frame; established: the first pass). */
-		if (xvs_gen_cfg.mode == XVS_GEN_MODE_NEW || st->sent < xvs_gen_cfg.flows) {
+		if (opening) {
 			flags = xvs_gen_cfg.tcp_flags_new;
 			l4_sum = xvs_gen_cfg.l4_sum;
 		} else {

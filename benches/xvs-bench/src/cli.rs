@@ -152,7 +152,8 @@ pub struct FrameArgs {
     /// Flows (established mode), spread over the generator CPUs; k/M suffixes allowed.
     #[arg(long, default_value = "1024", value_parser = parse_count)]
     pub flows: u64,
-    /// established: cycle over the flows; new: every frame a new flow.
+    /// established: cycle over the flows; new: every frame a new flow; mix: every 5th frame a
+    /// new flow, the others cycling over the flows (20% new / 80% established).
     #[arg(long, default_value = "established")]
     pub mode: Mode,
     /// CPUs to generate on, one thread each: e.g. 1 or 0,1.

@@ -84,6 +84,9 @@ pub enum Mode {
     Established,
     /// Every frame opens a flow never seen before (TCP: every frame a SYN).
     New,
+    /// 20% new flows, 80% established: of every 5 frames, 4 cycle over the established
+    /// flows and the 5th opens a flow never seen before.
+    Mix,
 }
 
 impl Mode {
@@ -92,6 +95,7 @@ impl Mode {
         match self {
             Mode::Established => 0,
             Mode::New => 1,
+            Mode::Mix => 2,
         }
     }
 }
@@ -102,7 +106,8 @@ impl FromStr for Mode {
         match s {
             "established" | "est" => Ok(Mode::Established),
             "new" => Ok(Mode::New),
-            _ => Err(format!("mode must be established or new (got '{s}')")),
+            "mix" => Ok(Mode::Mix),
+            _ => Err(format!("mode must be established, new or mix (got '{s}')")),
         }
     }
 }
@@ -112,6 +117,7 @@ impl fmt::Display for Mode {
         f.write_str(match self {
             Mode::Established => "established",
             Mode::New => "new",
+            Mode::Mix => "mix",
         })
     }
 }
@@ -296,11 +302,23 @@ pub fn flow_addr(g: u64) -> (u16, u16) {
 
 /// The flow number of a CPU's `n`-th frame (mirrors the program).
 pub fn flow_number(n: u64, mode: Mode, flows: u64, stride: u64, cpu: u64) -> u64 {
+    let flows = flows.max(1);
     let f = match mode {
-        Mode::Established => n % flows.max(1),
+        Mode::Established => n % flows,
         Mode::New => n,
+        Mode::Mix if n % 5 == 4 => flows + n / 5,
+        Mode::Mix => (n / 5 * 4 + n % 5) % flows,
     };
     f * stride + cpu
+}
+
+/// Whether a CPU's `n`-th frame is its flow's first (TCP: a SYN; mirrors the program).
+pub fn opening(n: u64, mode: Mode, flows: u64) -> bool {
+    match mode {
+        Mode::Established => n < flows,
+        Mode::New => true,
+        Mode::Mix => n % 5 == 4 || n / 5 * 4 + n % 5 < flows,
+    }
 }
 
 impl Template {
@@ -470,6 +488,28 @@ pub(crate) mod tests {
             .map(|n| flow_addr(flow_number(n, Mode::Established, 4, 2, 1)))
             .collect();
         assert!(a.iter().all(|x| !b.contains(x)));
+        // Mix: every 5th frame a flow never seen (nor among the established ones), the
+        // others cycling over the established flows, each opened once.
+        let flows = 8u64;
+        let mut est = HashSet::new();
+        let mut new = HashSet::new();
+        let mut opened = 0;
+        for n in 0..1000u64 {
+            let g = flow_number(n, Mode::Mix, flows, 2, 1);
+            if opening(n, Mode::Mix, flows) {
+                opened += 1;
+            }
+            if n % 5 == 4 {
+                assert!(opening(n, Mode::Mix, flows));
+                assert!(new.insert(g), "mix repeated a new flow at {n}");
+            } else {
+                est.insert(g);
+            }
+        }
+        assert_eq!(est.len(), flows as usize);
+        assert!(est.is_disjoint(&new));
+        assert_eq!(new.len(), 200);
+        assert_eq!(opened, 200 + flows);
         let (h, p) = flow_addr(0);
         assert_eq!((h, p), (1, 1024));
         let (h, p) = flow_addr(HOSTS);

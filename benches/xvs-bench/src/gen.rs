@@ -448,6 +448,10 @@ pub fn describe(o: &GenOpts) -> String {
         match o.mode {
             Mode::Established => format!("{} established flows", o.flows),
             Mode::New => "a new flow every frame".to_string(),
+            Mode::Mix => format!(
+                "every 5th frame a new flow, the others over {} established flows",
+                o.flows
+            ),
         },
         if o.rate == 0 {
             "flat out".to_string()
@@ -510,15 +514,17 @@ mod tests {
             (Proto::Udp, Mode::New, 1, 1518),
             (Proto::Tcp, Mode::Established, 2, 64),
             (Proto::Tcp, Mode::New, 1, 300),
+            (Proto::Tcp, Mode::Mix, 2, 64),
+            (Proto::Udp, Mode::Mix, 3, 64),
         ] {
             let g = Generator::load(opts(proto, mode, flows, 0, size)).unwrap();
             // Garbage in: the program must write the whole frame.
             let junk = vec![0xa5u8; g.template().bytes.len()];
-            for n in 0..7u64 {
+            for n in 0..12u64 {
                 let (ret, out) = g.test_run_once(&junk).unwrap();
                 assert_eq!(ret, XDP_TX);
                 let (h, p) = flow_addr(flow_number(n, mode, flows, ncpus, 0));
-                let opening = mode == Mode::New || n < flows;
+                let opening = crate::frame::opening(n, mode, flows);
                 let want = g.template().frame(proto, h, p, opening);
                 assert_eq!(out, want, "{proto} {mode} frame {n}");
                 crate::frame::tests::check_frame(
@@ -530,8 +536,8 @@ mod tests {
                 );
             }
             let st = g.states().unwrap()[0];
-            assert_eq!(st.sent, 7);
-            assert_eq!(st.bytes, 7 * (size as u64 - 4));
+            assert_eq!(st.sent, 12);
+            assert_eq!(st.bytes, 12 * (size as u64 - 4));
         }
     }
 
