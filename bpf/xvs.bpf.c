@@ -230,11 +230,17 @@ static __always_inline __u16 csum_fold(__u32 s)
 	return (__u16)s;
 }
 
-static __always_inline void count(__u32 slot, __u64 bytes)
+/* One frame of `bytes` in stat slot `slot`: client to server, or (`out`) a NAT reply. */
+static __always_inline void count(__u32 slot, __u64 bytes, int out)
 {
 	struct xvs_fast_ctr *c = bpf_map_lookup_elem(&xvs_fast_ctr, &slot);
 
-	if (c) {
+	if (!c)
+		return;
+	if (out) {
+		c->out_pkts++;
+		c->out_bytes += bytes;
+	} else {
 		c->pkts++;
 		c->bytes += bytes;
 	}
@@ -244,9 +250,9 @@ static __always_inline void count(__u32 slot, __u64 bytes)
  * The fast path for an established flow. Returns -1 when the frame is not (or no longer) the
  * fast path's: the caller then steers it to the workers exactly as without the fast path.
  * Otherwise the verdict (XDP_TX or the redirect's). Conditions mirror the workers'
- * forward_local (src/forward.rs): a state-changing TCP segment (SYN, FIN, RST), a fragment,
- * TTL <= 1 (time exceeded is theirs to send) and a frame too big for the egress (frag-needed,
- * theirs too) all go to the workers.
+ * forward_local, nat_request and nat_reply (src/forward.rs): a state-changing TCP segment
+ * (SYN, FIN, RST), a fragment, TTL <= 1 (time exceeded is theirs to send) and a frame too
+ * big for the egress (frag-needed, theirs too) all go to the workers.
  */
 static __always_inline int fast_path(struct xdp_md *ctx, struct ethhdr *eth, struct iphdr *iph,
 				     __u16 *ports, void *data_end, struct xvs_xdp_stats *st)
@@ -255,8 +261,9 @@ static __always_inline int fast_path(struct xdp_md *ctx, struct ethhdr *eth, str
 	struct xvs_flow *f;
 	struct xvs_iface *iface;
 	__u32 ifindex = ctx->ingress_ifindex, *gen, sum;
-	__u16 tot_len, old, new;
+	__u16 tot_len, old, new, *l4_check = 0;
 	__u8 tos, ttl;
+	int nat;
 
 	/*
 	 * A client's SYN (SYN without ACK) opens a connection: always the workers', so it skips
@@ -287,13 +294,22 @@ static __always_inline int fast_path(struct xdp_md *ctx, struct ethhdr *eth, str
 	}
 	if (iph->frag_off & bpf_htons(XVS_IP_OFFSET | XVS_IP_MF))
 		goto punt;
+	nat = f->method == XVS_FAST_NAT_IN || f->method == XVS_FAST_NAT_OUT;
 	if (iph->protocol == IPPROTO_TCP) {
 		__u8 *tcp = (void *)ports;
 
-		if ((void *)(tcp + 14) > data_end)
+		/* NAT rewrites the checksum at byte 16: the whole base header must be there. */
+		if ((void *)(tcp + 20) > data_end)
 			goto punt;
 		if (tcp[13] & (XVS_TCP_FIN | XVS_TCP_SYN | XVS_TCP_RST))
 			goto punt;
+		l4_check = (void *)(tcp + 16);
+	} else {
+		__u8 *udp = (void *)ports;
+
+		if ((void *)(udp + 8) > data_end)
+			goto punt;
+		l4_check = (void *)(udp + 6);
 	}
 	if (iph->ttl <= 1)
 		goto punt;
@@ -308,24 +324,50 @@ static __always_inline int fast_path(struct xdp_md *ctx, struct ethhdr *eth, str
 	if (f->method == XVS_FAST_TUN) {
 		if (tot_len + XVS_IPIP_HLEN > f->mtu)
 			goto punt;
-	} else if (f->method == XVS_FAST_DR) {
+	} else if (f->method == XVS_FAST_DR || nat) {
+		/* NAT: requests check the egress towards the server, replies the client's
+		 * interface; the entry carries that MTU either way. */
 		if (tot_len > f->mtu)
 			goto punt;
 	} else {
 		goto punt;
 	}
 
-	/* decrement_ttl (src/xmit.rs): RFC 1624 update of the TTL/protocol word. */
+	/* decrement_ttl (src/xmit.rs): RFC 1624 update of the TTL/protocol word; NAT adds the
+	 * address's precomputed delta in the same update (xmit::nat_in/nat_out). */
 	old = *(__u16 *)&iph->ttl;
 	iph->ttl--;
 	new = *(__u16 *)&iph->ttl;
 	sum = (__u16)~iph->check + (__u16)~old + new;
+	if (nat)
+		sum += f->ip_csum_delta;
 	iph->check = ~csum_fold(sum);
 
+	if (nat) {
+		__u16 c = *l4_check;
+
+		if (f->method == XVS_FAST_NAT_IN) {
+			iph->daddr = f->nat_addr;
+			ports[1] = f->nat_port;
+		} else {
+			iph->saddr = f->nat_addr;
+			ports[0] = f->nat_port;
+		}
+		/* As rewrite_addr_port: UDP checksum 0 means none (RFC 768) and stays 0; a
+		 * computed UDP checksum of 0 is sent as all ones. TCP always has one. */
+		if (iph->protocol == IPPROTO_TCP || c != 0) {
+			c = ~csum_fold((__u16)~c + (__u32)f->l4_csum_delta);
+			if (iph->protocol == IPPROTO_UDP && c == 0)
+				c = 0xffff;
+			*l4_check = c;
+		}
+	}
+
 	f->last_seen_ns = bpf_ktime_get_ns();
-	count(f->dest_slot, tot_len);
-	count(f->svc_slot, tot_len);
-	count(0, tot_len); /* slot 0: the fast path's total */
+	/* IPVS counts a NAT reply as OutPkts/OutBytes (ip_vs_out_stats). */
+	count(f->dest_slot, tot_len, f->method == XVS_FAST_NAT_OUT);
+	count(f->svc_slot, tot_len, f->method == XVS_FAST_NAT_OUT);
+	count(0, tot_len, 0); /* slot 0: the fast path's total, both directions */
 
 	if (f->method == XVS_FAST_TUN) {
 		/* tun_encap_packet (src/xmit.rs): IPIP, DF copied, TTL copied (decremented), DSCP

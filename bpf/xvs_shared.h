@@ -97,10 +97,15 @@ struct xvs_config {
 /* Forwarding methods of a flow entry. */
 #define XVS_FAST_DR 1
 #define XVS_FAST_TUN 2
+/* NAT, client to server: destination VIP:vport becomes nat_addr:nat_port (RIP:rport). */
+#define XVS_FAST_NAT_IN 3
+/* NAT, server to client: source RIP:rport becomes nat_addr:nat_port (VIP:vport). */
+#define XVS_FAST_NAT_OUT 4
 
 /*
  * Key of the flow map: the 5-tuple exactly as the steering program sees it in the frame
- * (network byte order), the client's side for DR and TUN.
+ * (network byte order): the client's side for DR, TUN and a NAT request (CIP:cport ->
+ * VIP:vport), the real server's for a NAT reply (RIP:rport -> CIP:cport).
  */
 struct xvs_flow_key {
 	__u32 saddr;
@@ -116,7 +121,7 @@ struct xvs_flow_key {
  * Written by the worker at state changes only; the program writes last_seen_ns.
  */
 struct xvs_flow {
-	__u8 method;       /* XVS_FAST_DR or XVS_FAST_TUN; anything else: to the workers */
+	__u8 method;       /* XVS_FAST_DR, _TUN, _NAT_IN or _NAT_OUT; anything else: to the workers */
 	__u8 pad0;
 	__u16 mtu;         /* IP MTU of the egress interface (TUN: the inner packet may be 20 less) */
 	__u32 ifindex;     /* egress interface; the ingress one means XDP_TX, another bpf_redirect */
@@ -127,14 +132,30 @@ struct xvs_flow {
 	__u32 dest_slot;   /* stat slot of the real server (counters and generation) */
 	__u32 svc_slot;    /* stat slot of the service (counters) */
 	__u32 gen;         /* the real server's generation when installed */
-	__u32 pad1;
+	/* NAT only: the address and port written (destination for _NAT_IN, source for
+	 * _NAT_OUT), network order, and the checksum deltas of that rewrite, precomputed by the
+	 * worker (RFC 1624: ~old + new over the changed 16-bit words, folded, not
+	 * complemented), in the byte order the program reads packet words in: the IP header's
+	 * covers the address, the L4 one the address (pseudo-header) and the port. */
+	__u32 nat_addr;
+	__u16 nat_port;
+	__u16 ip_csum_delta;
+	__u16 l4_csum_delta;
+	__u16 pad1;
+	__u32 pad2;
 	__u64 last_seen_ns; /* bpf_ktime_get_ns of the last frame forwarded by the fast path */
 };
 
-/* Per-CPU fast-path counters of one stat slot: what the fast path forwarded. */
+/*
+ * Per-CPU fast-path counters of one stat slot: what the fast path forwarded, client to
+ * server (DR, TUN, NAT requests: IPVS's InPkts) and server to client (NAT replies: OutPkts).
+ * Slot 0 (the total) counts both directions in pkts/bytes.
+ */
 struct xvs_fast_ctr {
 	__u64 pkts;
 	__u64 bytes; /* IP length, as the workers count it */
+	__u64 out_pkts;
+	__u64 out_bytes;
 };
 
 #endif

@@ -95,6 +95,8 @@ impl FastMaps {
                 let c = FastCtr::from_bytes(c);
                 t.pkts += c.pkts;
                 t.bytes += c.bytes;
+                t.out_pkts += c.out_pkts;
+                t.out_bytes += c.out_bytes;
             }
         }
         t
@@ -256,40 +258,64 @@ impl FastPath {
         }
     }
 
-    /// Installs `v` for the client tuple `k`; `again`: the connection had been installed
-    /// before (its entry was evicted or went stale). Returns whether it is installed.
-    pub fn install(&self, k: &FlowKey, v: &FlowVal, again: bool) -> bool {
-        match self.maps.install(&FlowKeyC::of(k), v) {
-            Ok(()) => {
-                if again {
-                    self.reinstalls.fetch_add(1, Relaxed);
-                } else {
-                    self.installs.fetch_add(1, Relaxed);
+    /// Installs `v` for the client tuple `k` and, for a NAT connection, `reply` (the real
+    /// server's tuple and its entry); `again`: the connection had been installed before (an
+    /// entry was evicted or went stale). Returns whether it is installed: for NAT both
+    /// entries, or neither (a request rewritten by the fast path whose replies went to the
+    /// workers would work, but half an install is harder to reason about than none).
+    pub fn install(
+        &self,
+        k: &FlowKey,
+        v: &FlowVal,
+        reply: Option<(&FlowKey, &FlowVal)>,
+        again: bool,
+    ) -> bool {
+        let ok = self.maps.install(&FlowKeyC::of(k), v).is_ok()
+            && match reply {
+                None => true,
+                Some((rk, rv)) => {
+                    let ok = self.maps.install(&FlowKeyC::of(rk), rv).is_ok();
+                    if !ok {
+                        self.maps.remove(&FlowKeyC::of(k));
+                    }
+                    ok
                 }
-                true
-            }
-            Err(_) => {
-                self.install_failed.fetch_add(1, Relaxed);
-                false
-            }
+            };
+        if !ok {
+            self.install_failed.fetch_add(1, Relaxed);
+        } else if again {
+            self.reinstalls.fetch_add(1, Relaxed);
+        } else {
+            self.installs.fetch_add(1, Relaxed);
         }
+        ok
     }
 
-    pub fn remove(&self, k: &FlowKey) {
+    /// Removes a connection's entry (and its NAT reply entry, `reply`).
+    pub fn remove(&self, k: &FlowKey, reply: Option<&FlowKey>) {
         self.maps.remove(&FlowKeyC::of(k));
+        if let Some(rk) = reply {
+            self.maps.remove(&FlowKeyC::of(rk));
+        }
         self.removes.fetch_add(1, Relaxed);
     }
 
-    /// When the fast path last forwarded a frame of `k`, on the process's millisecond
-    /// clock (`clock::now_ms`); `None` if never (or the entry is gone).
-    pub fn last_seen_ms(&self, k: &FlowKey) -> Option<u64> {
-        let v = self.maps.lookup(&FlowKeyC::of(k))?;
-        if v.last_seen_ns == 0 {
+    /// When the fast path last forwarded a frame of the connection `k` (either direction
+    /// of a NAT one: its reply tuple `reply`), on the process's millisecond clock
+    /// (`clock::now_ms`); `None` if never (or the entries are gone).
+    pub fn last_seen_ms(&self, k: &FlowKey, reply: Option<&FlowKey>) -> Option<u64> {
+        let ns = |k: &FlowKey| {
+            self.maps
+                .lookup(&FlowKeyC::of(k))
+                .map_or(0, |v| v.last_seen_ns)
+        };
+        let last = ns(k).max(reply.map_or(0, ns));
+        if last == 0 {
             return None;
         }
         // Both clocks are CLOCK_MONOTONIC (bpf_ktime_get_ns; Instant on Linux): convert by
         // the age of the sample.
-        let age_ms = crate::bpf::monotonic_ns().saturating_sub(v.last_seen_ns) / 1_000_000;
+        let age_ms = crate::bpf::monotonic_ns().saturating_sub(last) / 1_000_000;
         Some(crate::clock::now_ms().saturating_sub(age_ms))
     }
 
@@ -300,10 +326,11 @@ impl FastPath {
 
     /// The expiry a listing (`-L -c`, bulk sync, the restart state file) shows for an
     /// installed connection in `state` whose worker timer says `expires_ms`: the later of
-    /// that and a full timeout after the fast path's last frame.
+    /// that and a full timeout after the fast path's last frame (either direction).
     pub fn listed_expiry(
         &self,
         k: &FlowKey,
+        reply: Option<&FlowKey>,
         state: crate::conn::ConnState,
         expires_ms: u64,
     ) -> u64 {
@@ -312,7 +339,7 @@ impl FastPath {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(state);
-        match self.last_seen_ms(k) {
+        match self.last_seen_ms(k, reply) {
             Some(seen) => expires_ms.max(seen + t),
             None => expires_ms,
         }

@@ -127,21 +127,49 @@ fn next_hop(ports: &[PortInfo; MAX_PORTS], dest: &DestRt) -> Option<(u8, [u8; 6]
     Some((port as u8, mac, ports[port as usize]))
 }
 
-/// May the fast path carry this connection's client packets now? TCP once established, UDP
-/// from the first datagram; DR and TUN (NAT stays on the workers' path, see
-/// docs/architecture.md).
+/// May the fast path carry this connection's packets now (client packets for DR and TUN,
+/// both directions for NAT)? TCP once established, UDP from the first datagram.
 fn fast_eligible(conn: &Conn) -> bool {
-    matches!(conn.dest.forward, Forward::Route | Forward::Tunnel)
-        && matches!(conn.state, ConnState::Established | ConnState::Udp)
+    matches!(conn.state, ConnState::Established | ConnState::Udp)
+}
+
+/// The workers saw a packet that took an installed connection out of the states the fast
+/// path carries (a FIN or RST, which the fast path never takes): the rest of its life is
+/// the workers' again, packet by packet.
+fn fast_leave(conn: &mut Conn) {
+    if conn.fast && !fast_eligible(conn) {
+        if let Some(f) = crate::fastpath::get() {
+            f.remove(&conn.key, conn.reply_key().as_ref());
+        }
+        conn.fast = false;
+    }
+}
+
+/// Whether a packet the workers forwarded may (re)install its connection: not a fragment
+/// or a SYN/FIN/RST, which the fast path never takes (those would otherwise reinstall an
+/// installed flow at every such packet).
+fn fast_candidate(buf: &[u8], flow: &Flow) -> bool {
+    !xmit::is_fragment(buf, flow.l3_offset)
+        && flow.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0
 }
 
 /// Installs `conn`'s forwarding decision (to `mac` out of `pinfo`) into the fast path's flow
-/// map. Called after a client packet was forwarded on the workers' path in an eligible
-/// state: the first time (the handshake's last ACK, a UDP flow's first datagram) and again
-/// whenever such a packet reaches the workers anyway, which means the entry was evicted or
-/// went stale (a frame the fast path refuses for its size or TTL never gets here: those
-/// return earlier). A state change, so one syscall, never a per-packet cost.
-fn fast_install(conn: &mut Conn, port: u8, mac: [u8; 6], pinfo: PortInfo) {
+/// map. Called after a packet was forwarded on the workers' path in an eligible state: the
+/// first time (the handshake's last ACK, a UDP flow's first datagram) and again whenever
+/// such a packet reaches the workers anyway, which means the entry was evicted or went
+/// stale (a frame the fast path refuses for its size or TTL never gets here: those return
+/// earlier). A NAT connection gets two entries: its request (client tuple, rewritten to
+/// RIP:rport out of the server's egress) and its reply (the server's tuple, rewritten from
+/// VIP:vport back out of the client's port `conn.in_port` to `conn.client_mac`), as
+/// `Cx::nat_request` and `Cx::nat_reply` do. A state change, so one syscall (two for NAT),
+/// never a per-packet cost.
+fn fast_install(
+    conn: &mut Conn,
+    port: u8,
+    mac: [u8; 6],
+    pinfo: PortInfo,
+    ports: &[PortInfo; MAX_PORTS],
+) {
     let Some(f) = crate::fastpath::get() else {
         return;
     };
@@ -168,9 +196,9 @@ fn fast_install(conn: &mut Conn, port: u8, mac: [u8; 6], pinfo: PortInfo) {
             0 => return,
             a => (crate::bpf::maps::FAST_TUN, a),
         },
-        _ => return,
+        Forward::Masq => (crate::bpf::maps::FAST_NAT_IN, 0),
     };
-    let v = crate::bpf::maps::FlowVal {
+    let mut v = crate::bpf::maps::FlowVal {
         method,
         mtu: pinfo.mtu,
         ifindex,
@@ -186,9 +214,41 @@ fn fast_install(conn: &mut Conn, port: u8, mac: [u8; 6], pinfo: PortInfo) {
         last_seen_ns: crate::bpf::monotonic_ns(),
         ..Default::default()
     };
+    let mut reply = None;
+    if dest.forward == Forward::Masq {
+        let Some(rk) = conn.reply_key() else {
+            return;
+        };
+        let back = f.ifindex(conn.in_port);
+        if back == 0 {
+            return;
+        }
+        // The same rewrite as xmit::nat_in / nat_out, with the deltas computed once here.
+        let (vip, vport, rip, rport) = (conn.key.daddr, conn.key.dport, conn.rip, conn.rport);
+        let (ip_in, l4_in) = crate::bpf::maps::nat_csum_deltas(vip, rip, vport, rport);
+        v.nat_addr = rip.to_be();
+        v.nat_port = rport.to_be();
+        v.ip_csum_delta = ip_in;
+        v.l4_csum_delta = l4_in;
+        let cp = ports[conn.in_port as usize % MAX_PORTS];
+        let (ip_out, l4_out) = crate::bpf::maps::nat_csum_deltas(rip, vip, rport, vport);
+        let rv = crate::bpf::maps::FlowVal {
+            method: crate::bpf::maps::FAST_NAT_OUT,
+            mtu: cp.mtu,
+            ifindex: back,
+            dmac: conn.client_mac,
+            smac: cp.mac,
+            nat_addr: vip.to_be(),
+            nat_port: vport.to_be(),
+            ip_csum_delta: ip_out,
+            l4_csum_delta: l4_out,
+            ..v
+        };
+        reply = Some((rk, rv));
+    }
     let again = conn.fast;
-    // A failed replace may leave the old entry: still ours to remove later.
-    conn.fast = f.install(&conn.key, &v, again) || again;
+    // A failed replace may leave the old entries: still ours to remove later.
+    conn.fast = f.install(&conn.key, &v, reply.as_ref().map(|(k, v)| (k, v)), again) || again;
 }
 
 /// The timer of an installed connection ran out (`ConnTable::expire_with`): if the fast path
@@ -207,7 +267,7 @@ fn fast_refresh(
         return false;
     };
     let t = snap.timeouts.get(c.state);
-    let Some(seen) = f.last_seen_ms(&c.key) else {
+    let Some(seen) = f.last_seen_ms(&c.key, c.reply_key().as_ref()) else {
         return false;
     };
     if seen + t <= now_ms {
@@ -413,7 +473,9 @@ impl Forwarder {
             .expire_with(now_ms, budget, |c| fast_refresh(c, now_ms, snap, sync, wid));
         if snap.has_nat {
             self.sweep_shard = (self.sweep_shard + 1) % self.nat.shards();
-            self.nat.shard(self.sweep_shard).expire(now_ms, budget);
+            self.nat
+                .shard(self.sweep_shard)
+                .expire_with(now_ms, budget, |c| fast_refresh(c, now_ms, snap, sync, wid));
         }
     }
 
@@ -1097,14 +1159,7 @@ impl Cx<'_> {
     /// DR and TUN: client-to-server packets only (IPVS's input-only state table).
     fn forward_local(&mut self, conn: &mut Conn, len: &mut usize) -> Verdict {
         self.track(conn, Direction::InputOnly);
-        if conn.fast && !fast_eligible(conn) {
-            // FIN or RST seen (by the workers: the fast path never takes them): the rest
-            // of the connection's life is the workers' again, packet by packet.
-            if let Some(f) = crate::fastpath::get() {
-                f.remove(&conn.key);
-            }
-            conn.fast = false;
-        }
+        fast_leave(conn);
         let flow = self.flow;
         let dest = &*conn.dest;
         let Some((port, mac, pinfo)) = self.next_hop(dest) else {
@@ -1136,28 +1191,29 @@ impl Cx<'_> {
         xmit::set_macs(self.buf, mac, pinfo.mac);
         conn.svc.stats.add_in(self.worker_id, flow.ip_len as u64);
         dest.stats.add_in(self.worker_id, flow.ip_len as u64);
-        // Not for a fragment or a SYN/FIN/RST, which the fast path never takes: those
-        // would otherwise reinstall an installed flow at every such packet.
-        if fast_eligible(conn)
-            && !xmit::is_fragment(self.buf, flow.l3_offset)
-            && flow.tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0
-        {
-            let first = !conn.fast;
-            fast_install(conn, port, mac, pinfo);
-            // IPVS syncs an established connection at its third client packet
-            // (sync_threshold), which the workers no longer see once the fast path carries
-            // the flow: it is synced when handed over instead, in the state IPVS would send.
-            if first && conn.fast && conn.sync_state != conn.state && self.sync.enabled() {
-                conn.sync_state = conn.state;
-                push_sync(self.sync, self.worker_id, conn, self.snap);
-            }
+        if fast_eligible(conn) && fast_candidate(self.buf, flow) {
+            self.install(conn, port, mac, pinfo);
         }
         Verdict::Tx(port)
+    }
+
+    /// `fast_install`, and the sync record the fast path would otherwise swallow.
+    fn install(&mut self, conn: &mut Conn, port: u8, mac: [u8; 6], pinfo: PortInfo) {
+        let first = !conn.fast;
+        fast_install(conn, port, mac, pinfo, self.ports);
+        // IPVS syncs an established connection at its third client packet
+        // (sync_threshold), which the workers no longer see once the fast path carries
+        // the flow: it is synced when handed over instead, in the state IPVS would send.
+        if first && conn.fast && conn.sync_state != conn.state && self.sync.enabled() {
+            conn.sync_state = conn.state;
+            push_sync(self.sync, self.worker_id, conn, self.snap);
+        }
     }
 
     /// NAT, client to server: VIP:vport becomes RIP:rport.
     fn nat_request(&mut self, conn: &mut Conn, len: &mut usize) -> Verdict {
         self.track(conn, Direction::Input);
+        fast_leave(conn);
         let dest = &*conn.dest;
         let Some((port, mac, pinfo)) = self.next_hop(dest) else {
             return Verdict::Drop(DropReason::NoNeighbour);
@@ -1180,6 +1236,9 @@ impl Cx<'_> {
             .stats
             .add_in(self.worker_id, self.flow.ip_len as u64);
         dest.stats.add_in(self.worker_id, self.flow.ip_len as u64);
+        if fast_eligible(conn) && fast_candidate(self.buf, self.flow) {
+            self.install(conn, port, mac, pinfo);
+        }
         Verdict::Tx(port)
     }
 
@@ -1188,6 +1247,7 @@ impl Cx<'_> {
     /// removed server, as `ip_vs_out_stats`).
     fn nat_reply(&mut self, conn: &mut Conn, len: &mut usize, count: bool) -> Verdict {
         self.track(conn, Direction::Output);
+        fast_leave(conn);
         if conn.worker as usize != self.worker_id {
             self.counters.nat_other_worker += 1;
         }
@@ -1219,6 +1279,14 @@ impl Cx<'_> {
         let pinfo = self.ports[port as usize % MAX_PORTS];
         xmit::nat_out(self.buf, self.flow, vip, vport);
         xmit::set_macs(self.buf, conn.client_mac, pinfo.mac);
+        // A reply reaching the workers in an eligible state: the connection's entries were
+        // evicted or went stale (or it was imported from a reply): put both back, if the
+        // request side's next hop is known (`fast_install` checks the server's fate).
+        if count && fast_eligible(conn) && fast_candidate(self.buf, self.flow) {
+            if let Some((rport, rmac, rinfo)) = self.next_hop(&conn.dest) {
+                self.install(conn, rport, rmac, rinfo);
+            }
+        }
         Verdict::Tx(port)
     }
 }

@@ -149,11 +149,14 @@ impl StatSlots {
     fn raw(&self) -> Counters {
         let mut c = Counters::default();
         if let (Some(f), true) = (crate::fastpath::get(), self.fast_slot != 0) {
-            // Packets the XDP fast path forwarded (client to server): one map read, on
+            // Packets the XDP fast path forwarded (client to server, and NAT replies as
+            // OutPkts): one map read, on
             // the control thread only (listings, the 2 s estimator).
             let fc = f.maps.counters(self.fast_slot);
             c.inpkts += fc.pkts;
             c.inbytes += fc.bytes;
+            c.outpkts += fc.out_pkts;
+            c.outbytes += fc.out_bytes;
         }
         for s in self.slots.iter() {
             c.conns += s.conns.load(Relaxed);

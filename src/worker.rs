@@ -161,6 +161,8 @@ pub struct ConnRow {
     pub dest_port: u16,
     /// The real server's method (connection sync sends it).
     pub forward: crate::model::Forward,
+    /// A NAT entry's reply tuple (its second fast-path entry).
+    pub reply: Option<FlowKey>,
     /// Installed in the fast path: `expires_ms` is the worker's timer, the listing
     /// corrects it from the fast path's last-seen time (`fast_expiry`).
     pub fast: bool,
@@ -175,6 +177,7 @@ impl ConnRow {
             dest_addr: c.dest.addr,
             dest_port: c.dest.port,
             forward: c.dest.forward,
+            reply: c.reply_key(),
             fast: c.fast,
         }
     }
@@ -183,7 +186,8 @@ impl ConnRow {
     /// (one map lookup, on the control thread that lists, never on a worker).
     pub fn fast_expiry(&mut self) {
         if let (true, Some(f)) = (self.fast, crate::fastpath::get()) {
-            self.expires_ms = f.listed_expiry(&self.key, self.state, self.expires_ms);
+            self.expires_ms =
+                f.listed_expiry(&self.key, self.reply.as_ref(), self.state, self.expires_ms);
         }
     }
 

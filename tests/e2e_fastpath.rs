@@ -4,7 +4,12 @@
 //! counters), `--stats` counts every packet once whichever path took it, the connection's
 //! timer follows the fast path's last-seen time (it outlives its timeout while only the
 //! fast path sees it, and `-L -c` shows the expiry from the last packet), deleting the real
-//! server stops fast-path forwarding at once, and `--no-fast-path` turns it all off.
+//! server stops fast-path forwarding at once, and `--no-fast-path` turns it all off. The
+//! same for two-armed NAT (requests and replies both rewritten by the program, counted as
+//! InPkts and OutPkts). And a health check (`xvsd --config`, MISC_CHECK) declaring an
+//! established flow's server dead cuts the flow off the fast path at once: its next
+//! packets go to the workers, which apply the service's `xvs_on_dead` policy (DR with
+//! `reassign`: a RST; NAT with `expire`: the entry ends and the packet is dropped).
 //!
 //! Needs root. Run with `--test-threads=1` (scripts/test.sh does); namespaces under the
 //! `netns` lock (see /work/shared: other tests use the same prefixes).
@@ -12,6 +17,8 @@
 mod common;
 
 use common::*;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 const SVC: &str = "10.0.0.88:80";
@@ -32,6 +39,22 @@ fn in_pkts(lab: &Lab) -> (u64, u64) {
             .unwrap_or_else(|| panic!("no {needle} row in:\n{l}"))
     };
     (field("TCP  10.0.0.88:80"), field("-> 10.0.0.9:80"))
+}
+
+/// (InPkts, OutPkts) of the `-L -n --stats --exact` row containing `needle`.
+fn pkts(lab: &Lab, needle: &str) -> (u64, u64) {
+    let l = lab.adm_ok(&["-L", "-n", "--stats", "--exact"]);
+    let row = l
+        .lines()
+        .find(|x| x.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle} row in:\n{l}"));
+    let f: Vec<u64> = row
+        .split_whitespace()
+        .skip(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // Conns InPkts OutPkts InBytes OutBytes
+    (f[1], f[2])
 }
 
 /// Seconds left on the one ESTABLISHED entry of `-L -c -n` ("MM:SS").
@@ -176,6 +199,255 @@ fn established_tun_traffic_is_encapsulated_by_the_fast_path() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{l}"));
     assert_eq!(svc, lab.counter("tx_frames") + fast, "{dp:?}");
+    drop(ka);
+    assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
+}
+
+const NAT_RS: &str = "192.168.80.10";
+
+/// A two-armed NAT lab (client side eth0, real servers eth1) with xvsd on both interfaces
+/// and `extra` arguments.
+fn nat_lab(prefix: &str, extra: &[&str]) -> Lab {
+    let mut lab = Lab::up_topology(prefix, "nat2", 1, 1);
+    let mut args = vec!["--interface", "eth0", "--interface", "eth1"];
+    args.extend_from_slice(extra);
+    lab.start_xvsd_args(&args);
+    lab
+}
+
+#[test]
+fn established_nat_traffic_takes_the_fast_path_both_ways() {
+    let mut lab = nat_lab("e2efnat", &[]);
+    // ESTABLISHED times out after 6 s (see the DR timer test above).
+    lab.adm_ok(&["--set", "6", "0", "0"]);
+    // Port mapping: VIP:80 -> RIP:8080, so the rewrite changes addresses and ports.
+    lab.adm_ok(&["-A", "-t", SVC, "-s", "rr"]);
+    lab.adm_ok(&["-a", "-t", SVC, "-r", &format!("{NAT_RS}:8080"), "-m"]);
+    let mut ka = KeepAlive::open(&lab);
+    for _ in 0..40 {
+        assert_eq!(ka.get(), "rs1", "xvsd log:\n{}", lab.xvsd_log());
+    }
+    let dp = lab.datapath();
+    let fast = counter_in(&dp, "fast_packets");
+    let slow = counter_in(&dp, "tx_frames");
+    // 40 requests and 40 responses on one connection: the workers see the handshake (and
+    // the odd packet before the entries were in); the rest is the program's, both ways.
+    assert!(
+        fast >= 60,
+        "fast path forwarded only {fast} packets: {dp:?}"
+    );
+    assert!(slow < 20, "the workers forwarded {slow} frames: {dp:?}");
+    assert_eq!(fast, counter_in(&dp, "fast_forwarded"));
+    assert_eq!(counter_in(&dp, "new_conns"), 1, "{dp:?}");
+    // --stats: every packet once, requests as InPkts, replies as OutPkts, whichever path
+    // took it; each direction at least the 40 the client saw answered.
+    let (svc_in, svc_out) = pkts(&lab, "TCP  10.0.0.88:80");
+    let (rs_in, rs_out) = pkts(&lab, &format!("-> {NAT_RS}:8080"));
+    assert_eq!(
+        svc_in + svc_out,
+        slow + fast,
+        "--stats vs both paths: {dp:?}"
+    );
+    assert_eq!((rs_in, rs_out), (svc_in, svc_out));
+    assert!(svc_in >= 40 && svc_out >= 40, "{svc_in} in, {svc_out} out");
+
+    // The connection outlives its 6 s timeout while only the fast path sees it, and -L -c
+    // counts from its last packet.
+    for _ in 0..14 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            ka.get(),
+            "rs1",
+            "the NAT connection expired while the fast path carried it:\n{}",
+            lab.xvsd_log()
+        );
+    }
+    let dp = lab.datapath();
+    assert_eq!(counter_in(&dp, "new_conns"), 1, "{dp:?}");
+    assert!(counter_in(&dp, "fast_refreshed") >= 1, "{dp:?}");
+    let left = established_expiry_s(&lab).expect("the connection is listed");
+    assert!(
+        left >= 4,
+        "-L -c shows {left} s left of 6 after a packet just now"
+    );
+
+    // UDP: a flow's first datagram installs it, so the real server's answer already comes
+    // back through the program.
+    lab.adm_ok(&["-A", "-u", "10.0.0.88:5353", "-s", "rr"]);
+    lab.adm_ok(&[
+        "-a",
+        "-u",
+        "10.0.0.88:5353",
+        "-r",
+        &format!("{NAT_RS}:5353"),
+        "-m",
+    ]);
+    let before = lab.counter("fast_packets");
+    for _ in 0..3 {
+        assert_eq!(lab.udp(VIP, 5353), "rs1");
+    }
+    let (_, udp_out) = pkts(&lab, "UDP  10.0.0.88:5353");
+    assert_eq!(udp_out, 3);
+    assert!(
+        lab.counter("fast_packets") >= before + 3,
+        "UDP answers did not take the fast path: {:?}",
+        lab.datapath()
+    );
+
+    // Deleting the real server stops the fast path at once, both directions: the next
+    // request goes to the workers (stale generation), which drop it.
+    let fast_before = lab.counter("fast_packets");
+    lab.adm_ok(&["-d", "-t", SVC, "-r", &format!("{NAT_RS}:8080")]);
+    assert!(
+        ka.get().starts_with("ERROR"),
+        "a deleted server still served"
+    );
+    let dp = lab.datapath();
+    assert_eq!(
+        counter_in(&dp, "fast_packets"),
+        fast_before,
+        "fast path forwarded after the delete: {dp:?}"
+    );
+    assert!(counter_in(&dp, "fast_stale") >= 1, "{dp:?}");
+    assert!(counter_in(&dp, "dest_unavailable") >= 1, "{dp:?}");
+    drop(ka);
+    assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
+}
+
+/// A keepalived.conf with one TCP service on VIP:80 and one real server, `rs` `port`
+/// (`kind` DR or NAT), whose MISC_CHECK exits with the number in `state` (0 up, 1 down);
+/// `inhibit_on_failure` keeps a failed server configured at weight 0, so the service's
+/// `xvs_on_dead policy` decides what its connections get.
+fn health_conf(lab: &Lab, kind: &str, rs: &str, port: u16, policy: &str) -> (PathBuf, PathBuf) {
+    let state = PathBuf::from(format!("/tmp/xvs-test-{}-state", lab.prefix));
+    std::fs::write(&state, "0\n").unwrap();
+    let misc = PathBuf::from(format!("/tmp/xvs-test-{}-misc.sh", lab.prefix));
+    std::fs::write(
+        &misc,
+        format!("#!/bin/sh\nexit $(cat {})\n", state.display()),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&misc).status().unwrap();
+    let conf = PathBuf::from(format!("/tmp/xvs-test-{}-ka.conf", lab.prefix));
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+virtual_server {VIP} 80 {{
+    delay_loop 1
+    lb_algo rr
+    lb_kind {kind}
+    protocol TCP
+    xvs_on_dead {policy}
+    real_server {rs} {port} {{
+        inhibit_on_failure
+        MISC_CHECK {{
+            misc_path {misc}
+        }}
+    }}
+}}
+"#,
+            misc = misc.display()
+        ),
+    )
+    .unwrap();
+    (conf, state)
+}
+
+/// Marks the one server down through its check and waits until the checks applied it.
+fn fail_check(lab: &Lab, state: &PathBuf, rs: &str) {
+    std::fs::write(state, "1\n").unwrap();
+    poll(
+        "the failed server at weight 0",
+        Duration::from_secs(10),
+        || {
+            let l = lab.adm_ok(&["-L", "-n"]);
+            l.lines()
+                .any(|x| x.contains(rs) && x.split_whitespace().nth(3) == Some("0"))
+                .then_some(())
+                .ok_or(l)
+        },
+    );
+}
+
+#[test]
+fn a_health_check_cuts_a_dr_fast_path_flow_off_and_reassign_resets_it() {
+    let mut lab = Lab::up("e2efhc", 1, 1);
+    let (conf, state) = health_conf(&lab, "DR", "10.0.0.9", 80, "reassign");
+    lab.start_xvsd(&["--config", conf.to_str().unwrap()]);
+    wait_for("the service from the file", Duration::from_secs(10), || {
+        lab.adm_ok(&["-L", "-n"]).contains("10.0.0.9:80")
+    });
+    let mut ka = KeepAlive::open(&lab);
+    for _ in 0..20 {
+        assert_eq!(ka.get(), "rs1", "xvsd log:\n{}", lab.xvsd_log());
+    }
+    let before = lab.datapath();
+    assert!(counter_in(&before, "fast_packets") >= 10, "{before:?}");
+    fail_check(&lab, &state, "10.0.0.9:80");
+    // The server process is fine: only the check says it is dead. Without the cut-off the
+    // fast path would go on forwarding to it and the request would be answered.
+    let got = ka.get();
+    assert!(
+        got.starts_with("ERROR"),
+        "a server the checks declared dead still answered on its fast-path flow: {got}"
+    );
+    let dp = lab.datapath();
+    assert_eq!(
+        counter_in(&dp, "fast_packets"),
+        counter_in(&before, "fast_packets"),
+        "fast path forwarded after the check failed: {dp:?}"
+    );
+    assert!(counter_in(&dp, "fast_stale") >= 1, "{dp:?}");
+    // reassign: the client's segment got a RST from the director at once.
+    assert!(counter_in(&dp, "dead_reset") >= 1, "{dp:?}");
+    assert_eq!(
+        lab.adm_ok(&["-L", "-c", "-n"])
+            .matches("ESTABLISHED")
+            .count(),
+        0
+    );
+    drop(ka);
+    assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
+}
+
+#[test]
+fn a_health_check_cuts_a_nat_fast_path_flow_off_and_expire_ends_it() {
+    let mut lab = Lab::up_topology("e2efhcn", "nat2", 1, 1);
+    let (conf, state) = health_conf(&lab, "NAT", NAT_RS, 8080, "expire");
+    lab.start_xvsd_args(&[
+        "--interface",
+        "eth0",
+        "--interface",
+        "eth1",
+        "--config",
+        conf.to_str().unwrap(),
+    ]);
+    wait_for("the service from the file", Duration::from_secs(10), || {
+        lab.adm_ok(&["-L", "-n"]).contains("192.168.80.10:8080")
+    });
+    let mut ka = KeepAlive::open(&lab);
+    for _ in 0..20 {
+        assert_eq!(ka.get(), "rs1", "xvsd log:\n{}", lab.xvsd_log());
+    }
+    let before = lab.datapath();
+    assert!(counter_in(&before, "fast_packets") >= 20, "{before:?}");
+    fail_check(&lab, &state, "192.168.80.10:8080");
+    let got = ka.get();
+    assert!(
+        got.starts_with("ERROR"),
+        "a server the checks declared dead still answered on its fast-path flow: {got}"
+    );
+    let dp = lab.datapath();
+    assert_eq!(
+        counter_in(&dp, "fast_packets"),
+        counter_in(&before, "fast_packets"),
+        "fast path forwarded after the check failed: {dp:?}"
+    );
+    assert!(counter_in(&dp, "fast_stale") >= 1, "{dp:?}");
+    // expire: the entry ended at its next packet, which was dropped.
+    assert!(counter_in(&dp, "dead_expired") >= 1, "{dp:?}");
+    assert!(counter_in(&dp, "dest_unavailable") >= 1, "{dp:?}");
     drop(ka);
     assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
 }

@@ -13,12 +13,18 @@
 //!   fast path off (the workers' path, `XDP_REDIRECT` to the queue's socket), and nothing
 //!   counted as forwarded.
 //!
-//! NAT is not in the table: the fast path does not carry NAT (docs/architecture.md).
+//! NAT rows: a request (CIP:cport -> VIP:vport becomes -> RIP:rport) and a reply (RIP:rport
+//! -> CIP:cport becomes VIP:vport -> CIP:cport), TCP and UDP (with and without a checksum),
+//! each compared with the frame etherparse builds from scratch for the rewritten tuple and
+//! with the IP and L4 checksums verified here by summing pseudo-header and segment (never
+//! with xvs's own checksum code); the reply is counted as OutPkts.
 //! Needs root (BPF); no namespaces.
 
 use etherparse::PacketBuilder;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use xvs::bpf::maps::{FlowKeyC, FlowVal, SvcKey, FAST_DR, FAST_TUN};
+use xvs::bpf::maps::{
+    nat_csum_deltas, FlowKeyC, FlowVal, SvcKey, FAST_DR, FAST_NAT_IN, FAST_NAT_OUT, FAST_TUN,
+};
 use xvs::bpf::Steering;
 use xvs::fastpath::FastMaps;
 
@@ -41,6 +47,9 @@ const MAC_ROUTER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 const MAC_OURS: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 const MAC_RS: [u8; 6] = [0x02, 0, 0, 0, 0, 0x05];
 const MAC_OTHER_IF: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
+
+/// The NAT real server's port (the service's is 80).
+const RPORT: u16 = 8080;
 
 const DEST_SLOT: u32 = 3;
 const SVC_SLOT: u32 = 4;
@@ -69,6 +78,16 @@ fn load(xsk: &OwnedFd, fast: bool) -> (Steering, FastMaps) {
             pad: 0,
         })
         .expect("services map");
+    }
+    // NAT replies from RS:8080 are the workers' without the fast path (the reply map).
+    for proto in [6u8, 17] {
+        s.add_nat_rs(&SvcKey {
+            addr: u32::from_ne_bytes(RS),
+            port: RPORT.to_be(),
+            proto,
+            pad: 0,
+        })
+        .expect("NAT reply map");
     }
     s.set_iface(0, LO, "lo", MAC_OURS).expect("interface map");
     s.set_xsk(0, 0, xsk.as_raw_fd()).expect("XSKMAP");
@@ -178,6 +197,12 @@ fn counters(m: &FastMaps, slot: u32) -> (u64, u64) {
     (c.pkts, c.bytes)
 }
 
+/// NAT replies counted in a slot (OutPkts, OutBytes).
+fn out_counters(m: &FastMaps, slot: u32) -> (u64, u64) {
+    let c = m.counters(slot);
+    (c.out_pkts, c.out_bytes)
+}
+
 /// Runs `frame` with the fast path on and an entry installed (`entry`, under `key`; `gen`:
 /// the slot's current generation), and with the fast path off (the steering reference).
 fn run(entry: Option<(FlowKeyC, FlowVal)>, gen: u32, frame: &[u8]) -> Run {
@@ -191,7 +216,9 @@ fn run(entry: Option<(FlowKeyC, FlowVal)>, gen: u32, frame: &[u8]) -> Run {
     maps.set_gen(DEST_SLOT, gen);
     let (v, f) = on.test_run_frame(frame, LO, 0).expect("BPF_PROG_RUN");
     let stats = on.stats().expect("XDP counters");
-    let last_seen = maps.lookup(&key(frame[23])).map(|e| e.last_seen_ns);
+    let last_seen = entry
+        .and_then(|(k, _)| maps.lookup(&k))
+        .map(|e| e.last_seen_ns);
     Run {
         verdict: v,
         frame: f,
@@ -201,6 +228,8 @@ fn run(entry: Option<(FlowKeyC, FlowVal)>, gen: u32, frame: &[u8]) -> Run {
         dest: counters(&maps, DEST_SLOT),
         svc: counters(&maps, SVC_SLOT),
         total: counters(&maps, 0),
+        dest_out: out_counters(&maps, DEST_SLOT),
+        svc_out: out_counters(&maps, SVC_SLOT),
         last_seen,
     }
 }
@@ -214,6 +243,8 @@ struct Run {
     dest: (u64, u64),
     svc: (u64, u64),
     total: (u64, u64),
+    dest_out: (u64, u64),
+    svc_out: (u64, u64),
     last_seen: Option<u64>,
 }
 
@@ -230,10 +261,19 @@ impl Run {
         ] {
             assert_eq!(c, (1, ip_len), "{desc}: {what} slot counters");
         }
+        assert_eq!(self.dest_out, (0, 0), "{desc}: dest counted as a reply");
+        assert_eq!(self.svc_out, (0, 0), "{desc}: svc counted as a reply");
         assert!(
             self.last_seen.is_some_and(|t| t > 0),
             "{desc}: last-seen written"
         );
+    }
+
+    /// Forwarded (`verdict`) and counted once in the total, whatever the frame's length.
+    fn assert_forwarded_any(&self, desc: &str, verdict: u32) {
+        assert_eq!(self.verdict, verdict, "{desc}: verdict");
+        assert_eq!(self.stats.fast, 1, "{desc}: fast counter");
+        assert_eq!(self.total.0, 1, "{desc}: total");
     }
 
     /// Left to the workers: the steering verdict, the frame untouched, nothing forwarded.
@@ -249,6 +289,7 @@ impl Run {
         assert_eq!(self.frame, self.steer_frame, "{desc}: frame changed");
         assert_eq!(self.stats.fast, 0, "{desc}: counted as forwarded");
         assert_eq!(self.dest, (0, 0), "{desc}: dest slot counted");
+        assert_eq!(self.dest_out, (0, 0), "{desc}: dest slot counted (out)");
         assert_eq!(self.total, (0, 0), "{desc}: total counted");
     }
 }
@@ -408,11 +449,11 @@ fn everything_else_takes_the_workers_path() {
             tcp("A", 64, b""),
         ),
         (
-            "unknown method (NAT is not fast-pathed)",
+            "unknown method",
             Some((
                 key(6),
                 FlowVal {
-                    method: 3,
+                    method: 9,
                     ..dr_entry()
                 },
             )),
@@ -450,4 +491,364 @@ fn switched_off_a_hit_is_steered_as_before() {
     assert_eq!(f, frame);
     assert_eq!(off.stats().unwrap().fast, 0);
     assert_eq!(counters(&maps, DEST_SLOT), (0, 0));
+}
+
+/// A frame from `mac_src` to `mac_dst`, `src:sport -> dst:dport`, TCP ('A', 'S', 'F', 'R'
+/// flags as in `tcp`) or UDP (`flags` None), as etherparse builds it: every checksum computed
+/// from scratch.
+#[allow(clippy::too_many_arguments)]
+fn frame(
+    mac_src: [u8; 6],
+    mac_dst: [u8; 6],
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    ttl: u8,
+    flags: Option<&str>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(mac_src, mac_dst).ipv4(src, dst, ttl);
+    let mut f = Vec::new();
+    match flags {
+        Some(flags) => {
+            let mut b = ip.tcp(sport, dport, 1000, 64240);
+            for c in flags.chars() {
+                b = match c {
+                    'S' => b.syn(),
+                    'A' => b.ack(7),
+                    'F' => b.fin(),
+                    'R' => b.rst(),
+                    'P' => b.psh(),
+                    _ => b,
+                };
+            }
+            b.write(&mut f, payload).expect("writing a TCP frame");
+        }
+        None => ip
+            .udp(sport, dport)
+            .write(&mut f, payload)
+            .expect("writing a UDP frame"),
+    }
+    f
+}
+
+/// The one's complement sum of the pseudo-header and the TCP/UDP segment of an IPv4 packet,
+/// checksum included, is 0xffff iff the L4 checksum is right (RFC 793, RFC 768; a UDP
+/// checksum of 0 means none and is accepted as such).
+fn l4_checksum_ok(ip: &[u8]) -> bool {
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let seg = &ip[ihl..tot];
+    if ip[9] == 17 && seg[6] == 0 && seg[7] == 0 {
+        return true;
+    }
+    let mut s: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for w in b.chunks(2) {
+            s += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
+        }
+    };
+    add(&ip[12..20]);
+    add(&[0, ip[9]]);
+    add(&(seg.len() as u16).to_be_bytes());
+    add(seg);
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s == 0xffff
+}
+
+/// The L4 checksum field of the packet at `ip` (TCP 16, UDP 6 bytes into the segment).
+fn l4_check_at(ip: &[u8]) -> usize {
+    20 + if ip[9] == 6 { 16 } else { 6 }
+}
+
+fn nat_key(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, proto: u8) -> FlowKeyC {
+    FlowKeyC {
+        saddr: u32::from_ne_bytes(src),
+        daddr: u32::from_ne_bytes(dst),
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        proto,
+        pad: [0; 3],
+    }
+}
+
+/// The request entry a worker installs for CLIENT:40000 -> VIP:80 NATed to RS:8080, out of
+/// `ifindex` (the real servers' side) with `smac`.
+fn nat_in_entry(ifindex: u32, smac: [u8; 6]) -> FlowVal {
+    let (ip, l4) = nat_csum_deltas(u32::from_be_bytes(VIP), u32::from_be_bytes(RS), 80, RPORT);
+    FlowVal {
+        method: FAST_NAT_IN,
+        ifindex,
+        smac,
+        nat_addr: u32::from_ne_bytes(RS),
+        nat_port: RPORT.to_be(),
+        ip_csum_delta: ip,
+        l4_csum_delta: l4,
+        ..dr_entry()
+    }
+}
+
+/// Its reply entry: RS:8080 -> CLIENT:40000 becomes VIP:80 -> CLIENT:40000, back to the
+/// client's router out of `ifindex` with `smac`.
+fn nat_out_entry(ifindex: u32, smac: [u8; 6]) -> FlowVal {
+    let (ip, l4) = nat_csum_deltas(u32::from_be_bytes(RS), u32::from_be_bytes(VIP), RPORT, 80);
+    FlowVal {
+        method: FAST_NAT_OUT,
+        ifindex,
+        dmac: MAC_ROUTER,
+        smac,
+        nat_addr: u32::from_ne_bytes(VIP),
+        nat_port: 80u16.to_be(),
+        ip_csum_delta: ip,
+        l4_csum_delta: l4,
+        ..dr_entry()
+    }
+}
+
+/// A client's request (to VIP:80) and the frame the workers would send the real server.
+fn request(flags: Option<&str>, ttl: u8, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (
+        frame(
+            MAC_ROUTER, MAC_OURS, CLIENT, 40000, VIP, 80, ttl, flags, payload,
+        ),
+        frame(
+            MAC_OURS,
+            MAC_RS,
+            CLIENT,
+            40000,
+            RS,
+            RPORT,
+            ttl.wrapping_sub(1),
+            flags,
+            payload,
+        ),
+    )
+}
+
+/// A real server's reply (to CLIENT:40000) and the frame the workers would send the client.
+fn reply(flags: Option<&str>, ttl: u8, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (
+        frame(
+            MAC_RS, MAC_OURS, RS, RPORT, CLIENT, 40000, ttl, flags, payload,
+        ),
+        frame(
+            MAC_OURS,
+            MAC_ROUTER,
+            VIP,
+            80,
+            CLIENT,
+            40000,
+            ttl.wrapping_sub(1),
+            flags,
+            payload,
+        ),
+    )
+}
+
+/// Checks a NAT-rewritten frame: byte for byte what etherparse built for the new tuple, and
+/// both checksums right by an independent sum.
+fn assert_nat_frame(desc: &str, got: &[u8], want: &[u8]) {
+    assert!(ip_checksum_ok(&got[14..]), "{desc}: IP checksum");
+    assert!(l4_checksum_ok(&got[14..]), "{desc}: L4 checksum");
+    assert_eq!(got, want, "{desc}: rewrite");
+}
+
+#[test]
+fn nat_requests_are_rewritten_to_the_real_server() {
+    for (desc, flags, payload) in [
+        ("TCP ACK", Some("A"), &b""[..]),
+        (
+            "TCP PSH ACK with data",
+            Some("PA"),
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+        ),
+        ("UDP", None, &b"query"[..]),
+        ("UDP, odd length", None, &b"odd"[..]),
+    ] {
+        let (input, want) = request(flags, 64, payload);
+        let proto = input[23];
+        let k = nat_key(CLIENT, 40000, VIP, 80, proto);
+        // One-armed: back out of the interface it came in on.
+        let r = run(Some((k, nat_in_entry(LO, MAC_OURS))), 0, &input);
+        r.assert_forwarded(desc, XDP_TX, input.len() as u64 - 14);
+        assert_nat_frame(desc, &r.frame, &want);
+        // Two-armed: to the real servers' interface.
+        let r = run(Some((k, nat_in_entry(OTHER_IF, MAC_OTHER_IF))), 0, &input);
+        r.assert_forwarded(desc, XDP_REDIRECT, input.len() as u64 - 14);
+        let mut want2 = want.clone();
+        want2[6..12].copy_from_slice(&MAC_OTHER_IF);
+        assert_nat_frame(desc, &r.frame, &want2);
+    }
+}
+
+#[test]
+fn nat_replies_are_rewritten_from_the_vip_and_counted_out() {
+    for (desc, flags, payload) in [
+        ("TCP ACK", Some("A"), &b""[..]),
+        ("TCP data", Some("PA"), &b"HTTP/1.1 200 OK\r\n\r\nrs1"[..]),
+        ("UDP", None, &b"answer"[..]),
+    ] {
+        let (input, want) = reply(flags, 64, payload);
+        let k = nat_key(RS, RPORT, CLIENT, 40000, input[23]);
+        // Two-armed: the reply came in on the real servers' side, leaves on the client's.
+        let r = run(Some((k, nat_out_entry(OTHER_IF, MAC_OTHER_IF))), 0, &input);
+        let ip_len = input.len() as u64 - 14;
+        assert_eq!(r.verdict, XDP_REDIRECT, "{desc}: verdict");
+        assert_eq!(r.stats.fast, 1, "{desc}: fast counter");
+        assert_eq!(r.stats.redirected, 0, "{desc}: not steered to a worker");
+        // IPVS counts a reply in OutPkts/OutBytes only (ip_vs_out_stats); the total (slot
+        // 0) counts everything the fast path forwarded.
+        assert_eq!(r.dest_out, (1, ip_len), "{desc}: dest OutPkts");
+        assert_eq!(r.svc_out, (1, ip_len), "{desc}: svc OutPkts");
+        assert_eq!((r.dest, r.svc), ((0, 0), (0, 0)), "{desc}: InPkts");
+        assert_eq!(r.total, (1, ip_len), "{desc}: total");
+        assert!(r.last_seen.is_some_and(|t| t > 0), "{desc}: last-seen");
+        let mut want = want;
+        want[6..12].copy_from_slice(&MAC_OTHER_IF);
+        assert_nat_frame(desc, &r.frame, &want);
+        // One-armed: back out of the same interface.
+        let r = run(Some((k, nat_out_entry(LO, MAC_OURS))), 0, &input);
+        assert_eq!(r.verdict, XDP_TX, "{desc}: one-armed verdict");
+        want[6..12].copy_from_slice(&MAC_OURS);
+        assert_nat_frame(desc, &r.frame, &want);
+    }
+}
+
+#[test]
+fn nat_udp_checksums_zero_stays_zero_and_computed_zero_is_all_ones() {
+    // No checksum (RFC 768): the rewrite leaves it 0, both directions.
+    for (desc, (mut input, mut want), k, e) in [
+        (
+            "request",
+            request(None, 64, b"nocsum"),
+            nat_key(CLIENT, 40000, VIP, 80, 17),
+            nat_in_entry(LO, MAC_OURS),
+        ),
+        (
+            "reply",
+            reply(None, 64, b"nocsum"),
+            nat_key(RS, RPORT, CLIENT, 40000, 17),
+            nat_out_entry(LO, MAC_OURS),
+        ),
+    ] {
+        let at = 14 + l4_check_at(&input[14..]);
+        input[at..at + 2].fill(0);
+        want[at..at + 2].fill(0);
+        want[6..12].copy_from_slice(&MAC_OURS);
+        let r = run(Some((k, e)), 0, &input);
+        r.assert_forwarded_any(desc, XDP_TX);
+        assert_eq!(&r.frame[at..at + 2], &[0, 0], "{desc}: checksum stays 0");
+        assert_nat_frame(desc, &r.frame, &want);
+    }
+
+    // A payload word chosen so that the rewritten datagram's checksum computes to 0, which
+    // UDP sends as 0xffff: the sum of everything else is then 0xffff already.
+    let (_, probe) = request(None, 64, &[0, 0]);
+    let at = 14 + l4_check_at(&probe[14..]);
+    let c = [probe[at], probe[at + 1]];
+    let (input, want) = request(None, 64, &c);
+    let r = run(
+        Some((
+            nat_key(CLIENT, 40000, VIP, 80, 17),
+            nat_in_entry(LO, MAC_OURS),
+        )),
+        0,
+        &input,
+    );
+    r.assert_forwarded("computed 0", XDP_TX, input.len() as u64 - 14);
+    assert_eq!(
+        &r.frame[at..at + 2],
+        &[0xff, 0xff],
+        "a computed 0 goes as 0xffff"
+    );
+    assert_nat_frame("computed 0", &r.frame, &want);
+}
+
+#[test]
+fn nat_state_changes_and_exceptions_take_the_workers_path() {
+    let req = Some((
+        nat_key(CLIENT, 40000, VIP, 80, 6),
+        nat_in_entry(LO, MAC_OURS),
+    ));
+    let rep = Some((
+        nat_key(RS, RPORT, CLIENT, 40000, 6),
+        nat_out_entry(OTHER_IF, MAC_OTHER_IF),
+    ));
+    let mut frag = request(None, 64, b"frag").0;
+    frag[20] |= 0x20; // MF: a first fragment
+    let ip = &mut frag[14..34];
+    ip[10] = 0;
+    ip[11] = 0;
+    let mut s: u32 = 0;
+    for c in ip.chunks(2) {
+        s += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(s as u16)).to_be_bytes());
+    type Case = (&'static str, Option<(FlowKeyC, FlowVal)>, u32, Vec<u8>);
+    let cases: Vec<Case> = vec![
+        ("request SYN", req, 0, request(Some("S"), 64, b"").0),
+        ("request FIN", req, 0, request(Some("FA"), 64, b"").0),
+        ("request RST", req, 0, request(Some("R"), 64, b"").0),
+        ("request TTL 1", req, 0, request(Some("A"), 1, b"").0),
+        (
+            "request too big for the egress MTU",
+            req,
+            0,
+            request(Some("A"), 64, &[0u8; 1461]).0,
+        ),
+        (
+            "request first fragment",
+            Some((
+                nat_key(CLIENT, 40000, VIP, 80, 17),
+                nat_in_entry(LO, MAC_OURS),
+            )),
+            0,
+            frag,
+        ),
+        (
+            "request, generation bumped",
+            req,
+            1,
+            request(Some("A"), 64, b"").0,
+        ),
+        ("request miss", None, 0, request(Some("A"), 64, b"").0),
+        ("reply SYN ACK", rep, 0, reply(Some("SA"), 64, b"").0),
+        ("reply FIN", rep, 0, reply(Some("FA"), 64, b"").0),
+        ("reply RST", rep, 0, reply(Some("R"), 64, b"").0),
+        ("reply TTL 1", rep, 0, reply(Some("A"), 1, b"").0),
+        (
+            "reply too big for the client's interface",
+            rep,
+            0,
+            reply(Some("A"), 64, &[0u8; 1461]).0,
+        ),
+        (
+            "reply, generation bumped",
+            rep,
+            2,
+            reply(Some("A"), 64, b"").0,
+        ),
+        (
+            "reply miss (the reply map steers it)",
+            None,
+            0,
+            reply(Some("A"), 64, b"").0,
+        ),
+    ];
+    for (desc, entry, gen, frame) in &cases {
+        run(*entry, *gen, frame).assert_workers(desc);
+    }
+    // A request entry never matches the reply's tuple and the other way round.
+    run(req, 0, &reply(Some("A"), 64, b"").0).assert_workers("reply frame, request entry");
+    run(rep, 0, &request(Some("A"), 64, b"").0).assert_workers("request frame, reply entry");
+    // The MTU boundary itself is forwarded.
+    let (big, _) = reply(Some("A"), 64, &[0u8; 1460]);
+    let r = run(rep, 0, &big);
+    assert_eq!((r.verdict, r.dest_out), (XDP_REDIRECT, (1, 1500)));
 }

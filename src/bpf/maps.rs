@@ -114,11 +114,35 @@ fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
 
 /// `XVS_MAX_STAT_SLOTS`: counter slots (and generations) of services and servers.
 pub const MAX_STAT_SLOTS: u32 = 65536;
-/// `XVS_FAST_DR`, `XVS_FAST_TUN`.
+/// `XVS_FAST_DR`, `XVS_FAST_TUN`, `XVS_FAST_NAT_IN`, `XVS_FAST_NAT_OUT`.
 pub const FAST_DR: u8 = 1;
 pub const FAST_TUN: u8 = 2;
+pub const FAST_NAT_IN: u8 = 3;
+pub const FAST_NAT_OUT: u8 = 4;
 
-/// `struct xvs_flow_key`: the client's 5-tuple in network byte order.
+/// The one's complement sum (RFC 1624: `~old + new` over the changed 16-bit words, folded,
+/// not complemented) of replacing address `old_addr` and port `old_port` by `new_addr` and
+/// `new_port` (host order), in the byte order the XDP program reads packet words in: the
+/// deltas of a NAT entry, `(IP header, L4 checksum)`. The sum of byte-swapped words is the
+/// byte-swapped sum (RFC 1071 2(B)), so a delta computed on big-endian values is stored in
+/// network order.
+pub fn nat_csum_deltas(old_addr: u32, new_addr: u32, old_port: u16, new_port: u16) -> (u16, u16) {
+    let fold = |mut s: u32| {
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        s as u16
+    };
+    let ip = (!(old_addr >> 16) & 0xffff)
+        + (!old_addr & 0xffff)
+        + (new_addr >> 16)
+        + (new_addr & 0xffff);
+    let l4 = ip + (!old_port) as u32 + new_port as u32;
+    (fold(ip).to_be(), fold(l4).to_be())
+}
+
+/// `struct xvs_flow_key`: a 5-tuple in network byte order as the frame carries it (the
+/// client's, or a NAT reply's from the real server).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlowKeyC {
@@ -165,7 +189,15 @@ pub struct FlowVal {
     pub dest_slot: u32,
     pub svc_slot: u32,
     pub gen: u32,
-    pub pad1: u32,
+    /// NAT: the address written, network order.
+    pub nat_addr: u32,
+    /// NAT: the port written, network order.
+    pub nat_port: u16,
+    /// NAT: checksum deltas (`nat_csum_deltas`).
+    pub ip_csum_delta: u16,
+    pub l4_csum_delta: u16,
+    pub pad1: u16,
+    pub pad2: u32,
     pub last_seen_ns: u64,
 }
 
@@ -193,6 +225,9 @@ impl FlowVal {
 pub struct FastCtr {
     pub pkts: u64,
     pub bytes: u64,
+    /// NAT replies (server to client).
+    pub out_pkts: u64,
+    pub out_bytes: u64,
 }
 
 impl FastCtr {
@@ -204,6 +239,8 @@ impl FastCtr {
         FastCtr {
             pkts: f(0),
             bytes: f(1),
+            out_pkts: f(2),
+            out_bytes: f(3),
         }
     }
 }

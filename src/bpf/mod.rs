@@ -566,6 +566,12 @@ mod tests {
                 offset_of!(FlowVal, dest_slot),
                 offset_of!(FlowVal, svc_slot),
                 offset_of!(FlowVal, gen),
+                offset_of!(FlowVal, nat_addr),
+                offset_of!(FlowVal, nat_port),
+                offset_of!(FlowVal, ip_csum_delta),
+                offset_of!(FlowVal, l4_csum_delta),
+                offset_of!(FlowVal, pad1),
+                offset_of!(FlowVal, pad2),
                 offset_of!(FlowVal, last_seen_ns),
             ],
             [
@@ -579,13 +585,27 @@ mod tests {
                 offset_of!(types::xvs_flow, dest_slot),
                 offset_of!(types::xvs_flow, svc_slot),
                 offset_of!(types::xvs_flow, gen),
+                offset_of!(types::xvs_flow, nat_addr),
+                offset_of!(types::xvs_flow, nat_port),
+                offset_of!(types::xvs_flow, ip_csum_delta),
+                offset_of!(types::xvs_flow, l4_csum_delta),
+                offset_of!(types::xvs_flow, pad1),
+                offset_of!(types::xvs_flow, pad2),
                 offset_of!(types::xvs_flow, last_seen_ns),
             ]
         );
         assert_eq!(size_of::<FastCtr>(), size_of::<types::xvs_fast_ctr>());
         assert_eq!(
-            offset_of!(FastCtr, bytes),
-            offset_of!(types::xvs_fast_ctr, bytes)
+            [
+                offset_of!(FastCtr, bytes),
+                offset_of!(FastCtr, out_pkts),
+                offset_of!(FastCtr, out_bytes),
+            ],
+            [
+                offset_of!(types::xvs_fast_ctr, bytes),
+                offset_of!(types::xvs_fast_ctr, out_pkts),
+                offset_of!(types::xvs_fast_ctr, out_bytes),
+            ]
         );
         assert_eq!(size_of::<XdpConfig>(), size_of::<types::xvs_config>());
         assert_eq!(

@@ -322,7 +322,7 @@ impl ConnTable {
             // eviction, a move to another queue) ends its fast-path entry: from now on
             // its frames go to the workers, which decide afresh.
             if let Some(f) = crate::fastpath::get() {
-                f.remove(&conn.key);
+                f.remove(&conn.key, conn.reply_key().as_ref());
             }
         }
         self.half_open.unlink(slot);

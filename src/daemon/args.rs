@@ -57,8 +57,9 @@ pub struct Args {
     #[arg(long, default_value_t = -10, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
     pub worker_nice: i32,
     /// Turn the XDP fast path off: every service frame goes to the workers, as before it
-    /// existed. By default established DR and TUN connections are forwarded by the XDP
-    /// program itself once a worker has installed them (docs/architecture.md, "Fast path").
+    /// existed. By default established DR, TUN and NAT connections (NAT: both directions)
+    /// are forwarded by the XDP program itself once a worker has installed them
+    /// (docs/architecture.md, "Fast path").
     #[arg(long)]
     pub no_fast_path: bool,
     /// Mid-flow scheduling (IPVS's sloppy_tcp, per scheduler): a TCP segment without SYN

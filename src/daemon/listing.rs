@@ -172,6 +172,11 @@ pub fn for_each_row(
             rows.clear();
             // The shard is locked only while one chunk is copied.
             from = copy_rows(&nat.shard(i), fr, &mut rows);
+            // Fast-path NAT entries: the expiry from the last frame either way, read
+            // after the shard's lock is gone (map lookups).
+            for r in rows.iter_mut() {
+                r.fast_expiry();
+            }
             f(&rows)?;
         }
     }
