@@ -92,7 +92,17 @@ pub struct FwdCounters {
     /// to the parked store for that queue's worker.
     #[serde(default)]
     pub moved_out: u64,
+    /// Connections created by a TCP segment without SYN that no worker held, on a service
+    /// whose scheduler schedules mid-flow (`xvsd --mid-flow`, mh by default): flows a
+    /// router moved here from another director, or that outlived a restart without state.
+    #[serde(default)]
+    pub mid_flow: u64,
     pub drops: [u64; DropReason::COUNT],
+}
+
+/// Whether `frame` is an ICMP packet (how `Forwarder::process` counts a handoff).
+pub fn is_icmp_frame(frame: &[u8]) -> bool {
+    icmp::is_icmp(frame)
 }
 
 /// What to do with the entry of a removed or dead server after `Cx::unavailable`.
@@ -339,7 +349,7 @@ impl Forwarder {
             self.counters.tx_frames += 1;
             return reflect(buf, *len, in_port);
         }
-        let v = self.process_inner(buf, len, in_port, snap, now_ms);
+        let v = self.process_inner(buf, len, in_port, snap, now_ms, self.handoff);
         match v {
             Verdict::Tx(_) => self.counters.tx_frames += 1,
             Verdict::Drop(r) => self.counters.drops[r as usize] += 1,
@@ -355,24 +365,35 @@ impl Forwarder {
     /// `Verdict::Handoff` asks for the next worker, unless `last`: then nobody holds the
     /// connection and the copy is dropped (`no_conn`), once for the error. Not counted in
     /// `rx_frames`: the frame was received by the first worker.
+    /// A TCP segment that no worker holds ends, at the last worker asked, on the
+    /// new-connection path without handoff: scheduled there if its service schedules
+    /// mid-flow (`MidFlow`; the entry then moves to the receiving worker at the next
+    /// segment, as a moved flow does), else dropped (`no_conn`). `in_port`: the port the
+    /// first worker received it on.
     pub fn process_handoff(
         &mut self,
         buf: &mut [u8],
         len: &mut usize,
+        in_port: u8,
         last: bool,
         snap: &Snapshot,
         now_ms: u64,
     ) -> Verdict {
-        let v = if icmp::is_icmp(&buf[..*len]) {
+        let is_icmp = icmp::is_icmp(&buf[..*len]);
+        let v = if is_icmp {
             self.relay_icmp(buf, len, true)
         } else {
             self.moved_flow(buf, len, snap, now_ms)
         };
         let v = match v {
+            Verdict::Handoff if last && !is_icmp => {
+                self.process_inner(buf, len, in_port, snap, now_ms, false)
+            }
             Verdict::Handoff if last => Verdict::Drop(DropReason::NoConn),
             v => v,
         };
         match v {
+            Verdict::Tx(_) if !is_icmp => self.counters.tx_frames += 1,
             Verdict::Tx(_) => {
                 self.counters.tx_frames += 1;
                 self.counters.icmp_handoff_relayed += 1;
@@ -470,6 +491,8 @@ impl Forwarder {
         v
     }
 
+    /// `handoff`: a TCP segment without SYN that finds nothing may go to the other
+    /// workers (off for the last worker asked, and with one worker).
     fn process_inner(
         &mut self,
         buf: &mut [u8],
@@ -477,6 +500,7 @@ impl Forwarder {
         in_port: u8,
         snap: &Snapshot,
         now_ms: u64,
+        handoff: bool,
     ) -> Verdict {
         let flow = match parse_flow(&buf[..*len]) {
             Ok(f) => f,
@@ -497,7 +521,6 @@ impl Forwarder {
             sync,
             ports,
             counters,
-            handoff,
             ..
         } = self;
         let mut cx = Cx {
@@ -505,7 +528,7 @@ impl Forwarder {
             ports,
             counters,
             sync,
-            handoff: *handoff,
+            handoff,
             buf,
             flow: &flow,
             in_port,
@@ -797,13 +820,18 @@ impl Cx<'_> {
         let k = self.flow.key;
         let is_tcp = k.proto == ipv4::PROTO_TCP;
         // IPVS creates TCP connections only on SYN (sloppy_tcp off). With several workers
-        // the flow may be another worker's whose packets now arrive here: ask them.
-        if is_tcp && self.flow.tcp_flags & tcp_flags::SYN == 0 {
-            return if self.handoff {
-                Verdict::Handoff
-            } else {
-                Verdict::Drop(DropReason::NoConn)
-            };
+        // the flow may be another worker's whose packets now arrive here: ask them first
+        // (the last one asked comes back here with `handoff` off). Nobody has it: a
+        // mid-flow service (`MidFlow`, mh by default) schedules the segment as sloppy TCP
+        // does, RSTs excepted (tcp_conn_schedule); the others drop it.
+        let mid_flow = is_tcp && self.flow.tcp_flags & tcp_flags::SYN == 0;
+        if mid_flow {
+            if self.handoff {
+                return Verdict::Handoff;
+            }
+            if self.flow.tcp_flags & tcp_flags::RST != 0 || !self.snap.mid_flow.allows(svc) {
+                return Verdict::Drop(DropReason::NoConn);
+            }
         }
         // Room first, then the scheduler: an evicted half-open entry releases its template
         // before this connection asks for one (conn::template). The table is the NAT shard
@@ -860,10 +888,21 @@ impl Cx<'_> {
                 // set first); refuse rather than track it where replies would not look.
                 return Verdict::Drop(DropReason::NoService);
             };
-            return self.admit(shard, conn, len, false, true);
+            let v = self.admit(shard, conn, len, false, true);
+            self.count_mid_flow(mid_flow, v);
+            return v;
         }
         drop(shard);
-        self.admit(conns, conn, len, false, true)
+        let v = self.admit(conns, conn, len, false, true);
+        self.count_mid_flow(mid_flow, v);
+        v
+    }
+
+    /// `mid_flow` counts connections created by a segment without SYN (`MidFlow`).
+    fn count_mid_flow(&mut self, mid_flow: bool, v: Verdict) {
+        if mid_flow && !matches!(v, Verdict::Drop(_)) {
+            self.counters.mid_flow += 1;
+        }
     }
 
     /// Inserts `conn` into `table` (after making room, if `room`) and forwards the packet
@@ -1190,18 +1229,24 @@ mod tests {
     use crate::kconf::OnDead;
     use crate::model::{Forward, Protocol, ServiceKey};
     use crate::sched;
+    use crate::service::MidFlow;
     use etherparse::PacketBuilder;
 
     const LOCAL: [u8; 6] = [0x02, 0, 0, 0, 0, 0x12];
     const CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x64];
 
     fn setup(weights: &[u32]) -> (Snapshot, Vec<Arc<DestRt>>, Arc<ServiceRt>) {
+        setup_sched("wrr", weights)
+    }
+
+    /// A DR service 10.0.0.88:80 with scheduler `name` and servers 10.0.0.9, .10, ...
+    fn setup_sched(name: &str, weights: &[u32]) -> (Snapshot, Vec<Arc<DestRt>>, Arc<ServiceRt>) {
         let key = ServiceKey {
             proto: Protocol::Tcp,
             addr: "10.0.0.88".parse().unwrap(),
             port: 80,
         };
-        let svc = Arc::new(ServiceRt::new(key, sched::by_name("wrr").unwrap()));
+        let svc = Arc::new(ServiceRt::new(key, sched::by_name(name).unwrap()));
         let dests: Vec<_> = weights
             .iter()
             .enumerate()
@@ -1400,7 +1445,7 @@ mod tests {
         buf[..seg.len()].copy_from_slice(&seg);
         let mut len = seg.len();
         assert_eq!(
-            b.process_handoff(&mut buf, &mut len, true, &snap, 3),
+            b.process_handoff(&mut buf, &mut len, 0, true, &snap, 3),
             Verdict::Tx(0)
         );
         assert_eq!(&buf[0..6], &server[..], "same server");
@@ -1417,8 +1462,109 @@ mod tests {
         let mut len = stray.len();
         buf[..len].copy_from_slice(&stray);
         assert_eq!(
-            b.process_handoff(&mut buf, &mut len, true, &snap, 5),
+            b.process_handoff(&mut buf, &mut len, 0, true, &snap, 5),
             Verdict::Drop(DropReason::NoConn)
+        );
+    }
+
+    #[test]
+    fn mid_flow_segments_of_mh_services_reach_the_server_the_other_director_chose() {
+        // Two directors with the same configuration (built apart, as on two machines).
+        let (snap1, _, _) = setup_sched("mh", &[1, 1, 1, 1]);
+        let (snap2, _, _) = setup_sched("mh", &[1, 1, 1, 1]);
+        let (mut d1, mut d2) = (fwd(256), fwd(256));
+        for sport in 3000..3064u16 {
+            // Director 1 saw the handshake...
+            let mut syn = tcp(sport, "S");
+            assert_eq!(run(&mut d1, &mut syn, &snap1, 0), Verdict::Tx(0));
+            // ... then the router moved the flow to director 2, which has no entry.
+            let mut seg = tcp(sport, "A");
+            assert_eq!(run(&mut d2, &mut seg, &snap2, 1), Verdict::Tx(0));
+            assert_eq!(seg[0..6], syn[0..6], "flow {sport}: same real server");
+            let c = entry(&d2, &seg).expect("an entry was created");
+            assert_eq!(c.state, ConnState::Established, "sloppy TCP: ACK from NONE");
+        }
+        assert_eq!(d2.counters.mid_flow, 64);
+        assert_eq!(d2.counters.new_conns, 64);
+        // Its next segment is an ordinary hit.
+        assert_eq!(run(&mut d2, &mut tcp(3000, "A"), &snap2, 2), Verdict::Tx(0));
+        assert_eq!(d2.counters.mid_flow, 64);
+        // A RST of an unknown flow is never scheduled (tcp_conn_schedule).
+        let v = run(&mut d2, &mut tcp(5000, "AR"), &snap2, 3);
+        assert_eq!(v, Verdict::Drop(DropReason::NoConn));
+        // Turned off: dropped, as IPVS without sloppy_tcp.
+        let mut off = snap2;
+        off.mid_flow = MidFlow::NONE;
+        let v = run(&mut d2, &mut tcp(5001, "A"), &off, 4);
+        assert_eq!(v, Verdict::Drop(DropReason::NoConn));
+    }
+
+    #[test]
+    fn mid_flow_scheduling_is_for_hashing_schedulers_and_opt_in_for_sh() {
+        for name in ["rr", "wrr", "wlc", "lc", "lblc"] {
+            let (snap, _, _) = setup_sched(name, &[1, 1]);
+            let mut f = fwd(16);
+            let v = run(&mut f, &mut tcp(4000, "A"), &snap, 0);
+            assert_eq!(v, Verdict::Drop(DropReason::NoConn), "{name}");
+            assert_eq!(f.counters.mid_flow, 0);
+        }
+        let (mut snap, _, _) = setup_sched("sh", &[1, 1]);
+        let mut f = fwd(16);
+        let v = run(&mut f, &mut tcp(4000, "A"), &snap, 0);
+        assert_eq!(v, Verdict::Drop(DropReason::NoConn), "sh: off by default");
+        snap.mid_flow = MidFlow::parse("mh,sh").unwrap();
+        assert_eq!(run(&mut f, &mut tcp(4000, "A"), &snap, 1), Verdict::Tx(0));
+        assert_eq!(f.counters.mid_flow, 1);
+        assert_eq!(MidFlow::parse("none").unwrap(), MidFlow::NONE);
+        assert!(MidFlow::parse("rr").is_err());
+        assert_eq!(MidFlow::default(), MidFlow::parse("mh").unwrap());
+    }
+
+    #[test]
+    fn with_several_workers_a_mid_flow_segment_is_scheduled_once_nobody_holds_it() {
+        let (snap, _, _) = setup_sched("mh", &[1, 1, 1]);
+        let (other, _, _) = setup_sched("mh", &[1, 1, 1]);
+        let parked = Arc::new(ParkedConns::with_capacity(64));
+        let sync = Arc::new(SyncQueues::new(2));
+        let (mut a, mut b) = (fwd(16), fwd(16));
+        b.worker_id = 1;
+        for f in [&mut a, &mut b] {
+            f.set_shared(parked.clone(), sync.clone());
+            f.handoff = true;
+        }
+        // Where another director's table sends the flow.
+        let mut syn = tcp(4100, "S");
+        assert_eq!(run(&mut fwd(16), &mut syn, &other, 0), Verdict::Tx(0));
+        // Worker a has nothing: asks b first (the flow may have moved queues).
+        let mut seg = tcp(4100, "A");
+        assert_eq!(run(&mut a, &mut seg, &snap, 1), Verdict::Handoff);
+        // b, the last worker asked, has nothing either: schedules it.
+        let mut buf = vec![0u8; 2048];
+        buf[..seg.len()].copy_from_slice(&seg);
+        let mut len = seg.len();
+        assert_eq!(
+            b.process_handoff(&mut buf, &mut len, 0, true, &snap, 2),
+            Verdict::Tx(0)
+        );
+        assert_eq!(buf[0..6], syn[0..6], "the same real server");
+        assert_eq!((b.counters.mid_flow, b.counters.tx_frames), (1, 1));
+        assert_eq!(b.counters.icmp_handoff_relayed, 0);
+        // The entry then follows the flow to a, as a moved flow does.
+        let mut next = tcp(4100, "A");
+        assert_eq!(run(&mut a, &mut next, &snap, 3), Verdict::Handoff);
+        let mut len = next.len();
+        buf[..len].copy_from_slice(&next);
+        assert_eq!(
+            b.process_handoff(&mut buf, &mut len, 0, true, &snap, 3),
+            Verdict::Tx(0)
+        );
+        assert_eq!(b.counters.moved_out, 1);
+        let mut third = tcp(4100, "A");
+        assert_eq!(run(&mut a, &mut third, &snap, 4), Verdict::Tx(0));
+        assert_eq!(third[0..6], syn[0..6]);
+        assert_eq!(
+            (a.counters.imported, a.conns.len(), b.conns.len()),
+            (1, 1, 0)
         );
     }
 

@@ -32,18 +32,22 @@ pub struct HandoffFrame {
     pub len: u16,
     /// Workers still to ask after the one that receives this copy.
     pub hops_left: u16,
+    /// The port the first worker received the frame on.
+    pub in_port: u8,
     pub data: [u8; MAX_FRAME],
 }
 
 impl HandoffFrame {
-    /// A copy of `frame` to ask `hops` more workers about; `None` if it is too long.
-    pub fn copy_of(frame: &[u8], hops: u16) -> Option<HandoffFrame> {
+    /// A copy of `frame` (received on `in_port`) to ask `hops` more workers about; `None`
+    /// if it is too long.
+    pub fn copy_of(frame: &[u8], hops: u16, in_port: u8) -> Option<HandoffFrame> {
         if frame.len() > MAX_FRAME {
             return None;
         }
         let mut f = HandoffFrame {
             len: frame.len() as u16,
             hops_left: hops,
+            in_port,
             data: [0; MAX_FRAME],
         };
         f.data[..frame.len()].copy_from_slice(frame);
@@ -152,11 +156,11 @@ mod tests {
     fn goes_round_the_ring_and_is_bounded() {
         let h = Handoffs::new(3).unwrap();
         assert_eq!((h.next(0), h.next(2)), (1, 0));
-        assert!(HandoffFrame::copy_of(&[0; MAX_FRAME + 1], 2).is_none());
-        let f = HandoffFrame::copy_of(&[7; 100], 2).unwrap();
+        assert!(HandoffFrame::copy_of(&[0; MAX_FRAME + 1], 2, 0).is_none());
+        let f = HandoffFrame::copy_of(&[7; 100], 2, 0).unwrap();
         assert_eq!(f.frame(), &[7; 100][..]);
         for _ in 0..HANDOFF_QUEUE {
-            assert!(h.send(1, HandoffFrame::copy_of(&[1], 2).unwrap()));
+            assert!(h.send(1, HandoffFrame::copy_of(&[1], 2, 0).unwrap()));
         }
         assert!(!h.send(1, f), "a full queue refuses");
         assert!(h.recv(0).is_none());
@@ -177,7 +181,7 @@ mod tests {
     fn a_sleeping_worker_is_woken_and_an_awake_one_is_not() {
         let h = Handoffs::new(2).unwrap();
         // Awake: no wake-up written.
-        assert!(h.send(1, HandoffFrame::copy_of(&[1], 0).unwrap()));
+        assert!(h.send(1, HandoffFrame::copy_of(&[1], 0, 0).unwrap()));
         assert!(!readable(h.wake_fd(1)));
         // A frame waiting: do not sleep.
         assert!(!h.sleep_begin(1));
@@ -185,7 +189,7 @@ mod tests {
         assert!(h.recv(1).is_some());
         // Asleep: the sender wakes it; awake again, the eventfd is empty.
         assert!(h.sleep_begin(1));
-        assert!(h.send(1, HandoffFrame::copy_of(&[2], 0).unwrap()));
+        assert!(h.send(1, HandoffFrame::copy_of(&[2], 0, 0).unwrap()));
         assert!(readable(h.wake_fd(1)));
         h.sleep_end(1);
         assert!(!readable(h.wake_fd(1)));

@@ -455,6 +455,9 @@ pub struct WorkerCounters {
     /// Connections whose packets moved to another queue, parked for its worker.
     #[serde(default)]
     pub moved_out: u64,
+    /// Connections created by a TCP segment without SYN (`xvsd --mid-flow`).
+    #[serde(default)]
+    pub mid_flow: u64,
     /// (reason, count) for every drop reason, zeros included.
     pub drops: Vec<(String, u64)>,
 }

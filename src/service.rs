@@ -279,6 +279,75 @@ pub struct Snapshot {
     /// finds no connection looks here for the service whose parked (synced) entry it
     /// belongs to.
     pub nat_rs: hashbrown::HashMap<u64, Vec<Arc<ServiceRt>>, ahash::RandomState>,
+    /// Which services schedule a TCP segment without SYN that has no connection
+    /// (`xvsd --mid-flow`).
+    pub mid_flow: MidFlow,
+}
+
+/// Mid-flow scheduling (`xvsd --mid-flow`, IPVS's `sloppy_tcp` for chosen schedulers): a
+/// TCP segment without SYN (and without RST) of a flow this director has no entry for is
+/// scheduled as a new connection instead of dropped. Meant for behind-ECMP directors that
+/// all hold the same configuration: a flow the router moves here (a director added,
+/// removed or rehashed) was scheduled elsewhere by the same hash over the same server
+/// list, so the table gives the same real server here. Only hashing schedulers can say
+/// that; `rr`, `wlc` and the rest would pick an arbitrary server and break the flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MidFlow {
+    /// Maglev hashing (`mh`): on by default.
+    pub mh: bool,
+    /// Source hashing (`sh`): opt-in, its table moves more flows when the list changes.
+    pub sh: bool,
+}
+
+impl Default for MidFlow {
+    fn default() -> Self {
+        MidFlow {
+            mh: true,
+            sh: false,
+        }
+    }
+}
+
+impl MidFlow {
+    pub const NONE: MidFlow = MidFlow {
+        mh: false,
+        sh: false,
+    };
+
+    /// `--mid-flow` values: a comma-separated list of `mh` and `sh`, or `none`.
+    pub fn parse(s: &str) -> Result<MidFlow, String> {
+        let mut m = MidFlow::NONE;
+        if s == "none" {
+            return Ok(m);
+        }
+        for w in s.split(',') {
+            match w.trim() {
+                "mh" => m.mh = true,
+                "sh" => m.sh = true,
+                other => {
+                    return Err(format!(
+                        "mid-flow scheduling is for the hashing schedulers mh and sh (or none), not {other:?}"
+                    ))
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// Whether `svc`'s current scheduler schedules mid-flow segments.
+    pub fn allows(&self, svc: &ServiceRt) -> bool {
+        let set = svc.sched.load();
+        // mh and sh are lock-free; a locked scheduler's name() would take its lock, per
+        // segment of an ACK flood.
+        if set.sched.takes_lock() {
+            return false;
+        }
+        match set.sched.name() {
+            "mh" => self.mh,
+            "sh" => self.sh,
+            _ => false,
+        }
+    }
 }
 
 impl Default for Snapshot {
@@ -288,6 +357,7 @@ impl Default for Snapshot {
             timeouts: StateTimeouts::default(),
             has_nat: false,
             nat_rs: hashbrown::HashMap::with_hasher(ahash::RandomState::new()),
+            mid_flow: MidFlow::default(),
         }
     }
 }

@@ -77,6 +77,7 @@ pub struct WorkerStats {
     pub imported: AtomicU64,
     pub moved_handoff: AtomicU64,
     pub moved_out: AtomicU64,
+    pub mid_flow: AtomicU64,
     pub conns: AtomicU64,
     /// Entries of the worker's own table that have not completed a handshake.
     pub half_open: AtomicU64,
@@ -105,6 +106,7 @@ impl WorkerStats {
         self.imported.store(c.imported, Relaxed);
         self.moved_handoff.store(c.moved_handoff, Relaxed);
         self.moved_out.store(c.moved_out, Relaxed);
+        self.mid_flow.store(c.mid_flow, Relaxed);
         self.conns.store(conns as u64, Relaxed);
         self.half_open.store(half_open as u64, Relaxed);
         for (a, v) in self.drops.iter().zip(c.drops.iter()) {
@@ -130,6 +132,7 @@ impl WorkerStats {
             imported: self.imported.load(Relaxed),
             moved_handoff: self.moved_handoff.load(Relaxed),
             moved_out: self.moved_out.load(Relaxed),
+            mid_flow: self.mid_flow.load(Relaxed),
             drops: [0; DropReason::COUNT],
         };
         for (v, a) in c.drops.iter_mut().zip(self.drops.iter()) {
@@ -809,7 +812,7 @@ impl Worker {
                         data.cursor().set_pos(len);
                         if v == Verdict::Handoff {
                             let frame = &data.contents()[..len];
-                            hand_off(self.handoff.as_deref(), &mut self.fwd, frame);
+                            hand_off(self.handoff.as_deref(), &mut self.fwd, frame, pi as u8);
                         }
                         v
                     };
@@ -904,8 +907,14 @@ impl Worker {
                 let mut len = f.len as usize;
                 let v = if len <= buf.len() {
                     buf[..len].copy_from_slice(f.frame());
-                    self.fwd
-                        .process_handoff(buf, &mut len, f.hops_left == 0, &snap, now_ms)
+                    self.fwd.process_handoff(
+                        buf,
+                        &mut len,
+                        f.in_port,
+                        f.hops_left == 0,
+                        &snap,
+                        now_ms,
+                    )
                 } else {
                     self.fwd.counters.drops[DropReason::IcmpHandoffLost as usize] += 1;
                     Verdict::Drop(DropReason::IcmpHandoffLost)
@@ -984,17 +993,25 @@ impl Worker {
     }
 }
 
-/// The first handoff of an ICMP error that missed on this worker (`Verdict::Handoff`): a
-/// copy to the next worker, to go round all the others. One that cannot be queued (full
-/// queue, frame too long) is a drop (`icmp_handoff_lost`) instead of a handoff.
-fn hand_off(h: Option<&Handoffs>, fwd: &mut Forwarder, frame: &[u8]) {
+/// The first handoff of a frame that missed on this worker (`Verdict::Handoff`: an ICMP
+/// error, or a TCP segment without SYN whose flow may have moved queues): a copy to the
+/// next worker, to go round all the others. One that cannot be queued (full queue, frame
+/// too long) is a drop (`icmp_handoff_lost`) instead of a handoff.
+fn hand_off(h: Option<&Handoffs>, fwd: &mut Forwarder, frame: &[u8], in_port: u8) {
     let queued = h.is_some_and(|h| {
         let hops = (h.workers() as u16).saturating_sub(2);
-        HandoffFrame::copy_of(frame, hops).is_some_and(|f| h.send(h.next(fwd.worker_id), f))
+        HandoffFrame::copy_of(frame, hops, in_port)
+            .is_some_and(|f| h.send(h.next(fwd.worker_id), f))
     });
     if !queued {
-        fwd.counters.icmp_handoff -= 1;
-        fwd.counters.drops[DropReason::IcmpHandoffLost as usize] += 1;
+        // Undo what `Forwarder::process` counted for the handoff.
+        let c = &mut fwd.counters;
+        if crate::forward::is_icmp_frame(frame) {
+            c.icmp_handoff = c.icmp_handoff.saturating_sub(1);
+        } else {
+            c.moved_handoff = c.moved_handoff.saturating_sub(1);
+        }
+        c.drops[DropReason::IcmpHandoffLost as usize] += 1;
     }
 }
 

@@ -7,6 +7,8 @@
 //! - `no_sync_breaks_flows`: without connection sync the backup takes the VIP and new
 //!   connections work through it, but the flows in progress break (the backup has no entry
 //!   for them and drops their segments): this is what makes the other two tests real.
+//! - `mh_without_sync_keeps_flows`: the same without sync but with `lb_algo mh`: the
+//!   backup schedules the flows' segments mid-flow with the master's table; all complete.
 //! - `failover_keeps_flows`: with the sync daemons every flow completes intact.
 //! - `failback_keeps_flows`: the crashed master returns, stays FAULT (keepalived's
 //!   `track_file` on xvsd's `--ready-file`) until its bulk sync from the new master is done,
@@ -48,6 +50,11 @@ fn secs(s: u64) -> Duration {
 /// with weight 0 (non-zero = FAULT) and created as "1" when missing, so keepalived started
 /// before xvsd waits for it too.
 fn keepalived_conf(state: &str, priority: u32, ready: Option<&Path>) -> String {
+    keepalived_conf_algo(state, priority, ready, "rr")
+}
+
+/// `keepalived_conf` with scheduler `algo` (`lb_algo`).
+fn keepalived_conf_algo(state: &str, priority: u32, ready: Option<&Path>, algo: &str) -> String {
     let (track_def, track_use) = match ready {
         Some(p) => (
             format!(
@@ -83,7 +90,7 @@ fn keepalived_conf(state: &str, priority: u32, ready: Option<&Path>) -> String {
 
 virtual_server {VIP} {STREAM_PORT} {{
     delay_loop 2
-    lb_algo rr
+    lb_algo {algo}
     lb_kind DR
     persistence_timeout 0
     protocol TCP
@@ -124,8 +131,13 @@ impl Pair {
     /// Director a MASTER (150), b BACKUP (100), each xvsd with `extra_a`/`extra_b`; waits
     /// until a holds the VIP and b is BACKUP.
     fn start(&mut self, extra_a: &[&str], extra_b: &[&str]) {
-        let ca = self.write("a.conf", &keepalived_conf("MASTER", 150, None));
-        let cb = self.write("b.conf", &keepalived_conf("BACKUP", 100, None));
+        self.start_algo(extra_a, extra_b, "rr")
+    }
+
+    /// `start` with the virtual_server's `lb_algo` set to `algo`.
+    fn start_algo(&mut self, extra_a: &[&str], extra_b: &[&str], algo: &str) {
+        let ca = self.write("a.conf", &keepalived_conf_algo("MASTER", 150, None, algo));
+        let cb = self.write("b.conf", &keepalived_conf_algo("BACKUP", 100, None, algo));
         start_xvsd(&mut self.a, &ca, extra_a);
         start_xvsd(&mut self.b, &cb, extra_b);
         self.a.start_keepalived(&ca);
@@ -363,6 +375,38 @@ fn no_sync_breaks_flows() {
         0,
         "a flow got wrong data: {}",
         r.describe()
+    );
+}
+
+/// The same crash without sync, with Maglev hashing (`lb_algo mh`): the backup has no entry
+/// for the flows either, but it schedules their next segments mid-flow (`xvsd --mid-flow`,
+/// mh by default) with the same table as the master, so each reaches the real server it
+/// was talking to and every flow completes. `no_sync_breaks_flows` (rr) is the control.
+#[test]
+fn mh_without_sync_keeps_flows() {
+    let _g = serial();
+    let mut p = Pair::up("xfo-m");
+    p.start_algo(&[], &[], "mh");
+    let streams = p.flows(1);
+    std::thread::sleep(secs(2));
+    assert_eq!(established(&p.b), 0, "no sync: the backup knows no flow");
+    let retrans0 = p.rs_retrans();
+    assert_mid_stream(&streams, "the crash");
+    p.a.crash();
+    let moved = time_until_holds(&p.b, secs(15));
+    p.new_connections_work(1001);
+    let r = streams.finish();
+    print_measured("mh without sync", moved, &r, p.rs_retrans() - retrans0);
+    let mid = sync_counter(&p.b, "mid_flow");
+    println!("backup: {mid} connections scheduled mid-flow");
+    assert!(
+        r.all_ok(),
+        "with mh every flow must survive a failover without sync: {}",
+        r.describe()
+    );
+    assert!(
+        mid >= FLOWS as u64,
+        "the backup must have scheduled the {FLOWS} flows mid-flow, counted {mid}"
     );
 }
 

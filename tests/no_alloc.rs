@@ -470,7 +470,7 @@ fn handing_icmp_errors_to_another_worker_does_not_allocate() {
             // Worker A: a miss, handed off as the worker does it.
             let v = a.process(&mut e.buf, &mut e.len, 0, &snap, 1_000);
             verdicts.push(v);
-            let copy = HandoffFrame::copy_of(&e.buf[..e.len], 0).expect("short frame");
+            let copy = HandoffFrame::copy_of(&e.buf[..e.len], 0, 0).expect("short frame");
             assert!(ring.send(ring.next(0), copy));
             // Worker B: its queue, into a frame of its own, relayed.
             let f = ring.recv(1).expect("queued");
@@ -479,6 +479,7 @@ fn handing_icmp_errors_to_another_worker_does_not_allocate() {
             verdicts.push(b.process_handoff(
                 &mut out.buf,
                 &mut out.len,
+                f.in_port,
                 f.hops_left == 0,
                 &snap,
                 1_000,

@@ -1708,7 +1708,7 @@ fn handed(f: &mut Forwarder, frame: &[u8], last: bool) -> (Verdict, Vec<u8>) {
     let mut buf = vec![0u8; BUF_LEN];
     buf[..frame.len()].copy_from_slice(frame);
     let mut len = frame.len();
-    let v = f.process_handoff(&mut buf, &mut len, last, &Snapshot::default(), 1_000);
+    let v = f.process_handoff(&mut buf, &mut len, 0, last, &Snapshot::default(), 1_000);
     (v, buf[..len].to_vec())
 }
 

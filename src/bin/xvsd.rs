@@ -57,6 +57,7 @@ fn main() {
         worker_nice: a.worker_nice,
         fast_path: !a.no_fast_path,
         templates_max: a.templates_max.unwrap_or(a.conn_max.saturating_mul(2)),
+        mid_flow: a.mid_flow,
         table_full: a.table_full,
         config: a.config,
         rules: a.rules,

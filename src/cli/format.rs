@@ -491,6 +491,7 @@ pub fn format_datapath(d: &DataPathStats) -> String {
             ("imported", w.imported),
             ("moved_handoff", w.moved_handoff),
             ("moved_out", w.moved_out),
+            ("mid_flow", w.mid_flow),
             ("xsk_rx_ring_full", w.xsk_rx_ring_full),
             ("xsk_rx_fill_ring_empty", w.xsk_rx_fill_ring_empty),
             ("xsk_rx_dropped", w.xsk_rx_dropped),
@@ -1275,6 +1276,7 @@ TCP  10.0.0.88:80 wrr persistent 600
                 imported: 9,
                 moved_handoff: 10,
                 moved_out: 11,
+                mid_flow: 16,
                 xsk_rx_ring_full: 12,
                 xsk_rx_fill_ring_empty: 13,
                 xsk_rx_dropped: 14,
@@ -1315,6 +1317,7 @@ queue 0 (zero-copy):
   imported: 9
   moved_handoff: 10
   moved_out: 11
+  mid_flow: 16
   xsk_rx_ring_full: 12
   xsk_rx_fill_ring_empty: 13
   xsk_rx_dropped: 14

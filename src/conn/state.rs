@@ -116,6 +116,10 @@ fn flag_index(flags: u8) -> Option<usize> {
 
 /// IPVS `tcp_states[]` (the non-"secure_tcp" table), rows syn/fin/ack/rst per direction,
 /// columns the current state sNO..sSA.
+/// The INPUT and INPUT-ONLY `ack` rows take sNO to sES, as the kernel's table has since
+/// sloppy TCP (v3.10): a connection created by a segment without SYN (mid-flow scheduling,
+/// `Cx::new_conn`) starts ESTABLISHED at its first ACK. A SYN-created connection is never
+/// in sNO when its next segment arrives, so nothing else changes.
 const TCP_STATES: [[[ConnState; 11]; 4]; 3] = {
     use ConnState::{
         Close as CL, CloseWait as CW, Established as ES, FinWait as FW, LastAck as LA,
@@ -126,7 +130,7 @@ const TCP_STATES: [[[ConnState; 11]; 4]; 3] = {
         [
             [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
             [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW],
-            [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+            [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
             [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR],
         ],
         // OUTPUT
@@ -140,7 +144,7 @@ const TCP_STATES: [[[ConnState; 11]; 4]; 3] = {
         [
             [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
             [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
-            [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+            [ES, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
             [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
         ],
     ]
@@ -191,6 +195,15 @@ mod tests {
         assert_eq!(s, FinWait);
         s = tcp_transition(s, FIN | ACK, Direction::Input);
         assert_eq!(s, TimeWait);
+    }
+
+    #[test]
+    fn ack_without_syn_establishes_a_new_entry() {
+        // Kernel tcp_states[] since sloppy TCP: INPUT/INPUT-ONLY ack from sNO is sES.
+        assert_eq!(tcp_transition(None, ACK, Direction::Input), Established);
+        assert_eq!(tcp_transition(None, ACK, Direction::InputOnly), Established);
+        assert_eq!(tcp_transition(None, ACK | FIN, Direction::Input), Close);
+        assert_eq!(tcp_transition(None, ACK | RST, Direction::InputOnly), Close);
     }
 
     #[test]

@@ -61,6 +61,14 @@ pub struct Args {
     /// program itself once a worker has installed them (docs/architecture.md, "Fast path").
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Mid-flow scheduling (IPVS's sloppy_tcp, per scheduler): a TCP segment without SYN
+    /// of a flow no worker holds is scheduled as a new connection instead of dropped, for
+    /// services with one of these schedulers: a comma list of mh and sh, or none. For
+    /// directors behind ECMP with the same configuration: a flow the router moves here
+    /// reaches the real server it already talks to while the server list is unchanged
+    /// (docs/scale-out.md). The others (rr, wlc, ...) always drop such segments.
+    #[arg(long, value_name = "LIST", default_value = "mh", value_parser = crate::service::MidFlow::parse)]
+    pub mid_flow: crate::service::MidFlow,
     /// Persistence templates each persistent (-p) service can hold (default: twice
     /// --conn-max, so a template is free whenever a connection fits). Beyond it the
     /// longest-unused template is reused; with none unused the client is refused

@@ -58,6 +58,8 @@ pub struct DaemonOpts {
     pub fast_path: bool,
     /// Template capacity of each persistent service.
     pub templates_max: usize,
+    /// Which schedulers' services schedule mid-flow TCP segments (`--mid-flow`).
+    pub mid_flow: crate::service::MidFlow,
     /// What a full connection table does with a new connection.
     pub table_full: PressurePolicy,
     /// `--config`: a keepalived.conf whose virtual servers xvsd serves and health-checks.
@@ -249,6 +251,7 @@ impl DataPathView {
                         imported: c.imported,
                         moved_handoff: c.moved_handoff,
                         moved_out: c.moved_out,
+                        mid_flow: c.mid_flow,
                         xsk_rx_ring_full: x.rx_ring_full,
                         xsk_rx_fill_ring_empty: x.rx_fill_ring_empty_descs,
                         xsk_rx_dropped: x.rx_dropped,
@@ -791,10 +794,11 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         Box::new(state::SharedSteer(steering.clone())),
         (per_worker * nworkers as usize) as u64,
     )));
-    state
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .templates_max = opts.templates_max.max(1);
+    {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        st.templates_max = opts.templates_max.max(1);
+        st.set_mid_flow(opts.mid_flow);
+    }
     // `--rules` before anything serves (and before a restored connection looks for its
     // service): as ipvsadm.service restores its file before the unit counts as started.
     if let (Some(reqs), Some(path)) = (rules, &opts.rules) {

@@ -74,6 +74,8 @@ pub struct DaemonState {
     pub conn_capacity: u64,
     /// Template capacity of each persistent service (`xvsd --templates-max`).
     pub templates_max: usize,
+    /// `xvsd --mid-flow`, published in every snapshot.
+    mid_flow: crate::service::MidFlow,
 }
 
 impl DaemonState {
@@ -91,7 +93,14 @@ impl DaemonState {
             steer,
             conn_capacity,
             templates_max: DEFAULT_TEMPLATES_MAX,
+            mid_flow: crate::service::MidFlow::default(),
         }
+    }
+
+    /// Sets which services schedule mid-flow TCP segments, and publishes it.
+    pub fn set_mid_flow(&mut self, m: crate::service::MidFlow) {
+        self.mid_flow = m;
+        self.publish();
     }
 
     /// Applies a configuration request; on any error nothing changes.
@@ -382,6 +391,7 @@ impl DaemonState {
             // Deleted services' NAT entries may outlive them until swept: stay on once set.
             has_nat: self.shared.snapshot.load().has_nat
                 || self.rt.values().any(|rt| rt.has_nat.load(Relaxed)),
+            mid_flow: self.mid_flow,
             ..Snapshot::default()
         };
         for rt in self.rt.values() {

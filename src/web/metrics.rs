@@ -364,7 +364,7 @@ impl Collector for SampleCollector {
             }),
         )?;
         type WPick = fn(&crate::model::WorkerCounters) -> u64;
-        let worker_counters: [(&str, &str, WPick); 16] = [
+        let worker_counters: [(&str, &str, WPick); 17] = [
             (
                 "rx_frames",
                 "Frames received from the AF_XDP sockets.",
@@ -436,6 +436,11 @@ impl Collector for SampleCollector {
                 "moved_out",
                 "Connections parked for the worker their packets moved to.",
                 |w| w.moved_out,
+            ),
+            (
+                "mid_flow",
+                "Connections created by a TCP segment without SYN (mid-flow scheduling).",
+                |w| w.mid_flow,
             ),
         ];
         for (what, help, pick) in worker_counters {

@@ -64,6 +64,7 @@ fn sample() -> Sample {
         imported: 0,
         moved_handoff: 0,
         moved_out: 0,
+        mid_flow: 0,
         xsk_rx_ring_full: 0,
         xsk_rx_fill_ring_empty: 0,
         xsk_rx_dropped: 0,
