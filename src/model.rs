@@ -239,6 +239,23 @@ pub enum Request {
     /// xvs-only `--reload`: re-read `xvsd --config` or `--rules` as SIGHUP does, and answer
     /// when done (`Response::Reloaded`, or an `Error` when the file is refused).
     Reload,
+    /// xvs-only `--announce on|off|show` (`xvsd --announce-dev`): `Some(false)` drains the
+    /// director (every VIP withdrawn, forwarding untouched), `Some(true)` announces again,
+    /// `None` only asks. Answered by `Response::Announce`.
+    Announce {
+        set: Option<bool>,
+    },
+}
+
+/// What `Request::Announce` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceStatus {
+    /// `xvsd --announce-dev`.
+    pub device: String,
+    /// False while drained (`xvsadm --announce off`).
+    pub enabled: bool,
+    /// The VIPs on the device now (an `--announce` change shows within 50 ms).
+    pub announced: Vec<Ipv4Addr>,
 }
 
 /// One checker of one real server, as `xvsadm -L -n --health` shows it.
@@ -347,6 +364,8 @@ pub enum Response {
     Daemons(Vec<crate::sync::daemon::DaemonStatus>),
     /// `Request::Reload` done: what was reloaded, one line.
     Reloaded(String),
+    /// `Request::Announce`.
+    Announce(AnnounceStatus),
 }
 
 /// One connection-table entry as `ipvsadm -L -c` shows it.

@@ -56,6 +56,7 @@ fn hand_written_xvsadm_page_names_every_xvs_option() {
     let page = std::fs::read_to_string(root().join("dist/man/xvsadm.8")).unwrap();
     for opt in [
         "reload",
+        "announce",
         "datapath",
         "health",
         "on-dead",

@@ -14,6 +14,9 @@ _xvsadm() {
         --on-dead)
             COMPREPLY=($(compgen -W "ipvs expire reassign" -- "$cur"))
             return ;;
+        --announce)
+            COMPREPLY=($(compgen -W "on off show" -- "$cur"))
+            return ;;
         -b|--sched-flags)
             COMPREPLY=($(compgen -W "sh-fallback sh-port" -- "$cur"))
             return ;;
@@ -37,6 +40,6 @@ _xvsadm() {
         -n --numeric -c --connection --timeout --daemon --stats --rate --thresholds
         --persistent-conn --nosort --sort --exact -X --mcast-interface --syncid
         --sync-maxlen --mcast-group --mcast-port --mcast-ttl --socket --datapath
-        --health --reload --on-dead --sync-peer --bulk-peer" -- "$cur"))
+        --health --reload --announce --on-dead --sync-peer --bulk-peer" -- "$cur"))
 }
 complete -F _xvsadm xvsadm ipvsadm

@@ -67,6 +67,7 @@ fn main() {
         restart_hold: std::time::Duration::from_secs(a.restart_hold),
         bpf_pin_dir: a.bpf_pin_dir,
         web_listen: a.web_listen,
+        announce_dev: a.announce_dev,
     };
     if let Err(e) = xvs::daemon::run(opts) {
         eprintln!("xvsd: {e:#}");

@@ -363,6 +363,20 @@ pub fn format_timeout(t: &Timeouts) -> String {
 /// `--datapath` (xvs only): one `name: value` per line so scripts can pick counters with
 /// `awk`; each worker's counters are indented under a `queue N (mode):` header, and drop
 /// reasons are listed by name, zeros included.
+/// `--announce on|off|show`: the device, whether announcing is on, and the VIPs on the
+/// device, one per line (a change made by this command shows at the next `show`).
+pub fn format_announce(a: &crate::model::AnnounceStatus) -> String {
+    let mut out = format!(
+        "announce device {}: {}\n",
+        a.device,
+        if a.enabled { "on" } else { "off (drained)" }
+    );
+    for v in &a.announced {
+        out.push_str(&format!("  {v}\n"));
+    }
+    out
+}
+
 /// `-L -n --health`: per virtual server, per real server, one line per checker.
 pub fn format_health(rows: &[crate::model::HealthRow]) -> String {
     let mut out = String::new();

@@ -99,6 +99,10 @@ xvs only:
   {prog} --datapath                   data-path counters (XDP verdicts, per-queue frames, drops)
   {prog} --reload                     xvsd re-reads --config or --rules (as SIGHUP) and
                                       answers when done; non-zero if the file is refused
+  {prog} --announce on|off|show       xvsd --announce-dev: off drains this director (every
+                                      VIP withdrawn from the routing daemon, forwarding goes
+                                      on), on announces the serving VIPs again; prints the
+                                      state and the VIPs on the device
   --on-dead ipvs|expire|reassign      with -A/-E: what connections of a removed or dead real
                                       server get: dropped until they time out (ipvs, the
                                       default), expired at their next packet (expire), or

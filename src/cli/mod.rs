@@ -208,6 +208,23 @@ where
                 Err(code) => code,
             }
         }
+        Command::Announce(set) => {
+            let got = ask(
+                &path,
+                &Request::Announce { set },
+                io,
+                &mut call,
+                exit::FAILED,
+                |r| match r {
+                    Response::Announce(a) => Ok(a),
+                    other => Err(other),
+                },
+            );
+            match got {
+                Ok(a) => io.out(&format::format_announce(&a)),
+                Err(code) => code,
+            }
+        }
         Command::Health => {
             let got = ask(
                 &path,
@@ -289,6 +306,7 @@ fn describe_request(req: &Request) -> &'static str {
         Request::Health => "health-check states",
         Request::Daemons => "sync daemon states",
         Request::Reload => "a reload outcome",
+        Request::Announce { .. } => "the announce state",
         _ => "an acknowledgement",
     }
 }
@@ -362,6 +380,7 @@ fn describe(r: &Response) -> &'static str {
         Response::Health(_) => "health-check states",
         Response::Daemons(_) => "sync daemon states",
         Response::Reloaded(_) => "a reload outcome",
+        Response::Announce(_) => "the announce state",
     }
 }
 

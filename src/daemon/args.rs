@@ -112,6 +112,14 @@ pub struct Args {
     /// /api/history) on ADDR:PORT, e.g. a management address. Off unless given.
     #[arg(long, value_name = "ADDR:PORT")]
     pub web_listen: Option<std::net::SocketAddr>,
+    /// Announce the VIPs for a routing daemon (scale-out behind ECMP): xvsd creates this
+    /// TUN device (it must not exist), keeps on it, as /32 addresses, every VIP with a
+    /// service that has a real server of weight > 0 not declared dead, and none while
+    /// drained (`xvsadm --announce off`). BIRD (protocol direct) or FRR (redistribute
+    /// connected) exports them. The kernel deletes the device when xvsd exits or dies, so
+    /// the routes go with it. See docs/scale-out.md.
+    #[arg(long, value_name = "NAME")]
+    pub announce_dev: Option<String>,
 }
 
 pub fn parse_sync_daemon(s: &str) -> Result<crate::sync::daemon::SyncDaemonConfig, String> {

@@ -202,7 +202,8 @@ impl ConfigModel {
             | Request::Connections
             | Request::Health
             | Request::Daemons
-            | Request::Reload => Ok(()),
+            | Request::Reload
+            | Request::Announce { .. } => Ok(()),
             // The control socket runs these itself; only a -R batch brings them here, and a
             // batch is all or nothing, which starting threads and sockets cannot promise.
             Request::StartDaemon { .. } | Request::StopDaemon { .. } => {

@@ -1,6 +1,7 @@
 //! `xvsd`: attaches the steering program, runs one worker per RX queue and serves the
 //! control socket. See docs/architecture.md.
 
+pub mod announce;
 pub mod args;
 pub mod config;
 pub mod iface;
@@ -81,6 +82,9 @@ pub struct DaemonOpts {
     pub bpf_pin_dir: PathBuf,
     /// `--web-listen`: where `/metrics` and the JSON API are served (off when `None`).
     pub web_listen: Option<std::net::SocketAddr>,
+    /// `--announce-dev`: the TUN device holding the VIPs a routing daemon announces
+    /// (docs/scale-out.md); `None`: nothing is announced.
+    pub announce_dev: Option<String>,
 }
 
 /// Writes the readiness file atomically (a temporary file renamed over it), so that
@@ -166,6 +170,8 @@ pub struct DataPathView {
     /// `xvsadm --reload`: the control thread hands the main loop a reply channel and
     /// waits; the main loop reloads as on SIGHUP and answers.
     pub reload: std::sync::mpsc::Sender<ReloadReply>,
+    /// `--announce-dev` and `xvsadm --announce` (drain).
+    pub announce: Arc<announce::AnnounceCtl>,
 }
 
 /// Where the main loop sends a reload's outcome: a one-line summary, or why the file was
@@ -632,6 +638,16 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         None => None,
     };
 
+    // --announce-dev: the device exists (with no address) before anything is attached, so
+    // a name that is taken stops xvsd with nothing changed. VIPs appear on it only from the
+    // main loop, once the configuration is in.
+    let announce_ctl = Arc::new(announce::AnnounceCtl::new(opts.announce_dev.clone()));
+    let mut announcer = opts
+        .announce_dev
+        .as_deref()
+        .map(|d| announce::Announcer::open(d, announce_ctl.clone()))
+        .transpose()?;
+
     // --busy-poll: the interfaces' NAPI deferral, written before the sockets exist and put
     // back when this function returns (the value is dropped last). A killed xvsd leaves them
     // set: harmless without busy polling beyond up to gro_flush_timeout more latency.
@@ -858,6 +874,7 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
         sync_hooks: hooks.clone(),
         sync: sync.clone(),
         reload: reload_tx,
+        announce: announce_ctl.clone(),
     });
     hooks.set_view(&view);
     let listener = server::bind(&opts.socket)?;
@@ -890,8 +907,26 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     let mut last_full = Instant::now() - Duration::from_secs(60);
     let mut last_tick = Instant::now();
     let mut ticks: u64 = 0;
+    let mut last_wanted: Option<Vec<Ipv4Addr>> = None;
+    let mut last_announce = Instant::now();
     while !stop.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if let Some(a) = announcer.as_mut() {
+            // Within 50 ms of a change (a server's weight, a health verdict, a drain); and
+            // every second anyway, so an address removed by hand comes back.
+            let services = state.lock().unwrap_or_else(|e| e.into_inner()).services();
+            let want = announce::wanted(
+                announce::service_view(&services),
+                announce_ctl.enabled.load(Relaxed),
+            );
+            if last_wanted.as_ref() != Some(&want)
+                || last_announce.elapsed() >= Duration::from_secs(1)
+            {
+                last_announce = Instant::now();
+                a.sync(&want);
+                last_wanted = Some(want);
+            }
+        }
         if hup.swap(false, Relaxed) {
             let _ = reload_notified(&opts, health.as_ref(), &state, &sync);
         }
@@ -978,6 +1013,9 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     }
 
     tracing::info!("stopping");
+    // Withdraw first: the routing daemon moves new traffic to the other directors while
+    // this one still forwards what reaches it during the rest of the shutdown.
+    drop(announcer.take());
     notify::stopping();
     if let Some(p) = &opts.ready_file {
         if let Err(e) = write_ready_file(p, false) {

@@ -182,6 +182,62 @@ impl Neighbours {
         Ok(out)
     }
 
+    /// The IPv4 addresses on interface `ifindex` (the announce device's VIPs).
+    pub fn addrs_on(&mut self, ifindex: u32) -> Result<Vec<Ipv4Addr>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let seq = self.send(
+            NLM_F_REQUEST | NLM_F_DUMP,
+            RouteNetlinkMessage::GetAddress(msg),
+        )?;
+        let mut out = Vec::new();
+        self.recv_until_done(seq, |m| {
+            if let RouteNetlinkMessage::NewAddress(a) = m {
+                if a.header.index != ifindex {
+                    return;
+                }
+                for at in &a.attributes {
+                    if let AddressAttribute::Local(std::net::IpAddr::V4(v4)) = at {
+                        if !out.contains(v4) {
+                            out.push(*v4);
+                        }
+                    }
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// `ip addr add|del ADDR/32 dev IFINDEX` (scope global: routing daemons skip host- and
+    /// link-scope addresses).
+    pub fn addr_change(&mut self, ifindex: u32, addr: Ipv4Addr, add: bool) -> Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.prefix_len = 32;
+        msg.header.index = ifindex;
+        let ip = std::net::IpAddr::V4(addr);
+        msg.attributes.push(AddressAttribute::Local(ip));
+        msg.attributes.push(AddressAttribute::Address(ip));
+        let (flags, req) = if add {
+            (
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+                RouteNetlinkMessage::NewAddress(msg),
+            )
+        } else {
+            (
+                NLM_F_REQUEST | NLM_F_ACK,
+                RouteNetlinkMessage::DelAddress(msg),
+            )
+        };
+        let seq = self.send(flags, req)?;
+        self.recv_until_done(seq, |_| {}).with_context(|| {
+            format!(
+                "{} {addr}/32 on interface {ifindex}",
+                if add { "adding" } else { "removing" }
+            )
+        })
+    }
+
     /// Resolved IPv4 neighbours on every interface: (ifindex, address) -> MAC.
     pub fn dump_all(&mut self) -> Result<HashMap<(u32, Ipv4Addr), [u8; 6]>> {
         let mut msg = NeighbourMessage::default();

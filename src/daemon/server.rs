@@ -91,6 +91,7 @@ fn handle(
         })),
         Request::Daemons => Response::Daemons(view.sync.status()),
         Request::Reload => request_reload(view),
+        Request::Announce { set } => announce(view, *set),
         Request::StartDaemon { config } => {
             let r = view.sync.start(config.clone());
             tracing::info!(?config, result = ?r, "start-daemon");
@@ -219,6 +220,38 @@ fn wait_for_neighbours(added: &[Arc<DestRt>], budget: Duration) -> bool {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `xvsadm --announce on|off|show`: the main loop applies a change within 50 ms (it owns the
+/// device); the answer is the state before that pass, with `enabled` already the new one.
+fn announce(view: &DataPathView, set: Option<bool>) -> Response {
+    let a = &view.announce;
+    let Some(device) = a.device.clone() else {
+        return Response::Error("xvsd runs without --announce-dev: nothing is announced".into());
+    };
+    if let Some(on) = set {
+        let was = a.enabled.swap(on, std::sync::atomic::Ordering::Relaxed);
+        if was != on {
+            tracing::info!(
+                announce = on,
+                "{}",
+                if on {
+                    "announcing the serving VIPs again"
+                } else {
+                    "drained: every VIP withdrawn, forwarding goes on"
+                }
+            );
+        }
+    }
+    Response::Announce(crate::model::AnnounceStatus {
+        device,
+        enabled: a.enabled.load(std::sync::atomic::Ordering::Relaxed),
+        announced: a
+            .announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+    })
 }
 
 #[cfg(test)]

@@ -251,6 +251,24 @@ impl Director {
         }
     }
 
+    /// SIGKILL to xvsd alone (no cleanup runs; the routing daemon in the namespace lives on).
+    pub fn kill_xvsd(&mut self) {
+        if let Some(mut c) = self.xvsd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM to xvsd alone and wait for it to exit (KILL after 5 s).
+    pub fn stop_xvsd(&mut self) {
+        if let Some(c) = self.xvsd.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            reap(c);
+        }
+    }
+
     /// Stops keepalived and xvsd (TERM, then KILL after 5 s).
     pub fn stop(&mut self) {
         for c in [self.keepalived.take(), self.xvsd.take()]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod director;
+pub mod ecmp;
 pub mod flows;
 
 use std::io::{BufRead, BufReader, Write};

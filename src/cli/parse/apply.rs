@@ -154,7 +154,7 @@ pub(super) fn apply(
             }
         }
         // Handled before `apply` is called.
-        Tag::Help | Tag::Version | Tag::DataPath | Tag::Health | Tag::Reload => {}
+        Tag::Help | Tag::Version | Tag::DataPath | Tag::Health | Tag::Reload | Tag::Announce => {}
         Tag::Tcp | Tag::Udp => {
             st.set_option(Col::Service)?;
             let proto = if tag == Tag::Tcp {

@@ -69,6 +69,10 @@ pub enum Command {
     /// `--reload` (xvs only): xvsd re-reads `--config` or `--rules` as on SIGHUP and answers
     /// when done, so systemd's `ExecReload=` waits for it.
     Reload,
+    /// `--announce on|off|show` (xvs only, `xvsd --announce-dev`): `off` drains the
+    /// director (its VIPs are withdrawn from the routing daemon, forwarding goes on), `on`
+    /// announces again; each prints the state. `None`: `show`.
+    Announce(Option<bool>),
 }
 
 /// Options that change how addresses and numbers are printed.
@@ -250,6 +254,10 @@ pub fn parse_with<S: AsRef<str>>(args: &[S], names: &PortNames) -> Result<Invoca
         return Ok(inv);
     }
 
+    if let Some(inv) = announce_command(&items)? {
+        return Ok(inv);
+    }
+
     let mut st = State::default();
     let mut only_socket = true;
     for item in items {
@@ -317,6 +325,42 @@ pub fn parse_sync_daemon(words: &str) -> Result<crate::sync::daemon::SyncDaemonC
         Ok(_) => Err("expected master|backup and --start-daemon options only".into()),
         Err(e) => Err(e.message),
     }
+}
+
+/// `--announce on|off|show [--socket PATH]`; `None`: not this command.
+fn announce_command(items: &[Item]) -> Result<Option<Invocation>, ParseError> {
+    let value = items.iter().find_map(|i| match i {
+        Item::Opt {
+            tag: Tag::Announce,
+            value,
+            ..
+        } => Some(value.clone().unwrap_or_default()),
+        _ => None,
+    });
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let set = match value.as_str() {
+        "on" => Some(true),
+        "off" => Some(false),
+        "show" => None,
+        other => {
+            return Err(ParseError::invalid(format!(
+                "--announce {other}: expected on, off or show"
+            )))
+        }
+    };
+    let Some(inv) = xvs_command(
+        items,
+        Tag::Announce,
+        &[Tag::Announce],
+        Command::Announce(set),
+        "--announce takes no options other than --socket",
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(inv))
 }
 
 fn invocation(command: Command, socket: Option<String>) -> Invocation {
@@ -403,6 +447,29 @@ mod tests {
             "--datapath takes no options other than --socket"
         );
         assert_eq!(err("--datapath x").message, "unexpected argument x");
+        assert_eq!(
+            p("--announce off --socket /tmp/a.sock").unwrap(),
+            Invocation {
+                command: Command::Announce(Some(false)),
+                socket: Some("/tmp/a.sock".into())
+            }
+        );
+        assert_eq!(
+            p("--announce on").unwrap().command,
+            Command::Announce(Some(true))
+        );
+        assert_eq!(
+            p("--announce=show").unwrap().command,
+            Command::Announce(None)
+        );
+        assert_eq!(
+            err("--announce maybe").message,
+            "--announce maybe: expected on, off or show"
+        );
+        assert_eq!(
+            err("--announce off -n").message,
+            "--announce takes no options other than --socket"
+        );
         let i = p("--reload --socket /tmp/r.sock").unwrap();
         assert_eq!(
             (i.command, i.socket.as_deref()),
