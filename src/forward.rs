@@ -10,7 +10,7 @@
 //! NAT connections live in `NatConns`, shared by all workers, because a reply may arrive on
 //! another queue or interface than its request (see docs/architecture.md).
 
-mod icmp;
+pub(crate) mod icmp;
 
 use crate::conn::{
     tcp_transition, ClientSide, Conn, ConnState, ConnTable, Direction, NatConns, Parked,
@@ -98,11 +98,6 @@ pub struct FwdCounters {
     #[serde(default)]
     pub mid_flow: u64,
     pub drops: [u64; DropReason::COUNT],
-}
-
-/// Whether `frame` is an ICMP packet (how `Forwarder::process` counts a handoff).
-pub fn is_icmp_frame(frame: &[u8]) -> bool {
-    icmp::is_icmp(frame)
 }
 
 /// What to do with the entry of a removed or dead server after `Cx::unavailable`.

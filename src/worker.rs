@@ -1034,7 +1034,7 @@ fn hand_off(h: Option<&Handoffs>, fwd: &mut Forwarder, frame: &[u8], in_port: u8
     if !queued {
         // Undo what `Forwarder::process` counted for the handoff.
         let c = &mut fwd.counters;
-        if crate::forward::is_icmp_frame(frame) {
+        if crate::forward::icmp::is_icmp(frame) {
             c.icmp_handoff = c.icmp_handoff.saturating_sub(1);
         } else {
             c.moved_handoff = c.moved_handoff.saturating_sub(1);

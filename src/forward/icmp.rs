@@ -25,7 +25,7 @@ use crate::xmit;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Is the frame an IPv4 ICMP packet? (Cheap pre-check; `icmp::parse_error` validates.)
-pub(super) fn is_icmp(frame: &[u8]) -> bool {
+pub(crate) fn is_icmp(frame: &[u8]) -> bool {
     frame.len() > ethernet::HEADER_LEN + 9
         && frame[12..14] == ethernet::ETHERTYPE_IPV4.to_be_bytes()
         && frame[ethernet::HEADER_LEN + 9] == icmp::PROTO_ICMP
