@@ -39,11 +39,12 @@ fi
 # (src/web/tests.rs, tests/e2e_metrics.rs); chromium loads the status page
 # headless in tests/e2e_status_page.rs (as root in a namespace: --no-sandbox);
 # systemd (systemd-analyze verify of the unit) and man-db (man -w) check the
-# Debian package (scripts/deb-check.sh).
+# Debian package (scripts/deb-check.sh); bird2 and frr announce and route the VIPs
+# in the ECMP lab (scripts/ecmp-lab.sh, tests/e2e_ecmp.rs).
 APT_PACKAGES=(
     clang llvm libbpf-dev libxdp-dev libelf-dev zlib1g-dev pkg-config m4 g++
     iproute2 iputils-ping ethtool tcpdump curl iperf3 bpftool python3 procps hping3
-    keepalived prometheus chromium systemd man-db
+    keepalived prometheus chromium systemd man-db bird2 frr
 )
 
 missing=()
