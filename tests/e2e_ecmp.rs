@@ -220,6 +220,14 @@ fn datapath(lab: &mut EcmpLab, k: usize) -> String {
     String::from_utf8_lossy(&lab.dir(k).adm(&["--datapath"]).stdout).into_owned()
 }
 
+/// The `mid_flow` counters of a `--datapath` listing, summed over the workers.
+fn mid_flow(dp: &str) -> u64 {
+    dp.lines()
+        .filter_map(|l| l.trim().strip_prefix("mid_flow:"))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn mh_keeps_flows_when_a_director_leaves_and_returns_rr_does_not() {
     let _g = serial();
@@ -251,6 +259,14 @@ fn mh_keeps_flows_when_a_director_leaves_and_returns_rr_does_not() {
         bad.len(),
         r.describe(),
         datapath(&mut lab, 1)
+    );
+
+    // Director 1 took director 2's flows over mid-flow (scheduled with the same table).
+    let mid = mid_flow(&datapath(&mut lab, 1));
+    eprintln!("mh: dir1 mid_flow {mid}");
+    assert!(
+        mid > 0,
+        "dir1 scheduled nothing mid-flow: the flows never moved?"
     );
 
     // The same lab, rr: a director that inherits a flow has no entry for it and drops its
