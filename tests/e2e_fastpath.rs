@@ -451,3 +451,62 @@ fn a_health_check_cuts_a_nat_fast_path_flow_off_and_expire_ends_it() {
     drop(ka);
     assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
 }
+
+/// `max_entries` of every BPF map xvsd holds with this key and value size, from
+/// /proc/PID/fdinfo (the kernel's own account of each map descriptor; a map held through
+/// several descriptors counts once, by its id).
+fn map_max_entries(pid: u32, key: u32, value: u32) -> Vec<u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
+        let Ok(text) = std::fs::read_to_string(e.unwrap().path()) else {
+            continue;
+        };
+        let field = |name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        if field("key_size:") == Some(key.into()) && field("value_size:") == Some(value.into()) {
+            if let (Some(id), Some(n)) = (field("map_id:"), field("max_entries:")) {
+                out.insert(id, n);
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+/// `--fast-path-max` sizes the flow map apart from `--conn-max`; a map far smaller than
+/// the live flows is a cache: flows it cannot hold (or evicts) take the workers' path and
+/// every one of them keeps working.
+#[test]
+fn fast_path_max_sizes_the_flow_map_and_a_full_map_breaks_no_flow() {
+    let mut lab = Lab::up("e2efastm", 1, 1);
+    lab.start_xvsd(&["--fast-path-max", "2"]);
+    one_server(&lab);
+    let pid = lab.xvsd_pid().unwrap();
+    // xvs_flows: 16-byte key, 64-byte value (src/bpf/maps.rs mirrors it).
+    assert_eq!(map_max_entries(pid, 16, 64), vec![2], "flow map size");
+    let mut conns: Vec<KeepAlive> = (0..6).map(|_| KeepAlive::open(&lab)).collect();
+    for round in 0..20 {
+        for (i, ka) in conns.iter_mut().enumerate() {
+            assert_eq!(ka.get(), "rs1", "connection {i}, request {round}");
+        }
+    }
+    let dp = lab.datapath();
+    assert!(counter_in(&dp, "fast_installs") >= 1, "{dp:?}");
+    // Six connections through a two-entry map: most requests took the workers' path.
+    let (svc, _) = in_pkts(&lab);
+    assert!(lab.counter("tx_frames") > 0 && svc > lab.counter("tx_frames"));
+    drop(conns);
+    assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
+
+    // The default follows --conn-max.
+    lab.start_xvsd(&["--conn-max", "5000"]);
+    let pid = lab.xvsd_pid().unwrap();
+    assert_eq!(
+        map_max_entries(pid, 16, 64),
+        vec![5000],
+        "default flow map size"
+    );
+    assert!(lab.stop_xvsd(), "xvsd did not exit cleanly");
+}

@@ -56,6 +56,9 @@ fn main() {
         busy_poll: a.busy_poll,
         worker_nice: a.worker_nice,
         fast_path: !a.no_fast_path,
+        fast_path_max: a
+            .fast_path_max
+            .unwrap_or(a.conn_max.clamp(1, u32::MAX as usize) as u32),
         templates_max: a.templates_max.unwrap_or(a.conn_max.saturating_mul(2)),
         mid_flow: a.mid_flow,
         table_full: a.table_full,

@@ -62,6 +62,12 @@ pub struct Args {
     /// (docs/architecture.md, "Fast path").
     #[arg(long)]
     pub no_fast_path: bool,
+    /// Entries of the fast path's flow map (default: --conn-max). The map is an LRU cache
+    /// of kernel memory locked at start, about 140 bytes an entry (NAT takes two per
+    /// connection): a smaller map saves memory, and a flow it evicts only goes back to the
+    /// workers (slow path), never breaks. Size it for the flows that carry the traffic.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub fast_path_max: Option<u32>,
     /// Mid-flow scheduling (IPVS's sloppy_tcp, per scheduler): a TCP segment without SYN
     /// of a flow no worker holds is scheduled as a new connection instead of dropped, for
     /// services with one of these schedulers: a comma list of mh and sh, or none. For

@@ -56,6 +56,8 @@ pub struct DaemonOpts {
     pub worker_nice: i32,
     /// The XDP fast path for established flows (`--no-fast-path` turns it off).
     pub fast_path: bool,
+    /// Entries of the fast path's flow map (`--fast-path-max`, default `--conn-max`).
+    pub fast_path_max: u32,
     /// Template capacity of each persistent service.
     pub templates_max: usize,
     /// Which schedulers' services schedule mid-flow TCP segments (`--mid-flow`).
@@ -681,8 +683,9 @@ pub fn run(opts: DaemonOpts) -> Result<()> {
     } else {
         None
     };
-    // The fast path's flow map holds at most one entry per connection the tables can hold.
-    let mut steering = Steering::load_with(opts.conn_max.clamp(1, u32::MAX as usize) as u32)?;
+    // The fast path's flow map: by default one entry per connection the tables can hold;
+    // smaller is a cache (an evicted flow goes back to the workers).
+    let mut steering = Steering::load_with(opts.fast_path_max.max(1))?;
     // Before any service or server exists: their counter sets take fast-path slots.
     let fast = opts.fast_path && !opts.reflect;
     if fast {

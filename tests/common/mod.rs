@@ -139,6 +139,11 @@ impl Lab {
     }
 
     /// True while xvsd runs.
+    /// The running xvsd's process id.
+    pub fn xvsd_pid(&self) -> Option<u32> {
+        self.xvsd.as_ref().map(|c| c.id())
+    }
+
     pub fn xvsd_alive(&mut self) -> bool {
         matches!(self.xvsd.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
