@@ -147,14 +147,15 @@ start_bird() {
 }
 
 # FRR's zebra and bgpd for director $1, in a pathspace of their own (-N) so that
-# several FRRs (or the host's) do not share sockets.
+# several FRRs (or the host's) do not share sockets. As user frr (Debian's package puts
+# it in the frrvty group, which FRR requires of the user its vty runs as; root is not).
 start_frr() {
     local k=$1 ns="$P-dir$1" dir="$STATE/frr-dir$1"
     mkdir -p "$dir"
     sed "s/10\.20\.0\.11/$(dir_ip "$k")/g" "$ROOT/docs/scale-out/frr-director.conf" >"$dir/frr.conf"
     chown -R frr:frr "$dir" 2>/dev/null || true
     spawn "$ns" "$dir/zebra.log" /usr/lib/frr/zebra -N "$P-dir$k" --vty_socket "$dir" \
-        -i "$dir/zebra.pid" -z "$dir/zserv.api" -f /dev/null -u root -g root
+        -i "$dir/zebra.pid" -z "$dir/zserv.api" -f /dev/null -u frr -g frr
     local i
     for ((i = 0; i < 50; i++)); do # 5 s for zebra's API socket
         [[ -S $dir/zserv.api ]] && break
@@ -162,7 +163,7 @@ start_frr() {
     done
     [[ -S $dir/zserv.api ]] || die "dir$k: zebra did not start: $(cat "$dir/zebra.log")"
     spawn "$ns" "$dir/bgpd.log" /usr/lib/frr/bgpd -N "$P-dir$k" --vty_socket "$dir" \
-        -i "$dir/bgpd.pid" -z "$dir/zserv.api" -f "$dir/frr.conf" -u root -g root
+        -i "$dir/bgpd.pid" -z "$dir/zserv.api" -f "$dir/frr.conf" -u frr -g frr
 }
 
 wait_listening() {

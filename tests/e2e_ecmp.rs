@@ -294,3 +294,51 @@ fn mh_keeps_flows_when_a_director_leaves_and_returns_rr_does_not() {
         r.describe()
     );
 }
+
+/// FRR instead of BIRD on director 2 (docs/scale-out/frr-director.conf: zebra + bgpd,
+/// `redistribute connected` with a route-map matching the announce device): the router
+/// (BIRD) gets the VIP from both daemons, and FRR withdraws it when xvsd drains, stops
+/// or is killed, and announces it again when xvsd is back.
+#[test]
+fn frr_director_announces_and_withdraws() {
+    let _g = serial();
+    let mut lab = EcmpLab::up("xef", 2, 2, Some(2));
+    for k in 1..=2 {
+        lab.start_xvsd(k, &[]);
+        lab.add_service(k, 80, "mh", None);
+    }
+    measured(
+        "FRR and BIRD announced",
+        lab.wait_next_hops(&[1, 2], secs(10)),
+    );
+    // FRR itself has the VIP as a connected route from the device, and sends it.
+    let bgp = lab.vtysh(2, &format!("show ip bgp {VIP}/32"));
+    assert!(
+        bgp.contains("10.20.0.1"),
+        "FRR does not advertise {VIP} to the router:\n{bgp}"
+    );
+    assert!(lab.http_get().is_some(), "no answer through the ECMP route");
+
+    lab.dir(2).adm_ok(&["--announce", "off"]);
+    measured("FRR: drain", lab.wait_next_hops(&[1], WITHDRAW_WITHIN));
+    lab.dir(2).adm_ok(&["--announce", "on"]);
+    measured("FRR: undrain", lab.wait_next_hops(&[1, 2], WITHDRAW_WITHIN));
+
+    lab.dir(2).kill_xvsd();
+    measured("FRR: SIGKILL", lab.wait_next_hops(&[1], WITHDRAW_WITHIN));
+    let rib = lab.vtysh(2, "show ip route connected");
+    assert!(
+        !rib.contains(VIP),
+        "the VIP outlived xvsd in FRR's RIB:\n{rib}"
+    );
+    // A new xvsd creates the device anew; FRR (zebra) picks the new interface up.
+    lab.start_xvsd(2, &[]);
+    lab.add_service(2, 80, "mh", None);
+    measured(
+        "FRR: restarted xvsd announced",
+        lab.wait_next_hops(&[1, 2], secs(10)),
+    );
+    lab.dir(2).stop_xvsd();
+    measured("FRR: SIGTERM", lab.wait_next_hops(&[1], WITHDRAW_WITHIN));
+    assert!(lab.http_get().is_some(), "no answer through the survivor");
+}

@@ -177,13 +177,9 @@ impl EcmpLab {
         let dir = format!("/run/xvs-ecmp/{}/frr-dir{k}", self.prefix);
         let o = run(Command::new("ip")
             .args(["netns", "exec", &self.ns(&format!("dir{k}"))])
-            .args([
-                "vtysh",
-                "-N",
-                &self.ns(&format!("dir{k}")),
-                "--vty_socket",
-                &dir,
-            ])
+            // The daemons' vty sockets are in `dir`; -N would make vtysh look for
+            // /etc/frr/NAME/vtysh.conf, which the lab does not write.
+            .args(["vtysh", "--vty_socket", &dir])
             .args(["-c", cmd]));
         format!(
             "{}{}",
