@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long)]
     pub no_fast_path: bool,
     /// Entries of the fast path's flow map (default: --conn-max). The map is an LRU cache
-    /// of kernel memory locked at start, about 140 bytes an entry (NAT takes two per
+    /// of kernel memory locked at start, about 300 bytes an entry (NAT takes two per
     /// connection): a smaller map saves memory, and a flow it evicts only goes back to the
     /// workers (slow path), never breaks. Size it for the flows that carry the traffic.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
