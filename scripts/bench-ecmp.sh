@@ -46,6 +46,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib-ns.sh
+. "$ROOT/scripts/lib-ns.sh"
 cd "$ROOT"
 
 ROUNDS=3
@@ -101,26 +103,6 @@ LOG=$OUTDIR/ecmp-$STAMP.log
 XVSD_PIDS=()
 
 log() { echo "bench-ecmp.sh: $*" | tee -a "$LOG" >&2; }
-nsx() {
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@"
-}
-mac_for() {
-    local a b c d
-    IFS=. read -r a b c d <<<"$1"
-    printf '02:00:%02x:%02x:%02x:%02x\n' "$a" "$b" "$c" "$d"
-}
-
-stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do # 5 s
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 
 topo_down() {
     local ns pid

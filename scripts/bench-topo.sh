@@ -56,6 +56,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib-ns.sh
+. "$ROOT/scripts/lib-ns.sh"
 P=${XVS_BENCH_PREFIX:-xb}
 STATE_BASE=/run/xvs-bench
 STATE=$STATE_BASE/$P
@@ -87,18 +89,6 @@ die() {
 
 log() { echo "bench-topo.sh[$P]: $*" >&2; }
 
-nsx() {
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@"
-}
-
-mac_for() {
-    local a b c d
-    IFS=. read -r a b c d <<<"$1"
-    printf '02:00:%02x:%02x:%02x:%02x\n' "$a" "$b" "$c" "$d"
-}
-
 bench_bin() {
     if [[ -n ${XVS_BENCH_BIN:-} ]]; then
         echo "$XVS_BENCH_BIN"
@@ -111,21 +101,6 @@ bench_bin() {
 
 our_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${P}-(gen|dir|sink)\$" || true
-}
-
-kill_pids() {
-    local pids=("$@") pid i alive
-    [[ ${#pids[@]} -gt 0 ]] || return 0
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do # 30 x 0.1 s
-        alive=()
-        for pid in "${pids[@]}"; do
-            kill -0 "$pid" 2>/dev/null && alive+=("$pid")
-        done
-        [[ ${#alive[@]} -eq 0 ]] && return 0
-        sleep 0.1
-    done
-    kill -KILL "${alive[@]}" 2>/dev/null || true
 }
 
 do_down() {

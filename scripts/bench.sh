@@ -83,6 +83,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib-ns.sh
+. "$ROOT/scripts/lib-ns.sh"
 cd "$ROOT"
 
 SMOKE=0
@@ -176,17 +178,6 @@ XVSD_PID=""
 GEN_PID=""
 
 # --- cleanup -----------------------------------------------------------------
-
-stop_pid() {
-    local pid=$1 i
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do # 5 s
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     set +e

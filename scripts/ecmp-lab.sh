@@ -43,6 +43,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib-ns.sh
+. "$ROOT/scripts/lib-ns.sh"
 P=${XVS_NS_PREFIX:-xe}
 STATE=/run/xvs-ecmp/$P
 VIP=10.20.9.88
@@ -61,16 +63,6 @@ die() {
     exit 1
 }
 log() { echo "ecmp-lab.sh[$P]: $*" >&2; }
-nsx() {
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@"
-}
-mac_for() {
-    local a b c d
-    IFS=. read -r a b c d <<<"$1"
-    printf '02:00:%02x:%02x:%02x:%02x\n' "$a" "$b" "$c" "$d"
-}
 dir_ip() { echo "10.20.0.$((10 + $1))"; }
 rs_ip() { echo "10.20.0.$((20 + $1))"; }
 
@@ -81,21 +73,6 @@ usage() {
 our_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' |
         grep -E "^${P}-(sw|rtr|client|dir[0-9]+|rs[0-9]+)\$" || true
-}
-
-kill_pids() {
-    local pids=("$@") pid i alive
-    [[ ${#pids[@]} -gt 0 ]] || return 0
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do # 30 x 0.1 s
-        alive=()
-        for pid in "${pids[@]}"; do
-            kill -0 "$pid" 2>/dev/null && alive+=("$pid")
-        done
-        [[ ${#alive[@]} -eq 0 ]] && return 0
-        sleep 0.1
-    done
-    kill -KILL "${alive[@]}" 2>/dev/null || true
 }
 
 do_down() {

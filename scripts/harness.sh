@@ -124,6 +124,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib-ns.sh
+. "$ROOT/scripts/lib-ns.sh"
 P=${XVS_NS_PREFIX:-xvs}
 STATE_BASE=/run/xvs-harness
 STATE=$STATE_BASE/$P
@@ -253,41 +255,11 @@ die() {
 
 log() { echo "harness.sh[$P]: $*" >&2; }
 
-nsx() {
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@"
-}
-
-# Deterministic MACs make captures and packet assertions easy to read:
-# 02:00 (locally administered) + the IPv4 address's four octets.
-mac_for() {
-    local a b c d
-    IFS=. read -r a b c d <<<"$1"
-    printf '02:00:%02x:%02x:%02x:%02x\n' "$a" "$b" "$c" "$d"
-}
-
 # Every namespace that belongs to this prefix, including leftovers of any
 # topology.
 our_namespaces() {
     ip netns list 2>/dev/null | awk '{print $1}' |
         grep -E "^${P}-(sw|swx|swi|swr|rtr|crt|client|dir|dir2|rs[0-9]+)\$" || true
-}
-
-# Send TERM (then KILL) to a list of pids; bounded wait, never fails.
-kill_pids() {
-    local pids=("$@") pid i alive
-    [[ ${#pids[@]} -gt 0 ]] || return 0
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do # 30 x 0.1 s
-        alive=()
-        for pid in "${pids[@]}"; do
-            kill -0 "$pid" 2>/dev/null && alive+=("$pid")
-        done
-        [[ ${#alive[@]} -eq 0 ]] && return 0
-        sleep 0.1
-    done
-    kill -KILL "${alive[@]}" 2>/dev/null || true
 }
 
 do_down() {
