@@ -23,7 +23,7 @@ _xvsd() {
 
     case "${cmd}" in
         xvsd)
-            opts="-i -f -h -V --interface --config --rules --config-test --socket --workers --conn-max --reflect --busy-poll --worker-nice --no-fast-path --mid-flow --templates-max --table-full --sync-daemon --ready-file --state-dir --restart-hold --bpf-pin-dir --web-listen --announce-dev --help --version"
+            opts="-i -f -h -V --interface --config --rules --config-test --socket --workers --conn-max --reflect --busy-poll --worker-nice --no-fast-path --fast-path-max --mid-flow --templates-max --table-full --sync-daemon --ready-file --state-dir --restart-hold --bpf-pin-dir --web-listen --announce-dev --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -62,6 +62,10 @@ _xvsd() {
                     return 0
                     ;;
                 --worker-nice)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fast-path-max)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
