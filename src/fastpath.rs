@@ -15,7 +15,7 @@ use crate::bpf::maps::{FastCtr, FlowKeyC, FlowVal, MAX_STAT_SLOTS};
 use crate::packet::FlowKey;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 
 /// The fast path's maps, as fds of the loaded steering program's maps.
@@ -146,6 +146,38 @@ pub struct FastStats {
     pub refreshed: u64,
     /// Servers or services without a stat slot (all in use): not fast-pathed.
     pub no_slot: u64,
+    /// Reinstalls skipped for the reinstall budget (`REINSTALLS_PER_MS`): the packet went
+    /// the workers' way and the flow stays there until a later packet finds budget.
+    #[serde(default)]
+    pub reinstall_deferred: u64,
+}
+
+/// Reinstalls allowed per millisecond over all workers. A flow map smaller than the live
+/// flows (`--fast-path-max`) with traffic spread over all of them would otherwise thrash:
+/// every worker packet reinstalls its flow, which evicts another one, whose next packet
+/// comes to a worker and reinstalls it, at about 10 us a packet (measured), three times
+/// the cost of leaving the flow on the workers' path. 16 per ms (16k/s) keeps ordinary
+/// evictions of a busy map re-cached within milliseconds.
+pub const REINSTALLS_PER_MS: u32 = 16;
+
+/// A per-millisecond budget shared by the workers (approximate under races, which only
+/// lets a few more through; no lock).
+#[derive(Debug, Default)]
+pub struct ReinstallBudget {
+    ms: AtomicU64,
+    used: AtomicU32,
+}
+
+impl ReinstallBudget {
+    /// Whether one more reinstall may happen at `now_ns` (monotonic).
+    pub fn allow(&self, now_ns: u64) -> bool {
+        let ms = now_ns / 1_000_000;
+        if self.ms.load(Relaxed) != ms {
+            self.ms.store(ms, Relaxed);
+            self.used.store(0, Relaxed);
+        }
+        self.used.fetch_add(1, Relaxed) < REINSTALLS_PER_MS
+    }
 }
 
 pub struct FastPath {
@@ -159,6 +191,8 @@ pub struct FastPath {
     removes: AtomicU64,
     refreshed: AtomicU64,
     no_slot: AtomicU64,
+    reinstall_budget: ReinstallBudget,
+    reinstall_deferred: AtomicU64,
     /// The published state timeouts, for listings' expiry of installed flows (control
     /// threads only; the workers have their snapshot).
     timeouts: Mutex<crate::conn::StateTimeouts>,
@@ -192,6 +226,8 @@ pub fn init(maps: FastMaps, port_ifindex: &[u32]) {
         removes: AtomicU64::new(0),
         refreshed: AtomicU64::new(0),
         no_slot: AtomicU64::new(0),
+        reinstall_budget: ReinstallBudget::default(),
+        reinstall_deferred: AtomicU64::new(0),
         timeouts: Mutex::new(crate::conn::StateTimeouts::default()),
     });
 }
@@ -255,6 +291,7 @@ impl FastPath {
             removes: self.removes.load(Relaxed),
             refreshed: self.refreshed.load(Relaxed),
             no_slot: self.no_slot.load(Relaxed),
+            reinstall_deferred: self.reinstall_deferred.load(Relaxed),
         }
     }
 
@@ -270,6 +307,10 @@ impl FastPath {
         reply: Option<(&FlowKey, &FlowVal)>,
         again: bool,
     ) -> bool {
+        if again && !self.reinstall_budget.allow(v.last_seen_ns) {
+            self.reinstall_deferred.fetch_add(1, Relaxed);
+            return false;
+        }
         let ok = self.maps.install(&FlowKeyC::of(k), v).is_ok()
             && match reply {
                 None => true,
@@ -353,4 +394,22 @@ impl FastPath {
 /// Fast-path bookkeeping for listings: zeros when the fast path is off.
 pub fn stats() -> FastStats {
     get().map(|f| f.stats()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reinstall_budget_refills_every_millisecond() {
+        let b = ReinstallBudget::default();
+        let t0 = 5_000_000_123;
+        let allowed = (0..100).filter(|_| b.allow(t0)).count();
+        assert_eq!(allowed, REINSTALLS_PER_MS as usize);
+        // Later in the same millisecond: still spent.
+        assert!(!b.allow(t0 + 500_000));
+        // The next millisecond has a full budget again.
+        let allowed = (0..100).filter(|_| b.allow(t0 + 1_000_000)).count();
+        assert_eq!(allowed, REINSTALLS_PER_MS as usize);
+    }
 }

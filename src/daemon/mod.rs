@@ -1240,6 +1240,7 @@ fn fast_pairs(xdp: &crate::bpf::maps::XdpStats) -> Vec<(String, u64)> {
         ("fast_removes", s.removes),
         ("fast_refreshed", s.refreshed),
         ("fast_no_slot", s.no_slot),
+        ("fast_reinstall_deferred", s.reinstall_deferred),
     ]
     .into_iter()
     .map(|(n, v)| (n.to_string(), v))

@@ -645,6 +645,9 @@ fn fast_help(name: &str) -> &'static str {
         "fast_removes" => "Connections removed from the fast path (FIN/RST, expiry, removal).",
         "fast_refreshed" => "Expiry checks re-armed by fast-path traffic (last-seen).",
         "fast_no_slot" => "Services or servers without a fast-path counter slot (not fast-pathed).",
+        "fast_reinstall_deferred" => {
+            "Reinstalls of evicted flows skipped for the per-millisecond budget (flow map thrashing)."
+        }
         _ => "XDP fast-path counter (xvsadm --datapath).",
     }
 }
